@@ -1,0 +1,246 @@
+//! The one internal configuration type, and loading it from a TOML file with precise errors.
+//!
+//! Nothing else in the program sees TOML: `raw.rs` is the file format, `validate.rs` checks it
+//! and builds a [`Config`] whose values are already parsed (addresses resolved, durations read,
+//! references between sections turned into indices).
+
+mod error;
+mod locate;
+mod raw;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub source: PathBuf,
+    /// `[server]`
+    pub server: Server,
+    /// `[metrics]`; `None` when the metrics listener is disabled.
+    pub metrics: Option<Metrics>,
+    /// `[log]`
+    pub log: Log,
+    /// `[[upstreams]]`, in file order.
+    pub upstreams: Vec<Upstream>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<Route>,
+}
+
+/// Listener and process settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Plain-HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// TLS listeners.
+    pub tls: Vec<TlsListener>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Let idle worker threads steal tasks from busy ones.
+    pub work_stealing: bool,
+    /// On SIGTERM, how long to keep serving in-flight requests before exiting.
+    pub grace_period: Duration,
+    /// After the grace period, how long runtimes get to stop.
+    pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Written in daemon mode; read by systemd.
+    pub pid_file: String,
+    /// Unix socket over which listening sockets are handed to a new process on upgrade.
+    pub upgrade_socket: String,
+    /// Accept `%2F` and `%5C` in paths (kept encoded). Off by default: they defeat path rules.
+    pub allow_encoded_slashes: bool,
+    /// Idle upstream connections kept for reuse, across all upstreams.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+/// A TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Offer HTTP/2 through ALPN.
+    pub h2: bool,
+}
+
+/// The metrics and health listener.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Address to bind.
+    pub listen: SocketAddr,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Emit one line per request.
+    pub access_log: bool,
+    /// Default filter (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+/// A pool of upstream targets.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Name used by routes and in metrics.
+    pub name: String,
+    /// Resolved targets.
+    pub targets: Vec<Target>,
+    /// How a target is chosen.
+    pub balance: Balance,
+    /// Active health checking; `None` treats every target as healthy.
+    pub health_check: Option<HealthCheck>,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout for each read from the upstream.
+    pub read_timeout: Duration,
+    /// Timeout for each write to the upstream.
+    pub write_timeout: Duration,
+    /// How long an idle kept-alive upstream connection is kept.
+    pub idle_timeout: Duration,
+    /// Further targets tried when connecting fails.
+    pub retries: usize,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// SNI and certificate name for TLS.
+    pub sni: String,
+    /// Host header sent when a route does not preserve the client's.
+    pub host_header: Option<String>,
+}
+
+/// One upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// Relative share of traffic.
+    pub weight: usize,
+}
+
+/// Target selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Each target in turn (weighted).
+    RoundRobin,
+    /// A random target (weighted).
+    Random,
+    /// The same key goes to the same target while it is healthy.
+    ConsistentHash(HashKey),
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The value of a request header.
+    Header(http::HeaderName),
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// TCP connect or HTTP GET.
+    pub kind: HealthCheckKind,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Connect and read timeout of one check.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy again.
+    pub healthy_threshold: usize,
+    /// Consecutive failures to become unhealthy.
+    pub unhealthy_threshold: usize,
+}
+
+/// The kind of health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connection can be opened.
+    Tcp,
+    /// `GET path` answers 200.
+    Http {
+        /// Request path.
+        path: String,
+        /// Host header (default: the target address).
+        host: Option<String>,
+    },
+}
+
+/// A route: which requests go to which upstream, and what they must prove.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// Lower-case host names; `*.example.org` matches any subdomain. Empty: any host.
+    pub hosts: Vec<String>,
+    /// Path prefixes, matched on segment boundaries.
+    pub paths: Vec<String>,
+    /// Allowed methods. Empty: any method.
+    pub methods: Vec<http::Method>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Remove the matched prefix before forwarding.
+    pub strip_path: bool,
+    /// Forward the client's Host header (otherwise the upstream's host).
+    pub preserve_host: bool,
+    /// What a request must prove.
+    pub auth: Auth,
+}
+
+/// Authentication required by a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Public.
+    None,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }])
+        })?;
+        Config::parse(&source, path)
+    }
+
+    /// Validates configuration text; `file` is used in messages only.
+    pub fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        validate::parse(source, file)
+    }
+
+    /// A one-line description for `check`.
+    pub fn summary(&self) -> String {
+        let targets: usize = self.upstreams.iter().map(|u| u.targets.len()).sum();
+        format!(
+            "{}: ok ({} route{}, {} upstream{}, {} target{}, {} listener{})",
+            self.source.display(),
+            self.routes.len(),
+            plural(self.routes.len()),
+            self.upstreams.len(),
+            plural(self.upstreams.len()),
+            targets,
+            plural(targets),
+            self.server.listen.len() + self.server.tls.len(),
+            plural(self.server.listen.len() + self.server.tls.len()),
+        )
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,182 @@
+//! The TOML file format, exactly as written by users. Nothing outside `config/` sees these types:
+//! `validate.rs` turns them into the one internal [`Config`](super::Config).
+//!
+//! Values that need checking beyond their TOML type (durations, addresses, names) are kept as
+//! `Spanned` strings so every error can name its line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string with the byte range it came from.
+pub type SStr = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub metrics: RawMetrics,
+    pub log: RawLog,
+    pub upstreams: Vec<RawUpstream>,
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    pub listen: Option<Vec<SStr>>,
+    pub tls: Vec<RawTlsListener>,
+    pub threads: Option<Spanned<i64>>,
+    pub work_stealing: Option<bool>,
+    pub grace_period: Option<SStr>,
+    pub shutdown_timeout: Option<SStr>,
+    pub trusted_proxies: Vec<SStr>,
+    pub pid_file: Option<String>,
+    pub upgrade_socket: Option<String>,
+    pub allow_encoded_slashes: Option<bool>,
+    pub upstream_keepalive_pool_size: Option<Spanned<i64>>,
+}
+
+/// `[[server.tls]]`
+#[derive(Debug, Deserialize)]
+pub struct RawTlsListener {
+    pub listen: SStr,
+    pub cert: SStr,
+    pub key: SStr,
+    #[serde(default)]
+    pub h2: Option<bool>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawMetrics {
+    pub listen: Option<SStr>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawLog {
+    pub access_log: Option<bool>,
+    pub level: Option<SStr>,
+}
+
+/// `[[upstreams]]`
+#[derive(Debug, Deserialize)]
+pub struct RawUpstream {
+    pub name: SStr,
+    pub targets: Spanned<Vec<Spanned<RawTarget>>>,
+    #[serde(default)]
+    pub balance: Option<SStr>,
+    #[serde(default)]
+    pub hash_key: Option<SStr>,
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
+    pub connect_timeout: Option<SStr>,
+    #[serde(default)]
+    pub read_timeout: Option<SStr>,
+    #[serde(default)]
+    pub write_timeout: Option<SStr>,
+    #[serde(default)]
+    pub idle_timeout: Option<SStr>,
+    #[serde(default)]
+    pub retries: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub tls: Option<bool>,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub host_header: Option<String>,
+}
+
+/// A target: `"127.0.0.1:3000"` or `{ address = "127.0.0.1:3000", weight = 2 }`.
+pub type RawTarget = StrOrTable<RawWeightedTarget>;
+
+/// The table form of a target.
+#[derive(Debug, Deserialize)]
+pub struct RawWeightedTarget {
+    pub address: String,
+    #[serde(default)]
+    pub weight: Option<i64>,
+}
+
+/// `health_check = { kind = "http", path = "/healthz", interval = "5s" }`
+#[derive(Debug, Deserialize)]
+pub struct RawHealthCheck {
+    pub kind: SStr,
+    #[serde(default)]
+    pub path: Option<SStr>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub interval: Option<SStr>,
+    #[serde(default)]
+    pub timeout: Option<SStr>,
+    #[serde(default)]
+    pub healthy_threshold: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    pub name: SStr,
+    #[serde(default)]
+    pub hosts: Vec<SStr>,
+    #[serde(default)]
+    pub paths: Option<Vec<SStr>>,
+    #[serde(default)]
+    pub methods: Vec<SStr>,
+    pub upstream: SStr,
+    #[serde(default)]
+    pub strip_path: Option<bool>,
+    #[serde(default)]
+    pub preserve_host: Option<bool>,
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// `auth = "none"` or `auth = { provider = "okta", ... }`.
+pub type RawAuth = StrOrTable<RawAuthTable>;
+
+/// The table form of `auth`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAuthTable {
+    #[serde(default)]
+    pub provider: Option<SStr>,
+}
+
+/// A value that may be written as a plain string or as a table.
+#[derive(Debug)]
+pub enum StrOrTable<T> {
+    Str(String),
+    Table(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOrTable<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = StrOrTable<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a table")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOrTable::Str(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                // Deserializing through the same MapAccess keeps unknown-key tracking and spans.
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(StrOrTable::Table)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}

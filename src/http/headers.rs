@@ -1,0 +1,223 @@
+//! Request headers the gateway owns: `X-Forwarded-*` (believed only from trusted proxies) and
+//! header scrubbing that catches every case and `_`/`-` spelling, because many upstream stacks
+//! (CGI, WSGI, PHP) read `X_Forwarded_For` and `X-Forwarded-For` as the same variable.
+
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
+
+/// Headers that describe the client connection; only a trusted proxy may send them.
+pub const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// A set of header names (lower case, `-` spelling) and name prefixes to remove.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderSet {
+    /// Exact names.
+    pub names: &'static [&'static str],
+    /// Prefixes such as `x-auth-request-`.
+    pub prefixes: &'static [&'static str],
+}
+
+impl HeaderSet {
+    /// True when `name` (already lower case, as `http` stores it) is in the set under any
+    /// `_`/`-` spelling.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| same_name(name, n))
+            || self.prefixes.iter().any(|p| {
+                name.len() > p.len()
+                    && name.is_char_boundary(p.len())
+                    && same_name(&name[..p.len()], p)
+            })
+    }
+}
+
+/// Compares a received header name with a canonical one, treating `_` as `-`.
+fn same_name(received: &str, canonical: &str) -> bool {
+    received.len() == canonical.len()
+        && received
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(r, c)| r == c || (r == b'_' && c == b'-'))
+}
+
+/// Removes every header in `set`, whatever its spelling.
+pub fn scrub(req: &mut RequestHeader, set: &HeaderSet) {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| set.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+/// The client connection as the gateway saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn<'a> {
+    /// Peer IP of the TCP connection.
+    pub ip: Option<IpAddr>,
+    /// The peer is a configured trusted proxy.
+    pub trusted: bool,
+    /// The connection arrived on a TLS listener.
+    pub tls: bool,
+    /// Host the client asked for (Host header or HTTP/2 authority).
+    pub host: &'a str,
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy the chain is extended
+/// and its proto/host kept; from anyone else every forwarding header is replaced.
+pub fn set_forwarded(req: &mut RequestHeader, conn: &ClientConn<'_>) -> pingora::Result<()> {
+    let ip = conn.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    if conn.trusted {
+        let chain = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let xff = if chain.is_empty() {
+            ip
+        } else {
+            format!("{chain}, {ip}")
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+        if !req.headers.contains_key("x-forwarded-proto") {
+            req.insert_header("x-forwarded-proto", proto(conn.tls))?;
+        }
+        if !req.headers.contains_key("x-forwarded-host") && !conn.host.is_empty() {
+            req.insert_header("x-forwarded-host", conn.host)?;
+        }
+        return Ok(());
+    }
+    scrub(
+        req,
+        &HeaderSet {
+            names: FORWARDING_HEADERS,
+            prefixes: &[],
+        },
+    );
+    req.insert_header("x-forwarded-for", ip)?;
+    req.insert_header("x-forwarded-proto", proto(conn.tls))?;
+    if !conn.host.is_empty() {
+        req.insert_header("x-forwarded-host", conn.host)?;
+    }
+    Ok(())
+}
+
+fn proto(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+/// True when `ip` lies in one of the trusted networks.
+pub fn is_trusted(ip: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
+    let Some(ip) = ip else { return false };
+    // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn values(r: &RequestHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn untrusted_clients_cannot_spoof_any_spelling() {
+        let mut r = req(&[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("Accept", "*/*"),
+        ]);
+        let conn = ClientConn {
+            ip: Some("10.1.2.3".parse().unwrap()),
+            trusted: false,
+            tls: false,
+            host: "app.test",
+        };
+        set_forwarded(&mut r, &conn).unwrap();
+        assert_eq!(values(&r, "x-forwarded-for"), vec!["10.1.2.3"]);
+        assert!(r.headers.get("x_forwarded_for").is_none());
+        assert!(r.headers.get("x-real-ip").is_none());
+        assert!(r.headers.get("forwarded").is_none());
+        assert_eq!(values(&r, "x-forwarded-proto"), vec!["http"]);
+        assert_eq!(values(&r, "x-forwarded-host"), vec!["app.test"]);
+        assert_eq!(values(&r, "accept"), vec!["*/*"]);
+    }
+
+    #[test]
+    fn trusted_proxies_extend_the_chain() {
+        let mut r = req(&[
+            ("X-Forwarded-For", "1.1.1.1"),
+            ("X-Forwarded-For", "2.2.2.2"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        let conn = ClientConn {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            trusted: true,
+            tls: false,
+            host: "h",
+        };
+        set_forwarded(&mut r, &conn).unwrap();
+        assert_eq!(
+            values(&r, "x-forwarded-for"),
+            vec!["1.1.1.1, 2.2.2.2, 127.0.0.1"]
+        );
+        assert_eq!(values(&r, "x-forwarded-proto"), vec!["https"]);
+    }
+
+    #[test]
+    fn trust_checks_networks_and_mapped_addresses() {
+        let nets = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ];
+        assert!(is_trusted(Some("10.9.9.9".parse().unwrap()), &nets));
+        assert!(is_trusted(Some("::ffff:127.0.0.1".parse().unwrap()), &nets));
+        assert!(!is_trusted(Some("11.0.0.1".parse().unwrap()), &nets));
+        assert!(!is_trusted(None, &nets));
+    }
+
+    #[test]
+    fn prefixes_match_any_spelling() {
+        let set = HeaderSet {
+            names: &["x-userinfo"],
+            prefixes: &["x-auth-request-"],
+        };
+        assert!(set.contains("x_auth_request_email"));
+        assert!(set.contains("x-auth-request-user"));
+        assert!(!set.contains("x-auth-request-"));
+        assert!(set.contains("x_userinfo"));
+        assert!(!set.contains("x-user"));
+    }
+}

@@ -1,0 +1,13 @@
+//! oidc-gateway: an edge reverse proxy on Pingora that puts OpenID Connect login in front of any
+//! HTTP service. The binary is a thin CLI over this library; tests and benches use it directly.
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,102 @@
+//! `oidc-gateway`: run the gateway, or check a configuration.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use oidc_gateway::config::Config;
+use oidc_gateway::server::{self, RunMode};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// An edge reverse proxy that puts OpenID Connect login in front of any HTTP service.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    ///
+    /// Signals: SIGTERM drains in-flight requests for `server.grace_period`, then exits;
+    /// SIGQUIT hands the listening sockets to a new process started with `--upgrade`
+    /// (zero-downtime upgrade and config reload); SIGINT exits at once.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "conf/oidc-gateway.toml")]
+        config: PathBuf,
+        /// Take over the listening sockets of a running instance, which must then get SIGQUIT.
+        #[arg(short, long)]
+        upgrade: bool,
+        /// Detach from the terminal and write `server.pid_file` (for systemd `Type=forking`).
+        #[arg(short, long)]
+        daemon: bool,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file: print a one-line summary and exit 0, or print every
+    /// error (file:line:column: key: problem) and exit 1.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "conf/oidc-gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}", c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            upgrade,
+            daemon,
+            log_format,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // A daemon forks after this point: a background log writer thread would not survive it.
+            let _guard = oidc_gateway::logging::init(
+                &config.log.level,
+                matches!(log_format, LogFormat::Json),
+                !daemon,
+            );
+            pingora::tls::install_default_crypto_provider();
+            let server = match server::build(config, RunMode { upgrade, daemon }) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            server.run_forever();
+        }
+    }
+}

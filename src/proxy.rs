@@ -1,0 +1,355 @@
+//! The Pingora glue. `request_filter` reads top to bottom: route → authenticate → authorize →
+//! pick an upstream target; the other hooks forward, count and log. Each step is one call into
+//! a plain module; no protocol logic lives here.
+
+use crate::access_log;
+use crate::config::{Config, Route};
+use crate::http::headers::{self, ClientConn};
+use crate::http::responses::{Reply, wants_html};
+use crate::metrics::RouteMetrics;
+use crate::routing::{RouteTable, path};
+use crate::upstream::{self, Tried, UpstreamPool};
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use std::time::Instant;
+
+/// The gateway's request handler.
+pub struct Gateway {
+    config: Config,
+    routes: RouteTable,
+    pools: Vec<UpstreamPool>,
+    route_metrics: Vec<RouteMetrics>,
+    /// Metrics for requests no route took (404, 400).
+    unrouted_metrics: RouteMetrics,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    route: Option<usize>,
+    /// Path and query to send upstream when they differ from what the client sent.
+    upstream_path: Option<String>,
+    tried: Tried,
+    target: Option<usize>,
+    /// The target chosen in `request_filter` has not been handed to Pingora yet.
+    target_pending: bool,
+    upstream_start: Option<Instant>,
+}
+
+impl Gateway {
+    /// Builds the handler from a validated configuration and the upstream pools built for it.
+    pub fn new(config: Config, pools: Vec<UpstreamPool>) -> Self {
+        Gateway {
+            routes: RouteTable::new(&config.routes),
+            route_metrics: config
+                .routes
+                .iter()
+                .map(|r| RouteMetrics::new(&r.name))
+                .collect(),
+            unrouted_metrics: RouteMetrics::new(access_log::UNROUTED),
+            pools,
+            config,
+        }
+    }
+
+    fn route_of(&self, ctx: &Ctx) -> Option<(&Route, &UpstreamPool)> {
+        let route = self.config.routes.get(ctx.route?)?;
+        Some((route, self.pools.get(route.upstream)?))
+    }
+
+    /// Route: canonical path, then the route table. Errors are complete answers.
+    fn route(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+        let html = wants_html(&req.headers);
+        let canonical =
+            path::canonicalize(req.uri.path(), self.config.server.allow_encoded_slashes).map_err(
+                |e| Reply::error(400, "bad_path", "Bad request", &format!("{e}."), html),
+            )?;
+        let m = self
+            .routes
+            .find(request_host(req), &canonical, &req.method)
+            .ok_or_else(|| {
+                Reply::error(
+                    404,
+                    "not_found",
+                    "Not found",
+                    "No route matches this request.",
+                    html,
+                )
+            })?;
+        ctx.route = Some(m.route);
+        let strip = self.config.routes[m.route].strip_path;
+        if strip || matches!(canonical, std::borrow::Cow::Owned(_)) {
+            let rest = if strip {
+                &canonical[m.rest..]
+            } else {
+                &canonical[..]
+            };
+            let rest = if rest.is_empty() { "/" } else { rest };
+            ctx.upstream_path = Some(match req.uri.query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Picks the first target, so "nothing healthy" is a clean 503 on a reusable connection.
+    fn choose_target(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
+        let Some((_, pool)) = self.route_of(ctx) else {
+            return Ok(());
+        };
+        match select(pool, session, ctx.tried) {
+            Some(idx) => {
+                ctx.tried.insert(idx);
+                ctx.target = Some(idx);
+                ctx.target_pending = true;
+                Ok(())
+            }
+            None => Err(Reply::error(
+                503,
+                "no_healthy_upstream",
+                "Service unavailable",
+                "No healthy upstream server is available. Try again shortly.",
+                wants_html(&session.req_header().headers),
+            )),
+        }
+    }
+}
+
+fn select(pool: &UpstreamPool, session: &Session, tried: Tried) -> Option<usize> {
+    let mut ip_buf = [0u8; 16];
+    let key = match &pool.hash_key {
+        Some(k) => {
+            let client = session.client_addr().and_then(|a| a.as_inet());
+            upstream::hash_key(k, client, &session.req_header().headers, &mut ip_buf)
+        }
+        None => &[],
+    };
+    pool.select(key, tried)
+}
+
+/// The host the client asked for: HTTP/1 `Host`, or the HTTP/2 `:authority`.
+pub fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            route: None,
+            upstream_path: None,
+            tried: Tried::default(),
+            target: None,
+            target_pending: false,
+            upstream_start: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let outcome = self
+            .route(session.req_header(), ctx)
+            // authenticate + authorize plug in here (OpenID Connect).
+            .and_then(|()| self.choose_target(session, ctx));
+        match outcome {
+            Ok(()) => Ok(false),
+            Err(reply) => {
+                reply.send(session).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some((_, pool)) = self.route_of(ctx) else {
+            return Err(Error::explain(InternalError, "no route chosen"));
+        };
+        let idx = if std::mem::take(&mut ctx.target_pending) {
+            ctx.target
+        } else {
+            // A retry after a failed connect: another healthy target, never one already tried.
+            let idx = select(pool, session, ctx.tried);
+            if let Some(i) = idx {
+                ctx.tried.insert(i);
+            }
+            idx
+        };
+        let Some(idx) = idx else {
+            return Err(Error::explain(
+                HTTPStatus(502),
+                "no other healthy upstream target to retry",
+            ));
+        };
+        ctx.target = Some(idx);
+        ctx.upstream_start = Some(Instant::now());
+        pool.peer(idx)
+            .ok_or_else(|| Error::explain(InternalError, "upstream target index out of range"))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some((_, pool)), Some(idx)) = (self.route_of(ctx), ctx.target) {
+            pool.connect_failed(idx);
+            tracing::warn!(upstream = %pool.name, target = pool.target_label(idx), error = %e, "upstream connect failed");
+            if ctx.tried.count() <= pool.retries && ctx.tried.count() < pool.len() {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some((route, pool)) = self.route_of(ctx) else {
+            return Ok(());
+        };
+        if let Some(p) = ctx.upstream_path.take() {
+            let uri = p.parse::<http::Uri>().map_err(|e| {
+                Error::because(InternalError, "canonical path is not a valid URI", e)
+            })?;
+            upstream_req.set_uri(uri);
+        }
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let conn = ClientConn {
+            ip,
+            trusted: headers::is_trusted(ip, &self.config.server.trusted_proxies),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            host: request_host(session.req_header()),
+        };
+        headers::set_forwarded(upstream_req, &conn)?;
+        if !route.preserve_host {
+            upstream_req.insert_header(http::header::HOST, pool.host_header.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some((_, pool)), Some(start)) = (self.route_of(ctx), ctx.upstream_start) {
+            pool.duration.observe(start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let status = error_status(e);
+        if status > 0 && session.response_written().is_none() {
+            let (code, title, detail) = match status {
+                504 => (
+                    "upstream_timeout",
+                    "Gateway timeout",
+                    "The upstream server did not answer in time.",
+                ),
+                503 => (
+                    "no_healthy_upstream",
+                    "Service unavailable",
+                    "No healthy upstream server is available. Try again shortly.",
+                ),
+                400 => (
+                    "bad_request",
+                    "Bad request",
+                    "The request could not be read.",
+                ),
+                s if s < 500 => ("bad_request", "Bad request", "The request was refused."),
+                _ => (
+                    "bad_gateway",
+                    "Bad gateway",
+                    "The upstream server could not be reached or sent an invalid response.",
+                ),
+            };
+            let html = wants_html(&session.req_header().headers);
+            // Pingora closes the client connection after a failed proxy attempt; say so, so
+            // HTTP/1 clients do not race a reused connection against the close.
+            session.set_keepalive(None);
+            let reply = Reply::error(status, code, title, detail, html);
+            let _ = reply.send(session).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        // `logging` reports every request once, at a level that fits its outcome.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| e.map(error_status))
+            .unwrap_or(0);
+        let elapsed = ctx.start.elapsed();
+        let route = self.route_of(ctx);
+        let metrics = ctx
+            .route
+            .and_then(|i| self.route_metrics.get(i))
+            .unwrap_or(&self.unrouted_metrics);
+        metrics.observe(status, elapsed.as_secs_f64());
+        if self.config.log.access_log || e.is_some() {
+            let req = session.req_header();
+            let target = match (route, ctx.target) {
+                (Some((_, pool)), Some(i)) => pool.target_label(i),
+                _ => "",
+            };
+            access_log::log(&access_log::Entry {
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                route: route.map_or(access_log::UNROUTED, |(r, _)| r.name.as_str()),
+                status,
+                upstream: route.map_or("", |(_, p)| &p.name),
+                target,
+                duration: elapsed,
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                error: e,
+            });
+        }
+    }
+}
+
+/// The status for a failed proxy attempt: timeouts are 504, other upstream failures 502.
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        HTTPStatus(code) => *code,
+        ConnectTimedout | ReadTimedout | WriteTimedout => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}

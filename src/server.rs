@@ -1,0 +1,99 @@
+//! Config → Pingora services: the proxy with its listeners, the metrics listener and the
+//! background health checks.
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::metrics;
+use crate::proxy::Gateway;
+use crate::upstream::{HealthChecks, UpstreamPool};
+use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+/// How the process was asked to start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunMode {
+    /// Take the listening sockets over from a running instance (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Detach and write the PID file.
+    pub daemon: bool,
+}
+
+/// Builds a ready-to-run Pingora server for `config`.
+pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
+    let s = &config.server;
+    let conf = ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(ceil_secs(s.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(ceil_secs(s.shutdown_timeout)),
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_socket.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        daemon: mode.daemon,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: mode.upgrade,
+        daemon: mode.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    metrics::init();
+
+    let mut pools = Vec::with_capacity(config.upstreams.len());
+    let mut checkers = Vec::new();
+    for u in &config.upstreams {
+        let (pool, checker) = UpstreamPool::new(u);
+        pools.push(pool);
+        checkers.extend(checker);
+    }
+
+    let listen = s.listen.clone();
+    let tls = s.tls.clone();
+    let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(config, pools),
+        "oidc-gateway proxy",
+    );
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    for t in &tls {
+        let (cert, key) = (t.cert.to_string_lossy(), t.key.to_string_lossy());
+        let mut settings = TlsSettings::intermediate(&cert, &key)
+            .map_err(|e| format!("TLS listener {}: cannot load {cert} / {key}: {e}", t.listen))?;
+        if t.h2 {
+            settings.enable_h2();
+        }
+        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = metrics_listen {
+        let mut admin = Service::new(
+            "oidc-gateway metrics".to_owned(),
+            HttpServer::new_app(AdminApp),
+        );
+        admin.add_tcp(&addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    if !checkers.is_empty() {
+        let mut hc = background_service("upstream health checks", HealthChecks(checkers));
+        hc.threads = Some(1);
+        server.add_service(hc);
+    }
+    Ok(server)
+}
+
+/// Pingora counts these periods in whole seconds; never round a grace period down to zero.
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}

@@ -1,0 +1,103 @@
+//! `oidc-gateway check`: exit codes and messages, run as a user would.
+
+mod support;
+
+use std::process::Command;
+use support::BIN;
+
+fn check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_valid_config_passes_with_a_summary() {
+    let (code, out, _) = check(
+        "[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:3000\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ok (1 route, 1 upstream, 1 target, 1 listener)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_error_is_printed_with_file_line_and_key() {
+    let config = r#"[server]
+listen = ["127.0.0.1:8080"]
+colour = "blue"
+
+[[upstreams]]
+name = "app"
+targets = ["300.0.0.1:99999"]
+read_timeout = "soon"
+
+[[routes]]
+name = "app"
+upstream = "nope"
+"#;
+    let (code, _, err) = check(config);
+    assert_eq!(code, 1, "{err}");
+    for expected in [
+        "gw.toml:3:1: server.colour: unknown key",
+        "gw.toml:7:12: upstreams[0].targets[0]: invalid address \"300.0.0.1:99999\"",
+        "gw.toml:8:16: upstreams[0].read_timeout: invalid duration \"soon\"",
+        "gw.toml:12:12: routes[0].upstream: no upstream named \"nope\"",
+        "4 error(s)",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/gw.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gw.toml: cannot read the file")
+    );
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut checked = 0;
+    for dir in ["conf", "docs"] {
+        let Ok(entries) = std::fs::read_dir(format!("{root}/{dir}")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let out = Command::new(BIN)
+                    .args(["check", "--config"])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 1, "no shipped config found");
+}

@@ -1,0 +1,204 @@
+//! Runs the real `oidc-gateway` binary on free loopback ports with a generated config.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_oidc-gateway");
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running gateway process.
+pub struct GatewayProcess {
+    /// Proxy port.
+    pub port: u16,
+    /// Metrics listener port.
+    pub metrics_port: u16,
+    /// The config file it runs with.
+    pub config_path: PathBuf,
+    /// Scratch directory (config, pid file, upgrade socket, logs).
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+    child: Child,
+    log_path: PathBuf,
+}
+
+/// Settings for [`GatewayProcess::start`].
+pub struct GatewayOptions<'a> {
+    /// Everything after `[server]` and `[metrics]`: upstreams, routes, ...
+    pub body: &'a str,
+    /// Extra lines inside `[server]`.
+    pub server_extra: &'a str,
+    /// `server.grace_period`.
+    pub grace_period: &'a str,
+}
+
+impl Default for GatewayOptions<'_> {
+    fn default() -> Self {
+        GatewayOptions {
+            body: "",
+            server_extra: "",
+            grace_period: "1s",
+        }
+    }
+}
+
+impl GatewayProcess {
+    /// Starts the gateway with `body` (upstreams and routes) and default server settings.
+    pub fn start(body: &str) -> GatewayProcess {
+        Self::start_with(GatewayOptions {
+            body,
+            ..Default::default()
+        })
+    }
+
+    /// Starts the gateway and waits until its proxy port accepts connections.
+    pub fn start_with(opts: GatewayOptions<'_>) -> GatewayProcess {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let port = free_port();
+        let metrics_port = free_port();
+        let config = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\n\
+             pid_file = \"{d}/gw.pid\"\nupgrade_socket = \"{d}/upgrade.sock\"\n{extra}\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{body}\n",
+            grace = opts.grace_period,
+            d = dir.path().display(),
+            extra = opts.server_extra,
+            body = opts.body,
+        );
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("gateway-1.log");
+        let child = spawn(&config_path, &log_path, false);
+        let mut gw = GatewayProcess {
+            port,
+            metrics_port,
+            config_path,
+            dir,
+            child,
+            log_path,
+        };
+        gw.wait_listening();
+        gw
+    }
+
+    /// Starts a second process with the same config and `--upgrade`: it waits for this one's
+    /// sockets, which it gets when this one receives SIGQUIT.
+    pub fn start_upgrade(&self) -> GatewayProcess {
+        let log_path = self.dir.path().join("gateway-2.log");
+        let child = spawn(&self.config_path, &log_path, true);
+        GatewayProcess {
+            port: self.port,
+            metrics_port: self.metrics_port,
+            config_path: self.config_path.clone(),
+            dir: self.dir.clone(),
+            child,
+            log_path,
+        }
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("gateway exited early ({status}):\n{}", self.log());
+            }
+            let ok = |p: u16| TcpStream::connect(("127.0.0.1", p)).is_ok();
+            if ok(self.port) && ok(self.metrics_port) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("gateway did not start listening:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `http://127.0.0.1:port{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `QUIT`, ...).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The metrics listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run").arg("--config").arg(config);
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    cmd.env("RUST_LOG", "info")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    cmd.spawn().expect("spawn oidc-gateway")
+}
+
+/// Value of a Prometheus sample line such as `name{a="b"} 3`, if present.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}

@@ -1,0 +1,28 @@
+//! Shared pieces of the end-to-end tests: real processes and servers on 127.0.0.1.
+#![allow(dead_code)]
+
+pub mod gateway;
+pub mod upstream;
+
+pub use gateway::*;
+#[allow(unused_imports)]
+pub use upstream::*;
+
+/// An HTTP client that never reuses connections (so each request sees the listener).
+pub fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client with keep-alive and no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
