@@ -7,8 +7,13 @@ use std::time::Duration;
 /// Route label for requests that matched no route.
 pub const UNROUTED: &str = "-";
 
+/// Route label for the gateway's own endpoints (login callback, logout, userinfo).
+pub const GATEWAY_ENDPOINT: &str = "_gateway";
+
 /// What one request did.
 pub struct Entry<'a> {
+    /// Authenticated subject, if any.
+    pub user: Option<&'a str>,
     /// Request method.
     pub method: &'a str,
     /// Request path without the query.
@@ -36,9 +41,9 @@ pub fn log(e: &Entry<'_>) {
     let error = e.error.map(tracing::field::display);
     if e.status >= 500 || (e.status == 0 && e.error.is_some()) {
         tracing::warn!(target: "access", method = e.method, path = e.path, route = e.route, status = e.status,
-            upstream = e.upstream, target = e.target, duration_ms, client, error, "request");
+            upstream = e.upstream, target = e.target, duration_ms, client, user = e.user, error, "request");
     } else {
         tracing::info!(target: "access", method = e.method, path = e.path, route = e.route, status = e.status,
-            upstream = e.upstream, target = e.target, duration_ms, client, error, "request");
+            upstream = e.upstream, target = e.target, duration_ms, client, user = e.user, error, "request");
     }
 }

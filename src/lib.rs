@@ -3,11 +3,15 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod oidc;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod session;
 pub mod upstream;

@@ -101,6 +101,120 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// `session_lookups_total{route,result}`
+pub static SESSION_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "session_lookups_total",
+        "Session checks on protected routes: hit (valid session), miss (none), expired, invalid.",
+        &["route", "result"],
+    )
+});
+
+/// `session_cache_total{result}`
+pub static SESSION_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "session_cache_total",
+        "Session lookups answered from memory (hit) or by opening the cookie (miss).",
+        &["result"],
+    )
+});
+
+/// `logins_total{provider,result}`
+pub static LOGINS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "logins_total",
+        "Browser logins: started, succeeded, and each failure reason.",
+        &["provider", "result"],
+    )
+});
+
+/// `token_refresh_total{provider,result}`
+pub static TOKEN_REFRESH: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "token_refresh_total",
+        "Access-token refreshes, by outcome.",
+        &["provider", "result"],
+    )
+});
+
+/// `jwks_fetch_total{provider,result}`
+pub static JWKS_FETCH: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "jwks_fetch_total",
+        "Signing-key (JWKS) fetches, by outcome.",
+        &["provider", "result"],
+    )
+});
+
+/// `idp_request_duration_seconds{provider,endpoint}`
+pub static IDP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "idp_request_duration_seconds",
+        "Calls to identity providers, by endpoint (discovery, jwks, token, userinfo, refresh).",
+        &["provider", "endpoint"],
+    )
+});
+
+static CACHE_HIT: LazyLock<IntCounter> =
+    LazyLock::new(|| SESSION_CACHE.with_label_values(&["hit"]));
+static CACHE_MISS: LazyLock<IntCounter> =
+    LazyLock::new(|| SESSION_CACHE.with_label_values(&["miss"]));
+
+/// Counts a session lookup served from memory or not.
+pub fn session_cache(hit: bool) {
+    if hit {
+        CACHE_HIT.inc()
+    } else {
+        CACHE_MISS.inc()
+    }
+}
+
+/// Records one call to a provider.
+pub fn idp_request(provider: &str, endpoint: &str, elapsed: std::time::Duration) {
+    IDP_DURATION
+        .with_label_values(&[provider, endpoint])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Counts a JWKS fetch.
+pub fn jwks_fetch(provider: &str, result: &str) {
+    JWKS_FETCH.with_label_values(&[provider, result]).inc();
+}
+
+/// Counts a login event (`started`, `succeeded` or a failure reason).
+pub fn login(provider: &str, result: &str) {
+    LOGINS.with_label_values(&[provider, result]).inc();
+}
+
+/// Counts a token refresh outcome.
+pub fn token_refresh(provider: &str, result: &str) {
+    TOKEN_REFRESH.with_label_values(&[provider, result]).inc();
+}
+
+/// Outcome of a session check, for `session_lookups_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionResult {
+    /// A valid session.
+    Hit = 0,
+    /// No session cookie.
+    Miss = 1,
+    /// A session past one of its timeouts.
+    Expired = 2,
+    /// A cookie that does not open (tampered, unknown, other provider).
+    Invalid = 3,
+}
+
+impl SessionResult {
+    fn label(self) -> &'static str {
+        match self {
+            SessionResult::Hit => "hit",
+            SessionResult::Miss => "miss",
+            SessionResult::Expired => "expired",
+            SessionResult::Invalid => "invalid",
+        }
+    }
+}
+
 /// Registers every metric so `/metrics` lists them before the first request.
 pub fn init() {
     BUILD_INFO
@@ -111,6 +225,12 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_DURATION);
     LazyLock::force(&TARGET_HEALTHY);
     LazyLock::force(&CONNECT_FAILURES);
+    LazyLock::force(&SESSION_LOOKUPS);
+    LazyLock::force(&SESSION_CACHE);
+    LazyLock::force(&LOGINS);
+    LazyLock::force(&TOKEN_REFRESH);
+    LazyLock::force(&JWKS_FETCH);
+    LazyLock::force(&IDP_DURATION);
 }
 
 /// Request metrics of one route (or of the gateway's own answers), resolved once.
@@ -119,6 +239,8 @@ pub struct RouteMetrics {
     duration: Histogram,
     /// Counter per status code 100..=599, created on first use.
     by_status: Box<[OnceLock<IntCounter>]>,
+    /// Session lookup counters by [`SessionResult`], created on first use.
+    sessions: [OnceLock<IntCounter>; 4],
 }
 
 impl RouteMetrics {
@@ -128,7 +250,15 @@ impl RouteMetrics {
             name: name.into(),
             duration: HTTP_DURATION.with_label_values(&[name]),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            sessions: Default::default(),
         }
+    }
+
+    /// Counts one session check on this route.
+    pub fn session(&self, result: SessionResult) {
+        self.sessions[result as usize]
+            .get_or_init(|| SESSION_LOOKUPS.with_label_values(&[&*self.name, result.label()]))
+            .inc();
     }
 
     /// Counts one answered request.

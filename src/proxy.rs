@@ -3,8 +3,10 @@
 //! a plain module; no protocol logic lives here.
 
 use crate::access_log;
-use crate::config::{Config, Route};
-use crate::http::headers::{self, ClientConn};
+use crate::auth::{Identity, OidcAuth, identity};
+use crate::config::{Auth, Config, Route};
+use crate::http::cookies;
+use crate::http::headers::{self, ClientConn, HeaderSet};
 use crate::http::responses::{Reply, wants_html};
 use crate::metrics::RouteMetrics;
 use crate::routing::{RouteTable, path};
@@ -24,6 +26,12 @@ pub struct Gateway {
     route_metrics: Vec<RouteMetrics>,
     /// Metrics for requests no route took (404, 400).
     unrouted_metrics: RouteMetrics,
+    /// Metrics for the gateway's own endpoints (callback, logout, userinfo).
+    endpoint_metrics: RouteMetrics,
+    /// OpenID Connect, when providers are configured.
+    oidc: Option<std::sync::Arc<OidcAuth>>,
+    /// Identity headers removed from every request.
+    scrub: HeaderSet,
 }
 
 /// Per-request state.
@@ -37,12 +45,26 @@ pub struct Ctx {
     /// The target chosen in `request_filter` has not been handed to Pingora yet.
     target_pending: bool,
     upstream_start: Option<Instant>,
+    /// Answered by one of the gateway's own endpoints.
+    own_endpoint: bool,
+    /// Who the request is, on an authenticated route.
+    identity: Option<Identity>,
 }
 
 impl Gateway {
     /// Builds the handler from a validated configuration and the upstream pools built for it.
-    pub fn new(config: Config, pools: Vec<UpstreamPool>) -> Self {
+    pub fn new(
+        config: Config,
+        pools: Vec<UpstreamPool>,
+        oidc: Option<std::sync::Arc<OidcAuth>>,
+    ) -> Self {
         Gateway {
+            scrub: oidc.as_ref().map_or_else(
+                || identity::scrub_set(&config.providers),
+                |o| o.scrub.clone(),
+            ),
+            oidc,
+            endpoint_metrics: RouteMetrics::new(access_log::GATEWAY_ENDPOINT),
             routes: RouteTable::new(&config.routes),
             route_metrics: config
                 .routes
@@ -60,13 +82,23 @@ impl Gateway {
         Some((route, self.pools.get(route.upstream)?))
     }
 
-    /// Route: canonical path, then the route table. Errors are complete answers.
-    fn route(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+    /// Route → authenticate → authorize → pick a target. An `Err` is a complete answer.
+    async fn decide(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
+        let req = session.req_header();
         let html = wants_html(&req.headers);
         let canonical =
             path::canonicalize(req.uri.path(), self.config.server.allow_encoded_slashes).map_err(
                 |e| Reply::error(400, "bad_path", "Bad request", &format!("{e}."), html),
             )?;
+
+        // The gateway's own endpoints come before any route.
+        if let Some(oidc) = &self.oidc
+            && let Some(endpoint) = oidc.endpoint(&canonical)
+        {
+            ctx.own_endpoint = true;
+            return Err(oidc.serve(endpoint, req).await);
+        }
+
         let m = self
             .routes
             .find(request_host(req), &canonical, &req.method)
@@ -80,20 +112,35 @@ impl Gateway {
                 )
             })?;
         ctx.route = Some(m.route);
-        let strip = self.config.routes[m.route].strip_path;
-        if strip || matches!(canonical, std::borrow::Cow::Owned(_)) {
-            let rest = if strip {
+        let route = &self.config.routes[m.route];
+        if route.strip_path || matches!(canonical, std::borrow::Cow::Owned(_)) {
+            let rest = if route.strip_path {
                 &canonical[m.rest..]
             } else {
                 &canonical[..]
             };
             let rest = if rest.is_empty() { "/" } else { rest };
-            ctx.upstream_path = Some(match req.uri.query() {
-                Some(q) => format!("{rest}?{q}"),
-                None => rest.to_owned(),
-            });
+            ctx.upstream_path = Some(with_query(rest, req.uri.query()));
         }
-        Ok(())
+
+        if let Auth::Oidc { provider } = route.auth {
+            let Some(oidc) = &self.oidc else {
+                return Err(Reply::error(
+                    500,
+                    "misconfigured",
+                    "Server error",
+                    "Authentication is not configured.",
+                    html,
+                ));
+            };
+            let return_to = with_query(&canonical, req.uri.query());
+            let identity = oidc
+                .authenticate(provider, req, &return_to, &self.route_metrics[m.route])
+                .await?;
+            ctx.identity = Some(identity);
+        }
+
+        self.choose_target(session, ctx)
     }
 
     /// Picks the first target, so "nothing healthy" is a clean 503 on a reusable connection.
@@ -116,6 +163,13 @@ impl Gateway {
                 wants_html(&session.req_header().headers),
             )),
         }
+    }
+}
+
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
     }
 }
 
@@ -153,15 +207,13 @@ impl ProxyHttp for Gateway {
             target: None,
             target_pending: false,
             upstream_start: None,
+            own_endpoint: false,
+            identity: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let outcome = self
-            .route(session.req_header(), ctx)
-            // authenticate + authorize plug in here (OpenID Connect).
-            .and_then(|()| self.choose_target(session, ctx));
-        match outcome {
+        match self.decide(session, ctx).await {
             Ok(()) => Ok(false),
             Err(reply) => {
                 reply.send(session).await?;
@@ -242,6 +294,37 @@ impl ProxyHttp for Gateway {
         if !route.preserve_host {
             upstream_req.insert_header(http::header::HOST, pool.host_header.clone())?;
         }
+        // Identity is the gateway's to state: whatever the client sent is removed first.
+        headers::scrub(upstream_req, &self.scrub);
+        if let Some(oidc) = &self.oidc {
+            cookies::strip(upstream_req, |name| oidc.is_own_cookie(name));
+            if let (Some(id), &Auth::Oidc { provider }) = (&ctx.identity, &route.auth)
+                && let Some(handle) = oidc.providers.handle(provider)
+            {
+                upstream_req.remove_header(&http::header::AUTHORIZATION);
+                let set = id
+                    .session
+                    .upstream_headers
+                    .get_or_init(|| identity::upstream_headers(&handle.config, &id.session));
+                for (name, value) in set {
+                    upstream_req.insert_header(name.clone(), value.clone())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(id) = &mut ctx.identity {
+            for c in id.set_cookies.drain(..) {
+                resp.append_header(http::header::SET_COOKIE, c)?;
+            }
+        }
         Ok(())
     }
 
@@ -309,10 +392,11 @@ impl ProxyHttp for Gateway {
             .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
         let route = self.route_of(ctx);
-        let metrics = ctx
-            .route
-            .and_then(|i| self.route_metrics.get(i))
-            .unwrap_or(&self.unrouted_metrics);
+        let metrics = match ctx.route.and_then(|i| self.route_metrics.get(i)) {
+            Some(m) => m,
+            None if ctx.own_endpoint => &self.endpoint_metrics,
+            None => &self.unrouted_metrics,
+        };
         metrics.observe(status, elapsed.as_secs_f64());
         if self.config.log.access_log || e.is_some() {
             let req = session.req_header();
@@ -321,9 +405,14 @@ impl ProxyHttp for Gateway {
                 _ => "",
             };
             access_log::log(&access_log::Entry {
+                user: ctx.identity.as_ref().map(|i| i.session.data.sub.as_str()),
                 method: req.method.as_str(),
                 path: req.uri.path(),
-                route: route.map_or(access_log::UNROUTED, |(r, _)| r.name.as_str()),
+                route: match route {
+                    Some((r, _)) => r.name.as_str(),
+                    None if ctx.own_endpoint => access_log::GATEWAY_ENDPOINT,
+                    None => access_log::UNROUTED,
+                },
                 status,
                 upstream: route.map_or("", |(_, p)| &p.name),
                 target,

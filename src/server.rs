@@ -2,8 +2,10 @@
 //! background health checks.
 
 use crate::admin::AdminApp;
+use crate::auth::{OidcAuth, SessionSweeper};
 use crate::config::Config;
 use crate::metrics;
+use crate::oidc::provider::DiscoveryService;
 use crate::proxy::Gateway;
 use crate::upstream::{HealthChecks, UpstreamPool};
 use pingora::apps::http_app::HttpServer;
@@ -12,6 +14,7 @@ use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::sync::Arc;
 
 /// How the process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,13 +56,26 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         checkers.extend(checker);
     }
 
+    let oidc = OidcAuth::new(&config)?.map(Arc::new);
+    if let Some(auth) = &oidc {
+        let mut discovery = background_service(
+            "provider discovery",
+            DiscoveryService(auth.providers.clone()),
+        );
+        discovery.threads = Some(1);
+        server.add_service(discovery);
+        let mut sweeper = background_service("session sweeper", SessionSweeper(auth.clone()));
+        sweeper.threads = Some(1);
+        server.add_service(sweeper);
+    }
+
     let listen = s.listen.clone();
     let tls = s.tls.clone();
     let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(config, pools),
+        Gateway::new(config, pools, oidc),
         "oidc-gateway proxy",
     );
     for addr in &listen {

@@ -7,9 +7,11 @@
 mod error;
 mod locate;
 mod raw;
+mod secret;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use secret::Secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,122 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<Route>,
+    /// `[[providers]]`, in file order.
+    pub providers: Vec<Provider>,
+    /// `[session]`; present whenever providers are.
+    pub session: Option<SessionSettings>,
+}
+
+/// An OpenID Provider and the gateway's client registration there.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Name used by routes and in metrics.
+    pub name: String,
+    /// Issuer identifier, exactly as the provider's discovery document must state it.
+    pub issuer: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret (absent for public clients).
+    pub client_secret: Option<Secret>,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
+    /// Where the provider sends the browser back; its path is the callback the gateway serves.
+    pub redirect_uri: String,
+    /// Path of `redirect_uri`.
+    pub callback_path: String,
+    /// Requested scopes (always including `openid`).
+    pub scopes: Vec<String>,
+    /// Header carrying the access token upstream, with an optional value prefix ("Bearer").
+    pub upstream_access_token_header: Option<(http::HeaderName, Option<String>)>,
+    /// Header carrying the raw ID token upstream.
+    pub upstream_id_token_header: Option<http::HeaderName>,
+    /// Header carrying the user's claims as base64 JSON.
+    pub upstream_user_info_header: Option<http::HeaderName>,
+    /// Headers set from claims: (header, claim name).
+    pub upstream_headers: Vec<(http::HeaderName, String)>,
+    /// Path that logs out.
+    pub logout_path: String,
+    /// Where the browser goes after logout.
+    pub logout_redirect_uri: Option<String>,
+    /// Methods accepted on `logout_path`.
+    pub logout_methods: Vec<http::Method>,
+    /// Fetch the userinfo endpoint at login (and require its `sub` to match).
+    pub use_userinfo: bool,
+    /// Total timeout of each call to the provider.
+    pub timeout: Duration,
+    /// Connect timeout of each call to the provider.
+    pub connect_timeout: Duration,
+    /// Clock skew tolerated when checking token times.
+    pub leeway: Duration,
+    /// Minimum time between JWKS fetches triggered by an unknown key id.
+    pub jwks_refresh_cooldown: Duration,
+    /// How often discovery and keys are refreshed in the background.
+    pub discovery_refresh_interval: Duration,
+    /// Cookies set for this provider's logins are `Secure` (the redirect URI is https).
+    pub secure_cookies: bool,
+}
+
+/// Token endpoint client authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with client id and secret.
+    Basic,
+    /// Client id and secret in the form body.
+    Post,
+}
+
+/// `[session]`
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Where sessions live.
+    pub store: SessionStoreKind,
+    /// Keys: the first encrypts, all decrypt.
+    pub secrets: Vec<Secret>,
+    /// Name of the session cookie (chunks add `.1`, `.2`, ...).
+    pub cookie_name: String,
+    /// `Path` of the gateway's cookies.
+    pub cookie_path: String,
+    /// `Domain` of the gateway's cookies (host-only when absent).
+    pub cookie_domain: Option<String>,
+    /// `SameSite` of the gateway's cookies.
+    pub same_site: SameSite,
+    /// Longest time between renewals.
+    pub rolling_timeout: Duration,
+    /// Longest time without a request.
+    pub idling_timeout: Duration,
+    /// Longest time since login.
+    pub absolute_timeout: Duration,
+    /// Decoded sessions cached in memory (cookie store).
+    pub cache_size: usize,
+    /// Lifetime of a login attempt (authorization cookie).
+    pub login_timeout: Duration,
+    /// Most concurrent login attempts per browser; the oldest is dropped.
+    pub max_login_cookies: usize,
+    /// Path answering the session's identity as JSON.
+    pub userinfo_path: String,
+}
+
+/// Session storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStoreKind {
+    /// The whole session, encrypted, in the cookie.
+    Cookie,
+    /// In this process; the cookie holds a random id.
+    Memory {
+        /// Most sessions kept; the oldest are dropped beyond it.
+        max_sessions: usize,
+    },
+}
+
+/// Cookie `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `Lax` (default): sent on top-level navigations, which the login redirect needs.
+    Lax,
+    /// `Strict`.
+    Strict,
+    /// `None` (requires Secure).
+    None,
 }
 
 /// Listener and process settings.
@@ -201,6 +319,11 @@ pub struct Route {
 pub enum Auth {
     /// Public.
     None,
+    /// OpenID Connect browser login with the provider at this index of [`Config::providers`].
+    Oidc {
+        /// Index into [`Config::providers`].
+        provider: usize,
+    },
 }
 
 impl Config {

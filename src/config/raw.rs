@@ -19,6 +19,72 @@ pub struct RawConfig {
     pub log: RawLog,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
+    pub providers: Vec<RawProvider>,
+    pub session: Option<Spanned<RawSession>>,
+}
+
+/// `[[providers]]`: an OpenID Provider and this gateway's client registration there.
+#[derive(Debug, Deserialize)]
+pub struct RawProvider {
+    pub name: SStr,
+    pub issuer: SStr,
+    pub client_id: SStr,
+    #[serde(default)]
+    pub client_secret: Option<SStr>,
+    #[serde(default)]
+    pub client_secret_file: Option<SStr>,
+    #[serde(default)]
+    pub client_auth: Option<SStr>,
+    pub redirect_uri: SStr,
+    #[serde(default)]
+    pub scopes: Option<Vec<SStr>>,
+    #[serde(default)]
+    pub upstream_access_token_header: Option<SStr>,
+    #[serde(default)]
+    pub upstream_id_token_header: Option<SStr>,
+    #[serde(default)]
+    pub upstream_user_info_header: Option<SStr>,
+    #[serde(default)]
+    pub upstream_headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    #[serde(default)]
+    pub logout_path: Option<SStr>,
+    #[serde(default)]
+    pub logout_redirect_uri: Option<SStr>,
+    #[serde(default)]
+    pub logout_methods: Option<Vec<SStr>>,
+    #[serde(default)]
+    pub use_userinfo: Option<bool>,
+    #[serde(default)]
+    pub timeout: Option<SStr>,
+    #[serde(default)]
+    pub connect_timeout: Option<SStr>,
+    #[serde(default)]
+    pub leeway: Option<SStr>,
+    #[serde(default)]
+    pub jwks_refresh_cooldown: Option<SStr>,
+    #[serde(default)]
+    pub discovery_refresh_interval: Option<SStr>,
+}
+
+/// `[session]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSession {
+    pub store: Option<SStr>,
+    pub secrets: Option<Vec<SStr>>,
+    pub secrets_file: Option<SStr>,
+    pub cookie_name: Option<SStr>,
+    pub cookie_path: Option<SStr>,
+    pub cookie_domain: Option<SStr>,
+    pub cookie_same_site: Option<SStr>,
+    pub rolling_timeout: Option<SStr>,
+    pub idling_timeout: Option<SStr>,
+    pub absolute_timeout: Option<SStr>,
+    pub memory_max_sessions: Option<Spanned<i64>>,
+    pub cache_size: Option<Spanned<i64>>,
+    pub login_timeout: Option<SStr>,
+    pub max_login_cookies: Option<Spanned<i64>>,
+    pub userinfo_path: Option<SStr>,
 }
 
 /// `[server]`

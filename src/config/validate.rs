@@ -3,6 +3,7 @@
 use super::error::{Collector, ConfigErrors};
 use super::locate;
 use super::raw::*;
+use super::secret;
 use super::*;
 use std::collections::HashSet;
 use std::net::ToSocketAddrs;
@@ -68,11 +69,20 @@ impl Builder<'_> {
             .map(|(i, u)| self.upstream(i, u))
             .collect();
         self.unique_names("upstreams", raw.upstreams.iter().map(|u| &u.name));
+        let providers: Vec<Provider> = raw
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.provider(i, p))
+            .collect();
+        self.unique_names("providers", raw.providers.iter().map(|p| &p.name));
+        let session = self.session(raw.session.as_ref(), !providers.is_empty());
+        self.own_paths(&providers, session.as_ref(), &raw.providers);
         let routes = raw
             .routes
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| self.route(i, r, &upstreams))
+            .filter_map(|(i, r)| self.route(i, r, &upstreams, &providers))
             .collect();
         self.unique_names("routes", raw.routes.iter().map(|r| &r.name));
         Config {
@@ -82,6 +92,473 @@ impl Builder<'_> {
             log,
             upstreams,
             routes,
+            providers,
+            session,
+        }
+    }
+
+    fn provider(&mut self, i: usize, raw: &RawProvider) -> Provider {
+        let key = |k: &str| format!("providers[{i}].{k}");
+        self.name(&raw.name, &key("name"));
+        let issuer = raw.issuer.get_ref().clone();
+        self.url(&raw.issuer, &key("issuer"));
+        let redirect = self.url(&raw.redirect_uri, &key("redirect_uri"));
+        let callback_path = redirect
+            .as_ref()
+            .map_or_else(|| "/oauth2/callback".to_owned(), |u| u.path().to_owned());
+        let secure_cookies = redirect.as_ref().is_none_or(|u| u.scheme() == "https");
+        let client_secret = self.secret_value(
+            &raw.client_secret,
+            &raw.client_secret_file,
+            &key("client_secret"),
+        );
+        let client_auth = match raw
+            .client_auth
+            .as_ref()
+            .map(|a| (a.get_ref().as_str(), a.span()))
+        {
+            None | Some(("client_secret_basic", _)) => ClientAuth::Basic,
+            Some(("client_secret_post", _)) => ClientAuth::Post,
+            Some((other, span)) => {
+                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\" or \"client_secret_post\""));
+                ClientAuth::Basic
+            }
+        };
+        let mut scopes: Vec<String> = match &raw.scopes {
+            None => vec!["openid".into(), "email".into(), "profile".into()],
+            Some(list) => list.iter().map(|s| s.get_ref().clone()).collect(),
+        };
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+        let upstream_access_token_header = match &raw.upstream_access_token_header {
+            None => Some((http::header::AUTHORIZATION, Some("Bearer".to_owned()))),
+            Some(v) if v.get_ref().is_empty() => None,
+            Some(v) => {
+                let (name, prefix) = match v.get_ref().split_once(':') {
+                    Some((n, p)) => (n, Some(p)),
+                    None => (v.get_ref().as_str(), None),
+                };
+                let prefix = prefix.map(|p| {
+                    // Kong writes "authorization:bearer"; send the scheme as RFC 6750 spells it.
+                    if p.eq_ignore_ascii_case("bearer") {
+                        "Bearer".to_owned()
+                    } else {
+                        p.to_owned()
+                    }
+                });
+                self.header_name(name, v.span(), &key("upstream_access_token_header"))
+                    .map(|h| (h, prefix))
+            }
+        };
+        let single_header = |b: &mut Self, v: &Option<SStr>, k: &str| {
+            v.as_ref()
+                .filter(|v| !v.get_ref().is_empty())
+                .and_then(|v| b.header_name(v.get_ref(), v.span(), &key(k)))
+        };
+        let upstream_id_token_header = single_header(
+            self,
+            &raw.upstream_id_token_header,
+            "upstream_id_token_header",
+        );
+        let upstream_user_info_header = single_header(
+            self,
+            &raw.upstream_user_info_header,
+            "upstream_user_info_header",
+        );
+        let upstream_headers = match &raw.upstream_headers {
+            None => vec![
+                (
+                    http::HeaderName::from_static("x-auth-request-user"),
+                    "sub".to_owned(),
+                ),
+                (
+                    http::HeaderName::from_static("x-auth-request-email"),
+                    "email".to_owned(),
+                ),
+            ],
+            Some(map) => map
+                .get_ref()
+                .iter()
+                .filter_map(|(h, claim)| {
+                    self.header_name(h, map.span(), &key("upstream_headers"))
+                        .map(|n| (n, claim.clone()))
+                })
+                .collect(),
+        };
+        let logout_path = match &raw.logout_path {
+            None => "/oauth2/logout".to_owned(),
+            Some(p) => self.own_path(p, &key("logout_path")),
+        };
+        let logout_redirect_uri = raw.logout_redirect_uri.as_ref().and_then(|u| {
+            self.url(u, &key("logout_redirect_uri"))?;
+            Some(u.get_ref().clone())
+        });
+        let logout_methods = match &raw.logout_methods {
+            None => vec![http::Method::POST],
+            Some(list) => list
+                .iter()
+                .filter_map(|m| match m.get_ref().to_ascii_uppercase().as_str() {
+                    "POST" => Some(http::Method::POST),
+                    "GET" => Some(http::Method::GET),
+                    _ => {
+                        self.err(
+                            m.span(),
+                            key("logout_methods"),
+                            format!(
+                                "unsupported logout method {:?}: expected \"POST\" or \"GET\"",
+                                m.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        Provider {
+            name: raw.name.get_ref().clone(),
+            issuer,
+            client_id: raw.client_id.get_ref().clone(),
+            client_secret,
+            client_auth,
+            redirect_uri: raw.redirect_uri.get_ref().clone(),
+            callback_path,
+            scopes,
+            upstream_access_token_header,
+            upstream_id_token_header,
+            upstream_user_info_header,
+            upstream_headers,
+            logout_path,
+            logout_redirect_uri,
+            logout_methods,
+            use_userinfo: raw.use_userinfo.unwrap_or(true),
+            timeout: self.duration(&raw.timeout, &key("timeout"), Duration::from_secs(5)),
+            connect_timeout: self.duration(
+                &raw.connect_timeout,
+                &key("connect_timeout"),
+                Duration::from_secs(2),
+            ),
+            leeway: self.duration(&raw.leeway, &key("leeway"), Duration::from_secs(30)),
+            jwks_refresh_cooldown: self.duration(
+                &raw.jwks_refresh_cooldown,
+                &key("jwks_refresh_cooldown"),
+                Duration::from_secs(30),
+            ),
+            discovery_refresh_interval: self.duration(
+                &raw.discovery_refresh_interval,
+                &key("discovery_refresh_interval"),
+                Duration::from_secs(3600),
+            ),
+            secure_cookies,
+        }
+    }
+
+    fn session(
+        &mut self,
+        raw: Option<&Spanned<RawSession>>,
+        needed: bool,
+    ) -> Option<SessionSettings> {
+        let Some(raw_spanned) = raw else {
+            if needed {
+                self.errs.at(
+                    None,
+                    "session",
+                    "[session] with secrets is required when [[providers]] are configured",
+                );
+            }
+            return None;
+        };
+        let raw = raw_spanned.get_ref();
+        let store = match raw.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("cookie", _)) => SessionStoreKind::Cookie,
+            Some(("memory", _)) => SessionStoreKind::Memory {
+                max_sessions: self.count(
+                    &raw.memory_max_sessions,
+                    "session.memory_max_sessions",
+                    1_000_000,
+                    1,
+                ),
+            },
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    "session.store",
+                    format!("unknown session store {other:?}: expected \"cookie\" or \"memory\""),
+                );
+                SessionStoreKind::Cookie
+            }
+        };
+        let mut secrets = Vec::new();
+        for (j, s) in raw.secrets.iter().flatten().enumerate() {
+            match secret::resolve_inline(s.get_ref()) {
+                Ok(v) => secrets.push((v, s.span(), format!("session.secrets[{j}]"))),
+                Err(e) => self.err(s.span(), format!("session.secrets[{j}]"), e),
+            }
+        }
+        if let Some(f) = &raw.secrets_file {
+            match secret::read_file(f.get_ref()) {
+                Ok(text) => {
+                    for line in text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    {
+                        secrets.push((
+                            Secret::new(line),
+                            f.span(),
+                            "session.secrets_file".to_owned(),
+                        ));
+                    }
+                }
+                Err(e) => self.err(f.span(), "session.secrets_file", e),
+            }
+        }
+        if secrets.is_empty()
+            && raw.secrets.as_ref().is_none_or(|l| l.is_empty())
+            && raw.secrets_file.is_none()
+        {
+            self.err(
+                raw_spanned.span(),
+                "session.secrets",
+                "at least one secret is required: secrets = [\"${SESSION_SECRET}\"] or secrets_file = \"/path\" (32 bytes or more, e.g. `openssl rand -base64 48`)",
+            );
+        }
+        for (s, span, k) in &secrets {
+            if s.expose().len() < 32 {
+                self.err(
+                    span.clone(),
+                    k.clone(),
+                    format!(
+                        "a session secret must be at least 32 bytes (this one has {})",
+                        s.expose().len()
+                    ),
+                );
+            }
+        }
+        let cookie_name = raw.cookie_name.as_ref().map_or_else(
+            || "oidc_session".to_owned(),
+            |n| {
+                let v = n.get_ref();
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+                {
+                    self.err(
+                        n.span(),
+                        "session.cookie_name",
+                        format!("invalid cookie name {v:?}: use letters, digits, '_' or '-'"),
+                    );
+                }
+                v.clone()
+            },
+        );
+        let same_site = match raw
+            .cookie_same_site
+            .as_ref()
+            .map(|s| (s.get_ref().to_ascii_lowercase(), s.span()))
+        {
+            None => SameSite::Lax,
+            Some((v, span)) => match v.as_str() {
+                "lax" => SameSite::Lax,
+                "strict" => SameSite::Strict,
+                "none" => SameSite::None,
+                _ => {
+                    self.err(
+                        span,
+                        "session.cookie_same_site",
+                        "expected \"lax\", \"strict\" or \"none\"",
+                    );
+                    SameSite::Lax
+                }
+            },
+        };
+        Some(SessionSettings {
+            store,
+            secrets: secrets.into_iter().map(|(s, _, _)| s).collect(),
+            cookie_name,
+            cookie_path: raw
+                .cookie_path
+                .as_ref()
+                .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
+            cookie_domain: raw.cookie_domain.as_ref().map(|d| d.get_ref().clone()),
+            same_site,
+            rolling_timeout: self.duration(
+                &raw.rolling_timeout,
+                "session.rolling_timeout",
+                Duration::from_secs(3600),
+            ),
+            idling_timeout: self.duration(
+                &raw.idling_timeout,
+                "session.idling_timeout",
+                Duration::from_secs(900),
+            ),
+            absolute_timeout: self.duration(
+                &raw.absolute_timeout,
+                "session.absolute_timeout",
+                Duration::from_secs(86400),
+            ),
+            cache_size: self.count(&raw.cache_size, "session.cache_size", 100_000, 0),
+            login_timeout: self.duration(
+                &raw.login_timeout,
+                "session.login_timeout",
+                Duration::from_secs(600),
+            ),
+            max_login_cookies: self.count(
+                &raw.max_login_cookies,
+                "session.max_login_cookies",
+                5,
+                1,
+            ),
+            userinfo_path: match &raw.userinfo_path {
+                None => "/oauth2/userinfo".to_owned(),
+                Some(p) => self.own_path(p, "session.userinfo_path"),
+            },
+        })
+    }
+
+    /// The gateway's own endpoints must not collide with each other.
+    fn own_paths(
+        &mut self,
+        providers: &[Provider],
+        session: Option<&SessionSettings>,
+        raw: &[RawProvider],
+    ) {
+        let mut seen: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = session {
+            seen.push((&s.userinfo_path, "session.userinfo_path".to_owned()));
+        }
+        for (i, (p, r)) in providers.iter().zip(raw).enumerate() {
+            for (path, k, span) in [
+                (&p.callback_path, "redirect_uri", r.redirect_uri.span()),
+                (
+                    &p.logout_path,
+                    "logout_path",
+                    r.logout_path.as_ref().map_or(r.name.span(), |l| l.span()),
+                ),
+            ] {
+                let key = format!("providers[{i}].{k}");
+                if let Some((_, other)) = seen.iter().find(|(q, _)| *q == path.as_str()) {
+                    self.err(
+                        span,
+                        &key,
+                        format!("path {path:?} is already used by {other}"),
+                    );
+                } else {
+                    seen.push((path, key));
+                }
+            }
+        }
+    }
+
+    fn own_path(&mut self, raw: &SStr, key: &str) -> String {
+        let p = raw.get_ref();
+        if !p.starts_with('/') || p.contains(['?', '#', '%', '\\']) {
+            self.err(
+                raw.span(),
+                key,
+                format!("invalid path {p:?}: expected an absolute path such as \"/oauth2/logout\""),
+            );
+        }
+        p.clone()
+    }
+
+    /// Parses an issuer or redirect URL: https, or http for loopback hosts only (development).
+    fn url(&mut self, raw: &SStr, key: &str) -> Option<openidconnect::url::Url> {
+        let v = raw.get_ref();
+        let url = match openidconnect::url::Url::parse(v) {
+            Ok(u) => u,
+            Err(e) => {
+                self.err(raw.span(), key, format!("invalid URL {v:?}: {e}"));
+                return None;
+            }
+        };
+        let loopback = match url.host() {
+            Some(openidconnect::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                self.err(raw.span(), key, format!("{v:?} must use https (http is accepted only for localhost and 127.0.0.1, for development)"));
+                return None;
+            }
+            other => {
+                self.err(
+                    raw.span(),
+                    key,
+                    format!("unsupported URL scheme {other:?} in {v:?}: expected https"),
+                );
+                return None;
+            }
+        }
+        if url.fragment().is_some() {
+            self.err(
+                raw.span(),
+                key,
+                format!("{v:?} must not contain a fragment"),
+            );
+            return None;
+        }
+        Some(url)
+    }
+
+    fn secret_value(
+        &mut self,
+        inline: &Option<SStr>,
+        file: &Option<SStr>,
+        key: &str,
+    ) -> Option<Secret> {
+        match (inline, file) {
+            (Some(a), Some(_)) => {
+                self.err(
+                    a.span(),
+                    key,
+                    format!("give either {key} or {key}_file, not both"),
+                );
+                None
+            }
+            (Some(v), None) => match secret::resolve_inline(v.get_ref()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.err(v.span(), key, e);
+                    None
+                }
+            },
+            (None, Some(f)) => match secret::read_file(f.get_ref()) {
+                Ok(s) if !s.is_empty() => Some(Secret::new(s)),
+                Ok(_) => {
+                    self.err(
+                        f.span(),
+                        format!("{key}_file"),
+                        format!("secret file {:?} is empty", f.get_ref()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(f.span(), format!("{key}_file"), e);
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn header_name(
+        &mut self,
+        name: &str,
+        span: std::ops::Range<usize>,
+        key: &str,
+    ) -> Option<http::HeaderName> {
+        match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.err(span, key, format!("invalid header name {name:?}"));
+                None
+            }
         }
     }
 
@@ -383,7 +860,13 @@ impl Builder<'_> {
         }
     }
 
-    fn route(&mut self, i: usize, raw: &RawRoute, upstreams: &[Upstream]) -> Option<Route> {
+    fn route(
+        &mut self,
+        i: usize,
+        raw: &RawRoute,
+        upstreams: &[Upstream],
+        providers: &[Provider],
+    ) -> Option<Route> {
         let key = |k: &str| format!("routes[{i}].{k}");
         self.name(&raw.name, &key("name"));
         let hosts = raw
@@ -446,11 +929,37 @@ impl Builder<'_> {
                     self.err(a.span(), key("auth"), format!("unknown auth {s:?}: expected \"none\" or a table such as {{ provider = \"okta\" }}"));
                     Auth::None
                 }
-                StrOrTable::Table(t) => {
-                    let provider = t.provider.as_ref().map_or("", |p| p.get_ref().as_str());
-                    self.err(a.span(), key("auth"), format!("provider {provider:?}: OpenID Connect authentication needs [[providers]], which this version does not support yet"));
-                    Auth::None
-                }
+                StrOrTable::Table(t) => match &t.provider {
+                    None => {
+                        self.err(
+                            a.span(),
+                            key("auth.provider"),
+                            "missing provider: expected e.g. auth = { provider = \"okta\" }",
+                        );
+                        Auth::None
+                    }
+                    Some(p) => match providers.iter().position(|x| x.name == *p.get_ref()) {
+                        Some(provider) => Auth::Oidc { provider },
+                        None => {
+                            let known: Vec<&str> =
+                                providers.iter().map(|x| x.name.as_str()).collect();
+                            self.err(
+                                p.span(),
+                                key("auth.provider"),
+                                format!(
+                                    "no provider named {:?} (defined: {})",
+                                    p.get_ref(),
+                                    if known.is_empty() {
+                                        "none".to_owned()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
+                            Auth::None
+                        }
+                    },
+                },
             },
         };
         Some(Route {

@@ -17,15 +17,30 @@ pub const FORWARDING_HEADERS: &[&str] = &[
 ];
 
 /// A set of header names (lower case, `-` spelling) and name prefixes to remove.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct HeaderSet {
     /// Exact names.
-    pub names: &'static [&'static str],
+    pub names: Vec<String>,
     /// Prefixes such as `x-auth-request-`.
-    pub prefixes: &'static [&'static str],
+    pub prefixes: Vec<String>,
 }
 
 impl HeaderSet {
+    /// A set from lists of names and prefixes (any case, either spelling).
+    pub fn new<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        prefixes: impl IntoIterator<Item = &'a str>,
+    ) -> HeaderSet {
+        let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+        let mut names: Vec<String> = names.into_iter().map(norm).collect();
+        names.sort();
+        names.dedup();
+        HeaderSet {
+            names,
+            prefixes: prefixes.into_iter().map(norm).collect(),
+        }
+    }
+
     /// True when `name` (already lower case, as `http` stores it) is in the set under any
     /// `_`/`-` spelling.
     pub fn contains(&self, name: &str) -> bool {
@@ -99,13 +114,7 @@ pub fn set_forwarded(req: &mut RequestHeader, conn: &ClientConn<'_>) -> pingora:
         }
         return Ok(());
     }
-    scrub(
-        req,
-        &HeaderSet {
-            names: FORWARDING_HEADERS,
-            prefixes: &[],
-        },
-    );
+    scrub(req, &FORWARDING);
     req.insert_header("x-forwarded-for", ip)?;
     req.insert_header("x-forwarded-proto", proto(conn.tls))?;
     if !conn.host.is_empty() {
@@ -113,6 +122,9 @@ pub fn set_forwarded(req: &mut RequestHeader, conn: &ClientConn<'_>) -> pingora:
     }
     Ok(())
 }
+
+static FORWARDING: std::sync::LazyLock<HeaderSet> =
+    std::sync::LazyLock::new(|| HeaderSet::new(FORWARDING_HEADERS.iter().copied(), []));
 
 fn proto(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
@@ -210,10 +222,7 @@ mod tests {
 
     #[test]
     fn prefixes_match_any_spelling() {
-        let set = HeaderSet {
-            names: &["x-userinfo"],
-            prefixes: &["x-auth-request-"],
-        };
+        let set = HeaderSet::new(["X-Userinfo"], ["x-auth-request-"]);
         assert!(set.contains("x_auth_request_email"));
         assert!(set.contains("x-auth-request-user"));
         assert!(!set.contains("x-auth-request-"));

@@ -42,11 +42,27 @@ impl Reply {
 
     /// A small HTML page. `title` and `detail` are escaped.
     pub fn html(status: u16, title: &str, detail: &str) -> Reply {
+        Reply::page(status, title, detail, None)
+    }
+
+    /// A small HTML page with an optional link (text, same-origin href) telling the user what
+    /// to do next. Everything is escaped.
+    pub fn page(status: u16, title: &str, detail: &str, action: Option<(&str, &str)>) -> Reply {
+        let action = action
+            .map(|(text, href)| {
+                format!(
+                    "<p><a class=\"button\" href=\"{}\">{}</a></p>",
+                    escape(href),
+                    escape(text)
+                )
+            })
+            .unwrap_or_default();
         let body = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-<title>{status} {title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}</style></head>\
-<body><h1>{title}</h1><p>{detail}</p><p class=\"code\">HTTP {status} &middot; oidc-gateway</p></body></html>\n",
+<title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}\
+.button{{display:inline-block;padding:.5rem 1rem;border-radius:.3rem;background:#2457c5;color:#fff;text-decoration:none}}</style></head>\
+<body><h1>{title}</h1><p>{detail}</p>{action}<p class=\"code\">HTTP {status} &middot; oidc-gateway</p></body></html>\n",
             title = escape(title),
             detail = escape(detail),
         );
@@ -55,6 +71,36 @@ h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}</s
             headers: Vec::new(),
             content_type: "text/html; charset=utf-8",
             body: Bytes::from(body),
+        }
+    }
+
+    /// A `302 Found` to `location`, with an empty body.
+    pub fn redirect(location: http::HeaderValue) -> Reply {
+        Reply {
+            status: 302,
+            headers: vec![(http::header::LOCATION, location)],
+            content_type: "text/plain",
+            body: Bytes::new(),
+        }
+    }
+
+    /// An empty answer with `status` (e.g. 204).
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            content_type: "text/plain",
+            body: Bytes::new(),
+        }
+    }
+
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            content_type: "application/json",
+            body: Bytes::from(value.to_string()),
         }
     }
 

@@ -40,6 +40,10 @@ pub struct GatewayOptions<'a> {
     pub server_extra: &'a str,
     /// `server.grace_period`.
     pub grace_period: &'a str,
+    /// Proxy port (a free one when `None`).
+    pub port: Option<u16>,
+    /// Extra environment variables for the process.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for GatewayOptions<'_> {
@@ -48,6 +52,8 @@ impl Default for GatewayOptions<'_> {
             body: "",
             server_extra: "",
             grace_period: "1s",
+            port: None,
+            env: &[],
         }
     }
 }
@@ -64,7 +70,7 @@ impl GatewayProcess {
     /// Starts the gateway and waits until its proxy port accepts connections.
     pub fn start_with(opts: GatewayOptions<'_>) -> GatewayProcess {
         let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let metrics_port = free_port();
         let config = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\ngrace_period = \"{grace}\"\nshutdown_timeout = \"1s\"\n\
@@ -77,7 +83,7 @@ impl GatewayProcess {
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("gateway-1.log");
-        let child = spawn(&config_path, &log_path, false);
+        let child = spawn(&config_path, &log_path, false, opts.env);
         let mut gw = GatewayProcess {
             port,
             metrics_port,
@@ -94,7 +100,7 @@ impl GatewayProcess {
     /// sockets, which it gets when this one receives SIGQUIT.
     pub fn start_upgrade(&self) -> GatewayProcess {
         let log_path = self.dir.path().join("gateway-2.log");
-        let child = spawn(&self.config_path, &log_path, true);
+        let child = spawn(&self.config_path, &log_path, true, &[]);
         GatewayProcess {
             port: self.port,
             metrics_port: self.metrics_port,
@@ -181,7 +187,12 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Child {
+fn spawn(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    upgrade: bool,
+    env: &[(&str, &str)],
+) -> Child {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     let mut cmd = Command::new(BIN);
@@ -192,6 +203,9 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, upgrade: bool) -> Chil
     cmd.env("RUST_LOG", "info")
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.spawn().expect("spawn oidc-gateway")
 }
 

@@ -1,10 +1,16 @@
 //! Shared pieces of the end-to-end tests: real processes and servers on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod gateway;
+pub mod op;
 pub mod upstream;
 
+#[allow(unused_imports)]
+pub use browser::*;
 pub use gateway::*;
+#[allow(unused_imports)]
+pub use op::*;
 #[allow(unused_imports)]
 pub use upstream::*;
 

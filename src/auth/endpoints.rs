@@ -1,0 +1,370 @@
+//! The gateway's own endpoints, answered before route matching: each provider's callback (the
+//! path of its `redirect_uri`) and logout path, and the session's `userinfo` for single-page apps.
+
+use super::OidcAuth;
+use crate::http::redirect;
+use crate::http::responses::{Reply, wants_html};
+use crate::metrics;
+use crate::oidc::login::{LoginError, complete};
+use crate::oidc::logout::end_session_url;
+use crate::oidc::state::StateError;
+use crate::session::now;
+use crate::session::store::Lookup;
+use pingora::http::RequestHeader;
+
+/// One of the gateway's own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The callback of provider `n`.
+    Callback(usize),
+    /// The logout path of provider `n`.
+    Logout(usize),
+    /// The session's identity as JSON.
+    UserInfo,
+}
+
+/// Most query parameters a callback may carry.
+const MAX_CALLBACK_PARAMS: usize = 16;
+
+impl OidcAuth {
+    /// The endpoint at canonical `path`, if it is one of the gateway's.
+    pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
+        if path == self.settings.userinfo_path {
+            return Some(Endpoint::UserInfo);
+        }
+        self.providers.list.iter().find_map(|p| {
+            if p.config.callback_path == path {
+                Some(Endpoint::Callback(p.index))
+            } else if p.config.logout_path == path {
+                Some(Endpoint::Logout(p.index))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Answers a request to one of the gateway's endpoints.
+    pub async fn serve(&self, endpoint: Endpoint, req: &RequestHeader) -> Reply {
+        match endpoint {
+            Endpoint::Callback(i) => self.callback(i, req).await,
+            Endpoint::Logout(i) => self.logout(i, req).await,
+            Endpoint::UserInfo => self.userinfo(req),
+        }
+    }
+
+    async fn callback(&self, index: usize, req: &RequestHeader) -> Reply {
+        let Some(cfg) = self.provider(index) else {
+            return Reply::empty(404);
+        };
+        let name = cfg.name.clone();
+        let attrs = self.attrs(index).clone();
+        if req.method != http::Method::GET {
+            return Reply::error(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "The sign-in callback only accepts GET.",
+                true,
+            )
+            .with_header(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+        }
+        let params = match unique_params(req.uri.query().unwrap_or("")) {
+            Ok(p) => p,
+            Err(msg) => {
+                metrics::login(&name, "bad_callback");
+                return failure_page(400, "Sign-in failed", &msg);
+            }
+        };
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+
+        let now = now();
+        // The attempt this callback belongs to, if the browser holds its cookie.
+        let attempt = get("state").map(|s| self.login.open(&req.headers, s, now));
+        let clear_attempt = |r: Reply| match &attempt {
+            Some(Ok((cookie, _))) => {
+                r.with_header(http::header::SET_COOKIE, self.login.expire(cookie, &attrs))
+            }
+            _ => r,
+        };
+
+        if let Some(error) = get("error") {
+            metrics::login(&name, "idp_error");
+            tracing::info!(provider = %name, error, "the identity provider refused the sign-in");
+            let detail = match error {
+                "access_denied" => {
+                    "Access was denied at the identity provider, or the sign-in was cancelled."
+                }
+                "login_required" | "interaction_required" | "consent_required" => {
+                    "The identity provider needs you to sign in again."
+                }
+                "temporarily_unavailable" | "server_error" => {
+                    "The identity provider had a problem. Please try again later."
+                }
+                _ => "The identity provider did not complete the sign-in.",
+            };
+            return clear_attempt(self.retry_page(
+                403,
+                "Sign-in was not completed",
+                detail,
+                attempt_return(&attempt),
+            ));
+        }
+        let (Some(state), Some(code)) = (get("state"), get("code")) else {
+            metrics::login(&name, "bad_callback");
+            return failure_page(
+                400,
+                "Sign-in failed",
+                "The sign-in response is missing its code or state.",
+            );
+        };
+        let st = match &attempt {
+            Some(Ok((_, st))) => st.clone(),
+            Some(Err(e)) => {
+                let (reason, detail) = match e {
+                    StateError::Missing => (
+                        "state_missing",
+                        "This sign-in response does not belong to a sign-in started in this browser, or it was already used.",
+                    ),
+                    StateError::Invalid => (
+                        "state_mismatch",
+                        "This sign-in response does not match the sign-in that was started.",
+                    ),
+                    StateError::Expired => ("state_expired", "The sign-in took too long."),
+                };
+                metrics::login(&name, reason);
+                return clear_attempt(self.retry_page(400, "Sign-in failed", detail, None));
+            }
+            None => {
+                metrics::login(&name, "bad_callback");
+                return failure_page(
+                    400,
+                    "Sign-in failed",
+                    "The sign-in response is missing its state.",
+                );
+            }
+        };
+        if st.provider != name {
+            metrics::login(&name, "state_mismatch");
+            return clear_attempt(self.retry_page(
+                400,
+                "Sign-in failed",
+                "This sign-in response is for another provider.",
+                None,
+            ));
+        }
+        // A callback is good once: a replay (even with the cookie) is refused.
+        let until = now.saturating_add(self.settings.login_timeout.as_secs());
+        if self.used_states.insert(state.to_owned(), until).is_some() {
+            metrics::login(&name, "replayed");
+            return clear_attempt(self.retry_page(
+                400,
+                "Sign-in failed",
+                "This sign-in response was already used.",
+                None,
+            ));
+        }
+
+        let data = match complete(&self.providers, index, code, &st, now).await {
+            Ok(d) => d,
+            Err(e) => {
+                metrics::login(&name, e.reason());
+                tracing::warn!(provider = %name, reason = e.reason(), "sign-in failed: {e}");
+                let (status, detail) = match e {
+                    LoginError::Unavailable
+                    | LoginError::TokenExchange(_)
+                    | LoginError::UserInfo(_) => (
+                        502,
+                        "The identity provider could not complete the sign-in. Please try again.",
+                    ),
+                    _ => (
+                        401,
+                        "The identity provider's answer could not be verified, so you were not signed in.",
+                    ),
+                };
+                return clear_attempt(self.retry_page(
+                    status,
+                    "Sign-in failed",
+                    detail,
+                    Some(&st.return_to),
+                ));
+            }
+        };
+
+        // Never keep a session the browser brought: drop it and mint a new one.
+        let mut cookies_present = 0;
+        match self.store.lookup(&req.headers) {
+            Lookup::Found {
+                session,
+                cookies_present: n,
+                ..
+            } => {
+                self.store.destroy(&session);
+                cookies_present = n;
+            }
+            Lookup::Invalid { cookies_present: n } => cookies_present = n,
+            Lookup::Absent => {}
+        }
+        let (_, pairs) = match self.store.create(data) {
+            Ok(created) => created,
+            Err(e) => {
+                metrics::login(&name, "session_too_large");
+                tracing::warn!(provider = %name, "sign-in failed: {e}");
+                return clear_attempt(failure_page(
+                    500,
+                    "Sign-in failed",
+                    "The session is too large to store in cookies. The administrator can switch to the memory store.",
+                ));
+            }
+        };
+        metrics::login(&name, "succeeded");
+        let target = redirect::same_origin_path(&st.return_to).unwrap_or("/");
+        let mut reply = Reply::redirect(
+            http::HeaderValue::from_str(target)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("/")),
+        );
+        for c in self.store.cookie_headers(&pairs, cookies_present, &attrs) {
+            reply = reply.with_header(http::header::SET_COOKIE, c);
+        }
+        clear_attempt(reply)
+    }
+
+    async fn logout(&self, index: usize, req: &RequestHeader) -> Reply {
+        let Some(cfg) = self.provider(index) else {
+            return Reply::empty(404);
+        };
+        if !cfg.logout_methods.contains(&req.method) {
+            let allow = cfg
+                .logout_methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Reply::error(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "Sign out with a POST request (a form button), not a link.",
+                wants_html(&req.headers),
+            )
+            .with_header(
+                http::header::ALLOW,
+                http::HeaderValue::from_str(&allow)
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("POST")),
+            );
+        }
+        let attrs = self.attrs(index);
+        let (id_token, cookies_present) = match self.store.lookup(&req.headers) {
+            Lookup::Found {
+                session,
+                cookies_present,
+                ..
+            } => {
+                self.store.destroy(&session);
+                (Some(session.data.id_token.clone()), cookies_present)
+            }
+            Lookup::Invalid { cookies_present } => (None, cookies_present),
+            Lookup::Absent => (None, 0),
+        };
+        let target = self
+            .providers
+            .get(index)
+            .and_then(|d| end_session_url(&d, cfg, id_token.as_deref()))
+            .or_else(|| cfg.logout_redirect_uri.clone());
+        let mut reply = match target.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
+            Some(location) => Reply::redirect(location),
+            None => Reply::empty(204),
+        };
+        for c in self.store.expire_chunks(0, cookies_present.max(1), attrs) {
+            reply = reply.with_header(http::header::SET_COOKIE, c);
+        }
+        reply
+    }
+
+    fn userinfo(&self, req: &RequestHeader) -> Reply {
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return Reply::json(405, &serde_json::json!({"error": "method_not_allowed"}))
+                .with_header(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+        }
+        let now = now();
+        if let Lookup::Found { session, .. } = self.store.lookup(&req.headers)
+            && session.check(now, &self.store.timeouts).is_ok()
+        {
+            let d = &session.data;
+            return Reply::json(
+                200,
+                &serde_json::json!({
+                    "sub": d.sub,
+                    "provider": d.provider,
+                    "claims": d.claims,
+                    "session": {
+                        "created_at": d.created_at,
+                        "expires_at": d.created_at.saturating_add(self.store.timeouts.absolute.as_secs()),
+                    },
+                }),
+            );
+        }
+        Reply::json(
+            401,
+            &serde_json::json!({"error": "login_required", "message": "No signed-in session."}),
+        )
+        .with_header(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"oidc-gateway\""),
+        )
+    }
+
+    /// An error page with a "try again" link to where the user was going.
+    fn retry_page(&self, status: u16, title: &str, detail: &str, return_to: Option<&str>) -> Reply {
+        let again = return_to
+            .and_then(redirect::same_origin_path)
+            .unwrap_or("/");
+        Reply::page(status, title, detail, Some(("Try again", again)))
+    }
+}
+
+fn attempt_return(
+    attempt: &Option<Result<(String, crate::oidc::state::LoginState), StateError>>,
+) -> Option<&str> {
+    match attempt {
+        Some(Ok((_, st))) => Some(st.return_to.as_str()),
+        _ => None,
+    }
+}
+
+fn failure_page(status: u16, title: &str, detail: &str) -> Reply {
+    Reply::page(status, title, detail, Some(("Start again", "/")))
+}
+
+/// Query parameters, refusing duplicates (parameter pollution) and oversized queries.
+fn unique_params(query: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in openidconnect::url::form_urlencoded::parse(query.as_bytes()) {
+        if out.iter().any(|(n, _)| *n == k) {
+            return Err(format!(
+                "The sign-in response repeats the parameter {:?}.",
+                k.chars().take(32).collect::<String>()
+            ));
+        }
+        if out.len() >= MAX_CALLBACK_PARAMS {
+            return Err("The sign-in response has too many parameters.".into());
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicated_parameters_are_refused() {
+        assert!(unique_params("code=a&state=b").is_ok());
+        assert!(
+            unique_params("code=a&state=b&code=c")
+                .unwrap_err()
+                .contains("\"code\"")
+        );
+        assert!(unique_params(&"a=1&".repeat(40)).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! Cookies: reading every `Cookie` header (HTTP/2 clients send several), writing the gateway's
+//! `Set-Cookie` headers with safe attributes, and removing the gateway's own cookies before a
+//! request goes upstream. Parsing and formatting are the `cookie` crate's.
+
+use cookie::Cookie;
+use http::HeaderValue;
+use pingora::http::RequestHeader;
+use std::time::Duration;
+
+/// Attributes of every cookie the gateway sets.
+#[derive(Debug, Clone)]
+pub struct CookieAttrs {
+    /// `Path`
+    pub path: String,
+    /// `Domain` (host-only when `None`).
+    pub domain: Option<String>,
+    /// `SameSite`
+    pub same_site: cookie::SameSite,
+    /// `Secure`
+    pub secure: bool,
+}
+
+/// Every (name, value) pair in every `Cookie` header, in order. Malformed pairs are skipped.
+pub fn all<'a>(headers: &'a http::HeaderMap) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(|c| {
+            let c = c.ok()?;
+            Some((c.name_raw()?, c.value_raw()?))
+        })
+}
+
+/// The first cookie called `name`.
+pub fn get<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    all(headers).find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value: HttpOnly always; `max_age` `None` makes a browser-session cookie.
+pub fn set(name: &str, value: &str, attrs: &CookieAttrs, max_age: Option<Duration>) -> HeaderValue {
+    let mut c = Cookie::build((name.to_owned(), value.to_owned()))
+        .path(attrs.path.clone())
+        .http_only(true)
+        .same_site(attrs.same_site)
+        // Browsers refuse SameSite=None without Secure.
+        .secure(attrs.secure || attrs.same_site == cookie::SameSite::None);
+    if let Some(d) = &attrs.domain {
+        c = c.domain(d.clone());
+    }
+    if let Some(age) = max_age {
+        c = c.max_age(cookie::time::Duration::seconds(
+            age.as_secs().min(i64::MAX as u64) as i64,
+        ));
+    }
+    // Names and values are ours (base64url and fixed names), so they are valid header text.
+    HeaderValue::from_str(&c.build().to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A `Set-Cookie` value that deletes the cookie `name`.
+pub fn expire(name: &str, attrs: &CookieAttrs) -> HeaderValue {
+    set(name, "", attrs, Some(Duration::ZERO))
+}
+
+/// Removes the cookies for which `ours` is true from the request, leaving the rest (merged into
+/// one `Cookie` header). Untouched when none are ours.
+pub fn strip(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) {
+    if !all(&req.headers).any(|(n, _)| ours(n)) {
+        return;
+    }
+    let kept: Vec<String> = all(&req.headers)
+        .filter(|(n, _)| !ours(n))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        let _ = req.insert_header(http::header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(secure: bool) -> CookieAttrs {
+        CookieAttrs {
+            path: "/".into(),
+            domain: None,
+            same_site: cookie::SameSite::Lax,
+            secure,
+        }
+    }
+
+    #[test]
+    fn reads_every_cookie_header() {
+        let mut h = http::HeaderMap::new();
+        h.append(http::header::COOKIE, "a=1; b=2".parse().unwrap());
+        h.append(http::header::COOKIE, "c=3".parse().unwrap());
+        h.append(http::header::COOKIE, "garbage; d=4".parse().unwrap());
+        let all: Vec<_> = all(&h).collect();
+        assert_eq!(all, vec![("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
+        assert_eq!(get(&h, "c"), Some("3"));
+    }
+
+    #[test]
+    fn set_cookie_has_safe_defaults() {
+        let v = set("s", "v", &attrs(true), Some(Duration::from_secs(60)));
+        let s = v.to_str().unwrap();
+        for part in [
+            "s=v",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/",
+            "Max-Age=60",
+        ] {
+            assert!(s.contains(part), "{s} lacks {part}");
+        }
+        assert!(
+            !set("s", "v", &attrs(false), None)
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
+        assert!(
+            expire("s", &attrs(false))
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
+    }
+
+    #[test]
+    fn strips_only_our_cookies() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("Cookie", "app=1; oidc_session=secret")
+            .unwrap();
+        r.append_header("Cookie", "oidc_session.1=more; other=2")
+            .unwrap();
+        strip(&mut r, |n| {
+            n == "oidc_session" || n.starts_with("oidc_session.")
+        });
+        let v: Vec<_> = r.headers.get_all("cookie").iter().collect();
+        assert_eq!(v, vec!["app=1; other=2"]);
+        let mut only = RequestHeader::build("GET", b"/", None).unwrap();
+        only.append_header("Cookie", "oidc_session=x").unwrap();
+        strip(&mut only, |n| n == "oidc_session");
+        assert!(only.headers.get("cookie").is_none());
+    }
+}

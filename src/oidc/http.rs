@@ -1,0 +1,87 @@
+//! The HTTP client for calls to identity providers: connect and total timeouts, no redirects
+//! (a redirect from discovery or the token endpoint is an error, not a new destination), and a
+//! cap on response size.
+
+use openidconnect::reqwest;
+use openidconnect::{AsyncHttpClient, HttpRequest, HttpResponse};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Largest response accepted from a provider (discovery, JWKS, tokens, userinfo).
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Why a call to the provider failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdpHttpError {
+    /// Connecting, sending or receiving failed, or a timeout expired.
+    #[error("{0}")]
+    Request(#[from] reqwest::Error),
+    /// The response body exceeded [`MAX_RESPONSE_BYTES`].
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The request could not be built.
+    #[error("invalid request: {0}")]
+    Build(String),
+}
+
+/// A client for one provider.
+#[derive(Clone)]
+pub struct IdpHttp {
+    client: reqwest::Client,
+}
+
+impl IdpHttp {
+    /// A client with the given timeouts.
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<IdpHttp, String> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .user_agent(concat!("oidc-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(IdpHttp { client })
+    }
+
+    /// Sends a request and reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+    pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, IdpHttpError> {
+        let request =
+            reqwest::Request::try_from(request).map_err(|e| IdpHttpError::Build(e.to_string()))?;
+        let mut response = self.client.execute(request).await?;
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(IdpHttpError::TooLarge(MAX_RESPONSE_BYTES));
+        }
+        let mut builder = http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(IdpHttpError::TooLarge(MAX_RESPONSE_BYTES));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder
+            .body(body)
+            .map_err(|e| IdpHttpError::Build(e.to_string()))
+    }
+
+    /// The underlying client, for requests `openidconnect` does not model (introspection).
+    pub fn inner(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl<'c> AsyncHttpClient<'c> for IdpHttp {
+    type Error = IdpHttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, IdpHttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
+}

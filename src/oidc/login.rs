@@ -1,0 +1,168 @@
+//! The authorization code flow: the redirect to the provider (state, nonce, PKCE S256), and the
+//! callback: code exchange, ID-token validation, `at_hash`, and userinfo with a matching `sub`.
+
+use super::provider::{Discovered, Providers, error_chain};
+use super::state::LoginState;
+use super::types::UserInfoClaims;
+use super::verify::{IdTokenError, identity_claims, verify_id_token};
+use crate::metrics;
+use crate::session::SessionData;
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, Scope, SubjectIdentifier, TokenResponse as _, UserInfoError,
+};
+use std::time::Instant;
+
+/// Builds the authorization redirect and the attempt to remember in the login cookie.
+pub fn authorization_request(
+    d: &Discovered,
+    cfg: &crate::config::Provider,
+    return_to: String,
+    now: u64,
+) -> (String, LoginState) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut req = d
+        .client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for s in cfg.scopes.iter().filter(|s| *s != "openid") {
+        req = req.add_scope(Scope::new(s.clone()));
+    }
+    let (url, state, nonce) = req.url();
+    let st = LoginState {
+        state: state.secret().clone(),
+        nonce: nonce.secret().clone(),
+        verifier: verifier.secret().clone(),
+        return_to,
+        provider: cfg.name.clone(),
+        created_at: now,
+    };
+    (url.to_string(), st)
+}
+
+/// Why a callback did not produce a session.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The provider's discovery data is not available.
+    #[error("the identity provider is unavailable")]
+    Unavailable,
+    /// The code exchange failed.
+    #[error("code exchange failed: {0}")]
+    TokenExchange(String),
+    /// The token response had no ID token.
+    #[error("the token response has no id_token")]
+    NoIdToken,
+    /// The ID token was refused.
+    #[error("ID token refused: {0}")]
+    IdToken(#[from] IdTokenError),
+    /// `at_hash` does not match the access token.
+    #[error("at_hash does not match the access token")]
+    AccessTokenHash,
+    /// The userinfo request failed.
+    #[error("userinfo failed: {0}")]
+    UserInfo(String),
+    /// Userinfo returned another subject.
+    #[error("userinfo subject does not match the ID token")]
+    UserInfoSubject,
+}
+
+impl LoginError {
+    /// A short reason for metrics (`logins_total{result}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoginError::Unavailable => "provider_unavailable",
+            LoginError::TokenExchange(_) => "token_exchange_failed",
+            LoginError::NoIdToken => "no_id_token",
+            LoginError::IdToken(e) => e.reason(),
+            LoginError::AccessTokenHash => "at_hash_mismatch",
+            LoginError::UserInfo(_) => "userinfo_failed",
+            LoginError::UserInfoSubject => "userinfo_sub_mismatch",
+        }
+    }
+}
+
+/// Exchanges the code and validates everything; returns the new session's contents.
+pub async fn complete(
+    providers: &Providers,
+    index: usize,
+    code: &str,
+    st: &LoginState,
+    now: u64,
+) -> Result<SessionData, LoginError> {
+    let handle = providers.handle(index).ok_or(LoginError::Unavailable)?;
+    let cfg = &handle.config;
+    let d = providers.get(index).ok_or(LoginError::Unavailable)?;
+
+    let start = Instant::now();
+    let exchange = d
+        .client
+        .exchange_code(AuthorizationCode::new(code.to_owned()))
+        .map_err(|e| LoginError::TokenExchange(e.to_string()))?
+        .set_pkce_verifier(PkceCodeVerifier::new(st.verifier.clone()))
+        .request_async(&handle.http)
+        .await;
+    metrics::idp_request(&cfg.name, "token", start.elapsed());
+    let token = exchange.map_err(|e| LoginError::TokenExchange(error_chain(&e)))?;
+
+    let id_token = token.id_token().ok_or(LoginError::NoIdToken)?;
+    let nonce = Nonce::new(st.nonce.clone());
+    let (claims, d) = verify_id_token(providers, index, id_token, &nonce).await?;
+
+    if let Some(expected) = claims.access_token_hash() {
+        let verifier = d
+            .client
+            .id_token_verifier()
+            .set_allowed_algs(d.algs.clone());
+        let actual = id_token
+            .signing_alg()
+            .ok()
+            .zip(id_token.signing_key(&verifier).ok())
+            .and_then(|(alg, key)| {
+                AccessTokenHash::from_token(token.access_token(), alg, key).ok()
+            });
+        if actual.as_ref() != Some(expected) {
+            return Err(LoginError::AccessTokenHash);
+        }
+    }
+
+    let sub = claims.subject().as_str().to_owned();
+    let mut identity = identity_claims(&claims);
+    if cfg.use_userinfo && d.client.user_info_url().is_some() {
+        let start = Instant::now();
+        let request = d
+            .client
+            .user_info(
+                token.access_token().clone(),
+                Some(SubjectIdentifier::new(sub.clone())),
+            )
+            .map_err(|e| LoginError::UserInfo(e.to_string()))?;
+        let result: Result<UserInfoClaims, _> = request.request_async(&handle.http).await;
+        metrics::idp_request(&cfg.name, "userinfo", start.elapsed());
+        match result {
+            Ok(info) => {
+                if let Ok(serde_json::Value::Object(extra)) = serde_json::to_value(&info) {
+                    identity.extend(extra);
+                }
+            }
+            Err(UserInfoError::ClaimsVerification(_)) => return Err(LoginError::UserInfoSubject),
+            Err(e) => return Err(LoginError::UserInfo(error_chain(&e))),
+        }
+    }
+
+    Ok(SessionData {
+        provider: cfg.name.clone(),
+        sub,
+        claims: identity,
+        id_token: id_token.to_string(),
+        access_token: token.access_token().secret().clone(),
+        expires_at: token.expires_in().map(|d| now.saturating_add(d.as_secs())),
+        refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+        created_at: now,
+        renewed_at: now,
+    })
+}

@@ -1,0 +1,11 @@
+//! Talking to OpenID Providers: discovery and keys, the authorization code flow, ID-token
+//! validation, refresh and logout. Nothing here knows about routes or the proxy.
+
+pub mod http;
+pub mod login;
+pub mod logout;
+pub mod provider;
+pub mod refresh;
+pub mod state;
+pub mod types;
+pub mod verify;

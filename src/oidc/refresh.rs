@@ -1,0 +1,54 @@
+//! Refreshing an expired access token with the refresh token. A new ID token in the response is
+//! validated (same subject) and refreshes the claims; its absence is fine.
+
+use super::provider::{Providers, error_chain};
+use super::verify::{identity_claims, verify_id_token};
+use crate::metrics;
+use crate::session::SessionData;
+use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse as _};
+use std::time::Instant;
+
+/// Returns the session contents after a successful refresh.
+pub async fn refresh(
+    providers: &Providers,
+    index: usize,
+    old: &SessionData,
+    now: u64,
+) -> Result<SessionData, String> {
+    let handle = providers.handle(index).ok_or("no such provider")?;
+    let d = providers
+        .get(index)
+        .ok_or("the identity provider is unavailable")?;
+    let rt = old.refresh_token.as_ref().ok_or("no refresh token")?;
+    let start = Instant::now();
+    let result = d
+        .client
+        .exchange_refresh_token(&RefreshToken::new(rt.clone()))
+        .map_err(|e| e.to_string())?
+        .request_async(&handle.http)
+        .await;
+    metrics::idp_request(&handle.config.name, "refresh", start.elapsed());
+    let token = result.map_err(|e| error_chain(&e))?;
+
+    let mut data = old.clone();
+    if let Some(id_token) = token.id_token() {
+        // Refreshed ID tokens carry no nonce of ours.
+        let any_nonce = |_: Option<&Nonce>| Ok(());
+        let (claims, _) = verify_id_token(providers, index, id_token, any_nonce)
+            .await
+            .map_err(|e| e.to_string())?;
+        if claims.subject().as_str() != old.sub {
+            return Err("the refreshed ID token names another subject".into());
+        }
+        data.claims.extend(identity_claims(&claims));
+        data.id_token = id_token.to_string();
+    }
+    data.access_token = token.access_token().secret().clone();
+    data.expires_at = token.expires_in().map(|d| now.saturating_add(d.as_secs()));
+    // Providers that rotate refresh tokens send a new one; others keep the old one valid.
+    if let Some(rt) = token.refresh_token() {
+        data.refresh_token = Some(rt.secret().clone());
+    }
+    data.renewed_at = now;
+    Ok(data)
+}

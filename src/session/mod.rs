@@ -1,0 +1,230 @@
+//! Sessions: what a successful login leaves behind, and the timeouts that end it.
+//!
+//! A session is identified by a random 128-bit id. The cookie store seals the whole session into
+//! the cookie (`store.rs`, `cookie.rs`) and keeps recently seen ones in memory; the memory store
+//! keeps sessions in this process and the cookie carries only the id. Either way the hot path is
+//! one in-memory lookup, with no call to the identity provider.
+
+pub mod cookie;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A session id: 128 random bits.
+pub type Sid = [u8; 16];
+
+/// What a session knows. This is what the cookie store seals into the cookie.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionData {
+    /// Name of the provider that authenticated the user.
+    pub provider: String,
+    /// Subject (`sub`) at that provider.
+    pub sub: String,
+    /// Identity claims (ID token and userinfo), without token bookkeeping fields.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The raw ID token (for `id_token_hint` at logout and an optional upstream header).
+    pub id_token: String,
+    /// The access token passed upstream.
+    pub access_token: String,
+    /// When the access token expires (Unix seconds), if the provider said.
+    pub expires_at: Option<u64>,
+    /// Refresh token, if the provider issued one.
+    pub refresh_token: Option<String>,
+    /// Login time (Unix seconds): the absolute timeout counts from here.
+    pub created_at: u64,
+    /// Last renewal (Unix seconds): the rolling timeout counts from here.
+    pub renewed_at: u64,
+}
+
+/// Why a session no longer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Older than `absolute_timeout`.
+    Absolute,
+    /// Not renewed within `rolling_timeout`.
+    Rolling,
+    /// No request within `idling_timeout`.
+    Idle,
+}
+
+/// Session time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest time since login.
+    pub absolute: Duration,
+    /// Longest time between renewals.
+    pub rolling: Duration,
+    /// Longest time between requests.
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// How stale `last_seen`/`renewed_at` may get before the session is renewed: a quarter of
+    /// the shorter timeout, so an active user never runs into either, while the cookie store
+    /// sets a new cookie only every few minutes rather than on every request.
+    pub fn renew_after(&self) -> u64 {
+        (self.idle.min(self.rolling).as_secs() / 4).clamp(1, 300)
+    }
+}
+
+/// A live session.
+#[derive(Debug)]
+pub struct Session {
+    /// Its id.
+    pub sid: Sid,
+    /// Its contents.
+    pub data: SessionData,
+    /// Exact cookie value this entry was sealed into (cookie store), to recognise it on a hit.
+    pub cookie_value: Option<Box<str>>,
+    last_seen: AtomicU64,
+    /// Headers sent upstream for this session, computed once.
+    pub upstream_headers: OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+}
+
+impl Session {
+    /// Wraps data loaded or created now.
+    pub fn new(sid: Sid, data: SessionData, cookie_value: Option<Box<str>>) -> Session {
+        let seen = data.renewed_at;
+        Session {
+            sid,
+            data,
+            cookie_value,
+            last_seen: AtomicU64::new(seen),
+            upstream_headers: OnceLock::new(),
+        }
+    }
+
+    /// Checks the three timeouts at `now` (Unix seconds).
+    pub fn check(&self, now: u64, t: &Timeouts) -> Result<(), Expiry> {
+        let d = &self.data;
+        if now >= d.created_at.saturating_add(t.absolute.as_secs()) {
+            return Err(Expiry::Absolute);
+        }
+        if now >= d.renewed_at.saturating_add(t.rolling.as_secs()) {
+            return Err(Expiry::Rolling);
+        }
+        if now >= self.last_seen().saturating_add(t.idle.as_secs()) {
+            return Err(Expiry::Idle);
+        }
+        Ok(())
+    }
+
+    /// Records a request at `now`.
+    pub fn touch(&self, now: u64) {
+        self.last_seen.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Last request seen (Unix seconds).
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// The session is due for renewal (a fresh cookie, a new rolling window).
+    pub fn needs_renewal(&self, now: u64, t: &Timeouts) -> bool {
+        now.saturating_sub(self.data.renewed_at) >= t.renew_after()
+    }
+
+    /// The access token has expired (or will within `leeway`).
+    pub fn access_token_expired(&self, now: u64, leeway: Duration) -> bool {
+        self.data
+            .expires_at
+            .is_some_and(|exp| now.saturating_add(leeway.as_secs()) >= exp)
+    }
+
+    /// A claim by name, as a string (numbers and booleans are formatted; arrays joined by ",").
+    pub fn claim_str(&self, name: &str) -> Option<String> {
+        claim_string(self.data.claims.get(name)?)
+    }
+}
+
+/// Formats a claim value for a header.
+pub fn claim_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Array(items) => {
+            let parts: Vec<String> = items.iter().filter_map(claim_string).collect();
+            Some(parts.join(","))
+        }
+        _ => None,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn data(created: u64) -> SessionData {
+        SessionData {
+            provider: "p".into(),
+            sub: "alice".into(),
+            claims: serde_json::json!({"email": "a@example.com", "groups": ["x", "y"]})
+                .as_object()
+                .unwrap()
+                .clone(),
+            id_token: "id".into(),
+            access_token: "at".into(),
+            expires_at: Some(created + 300),
+            refresh_token: None,
+            created_at: created,
+            renewed_at: created,
+        }
+    }
+
+    const T: Timeouts = Timeouts {
+        absolute: Duration::from_secs(1000),
+        rolling: Duration::from_secs(400),
+        idle: Duration::from_secs(100),
+    };
+
+    #[test]
+    fn timeouts_are_enforced() {
+        let s = Session::new([0; 16], data(1_000), None);
+        assert_eq!(s.check(1_050, &T), Ok(()));
+        assert_eq!(s.check(1_100, &T), Err(Expiry::Idle));
+        s.touch(1_090);
+        assert_eq!(s.check(1_150, &T), Ok(()));
+        let mut d = data(1_000);
+        d.renewed_at = 1_000;
+        let s = Session::new([0; 16], d, None);
+        for t in (1_000..1_400).step_by(50) {
+            s.touch(t);
+        }
+        assert_eq!(s.check(1_400, &T), Err(Expiry::Rolling));
+        let mut d = data(1_000);
+        d.renewed_at = 1_950;
+        assert_eq!(
+            Session::new([0; 16], d, None).check(2_000, &T),
+            Err(Expiry::Absolute)
+        );
+    }
+
+    #[test]
+    fn renewal_and_token_expiry() {
+        let s = Session::new([0; 16], data(1_000), None);
+        assert_eq!(T.renew_after(), 25);
+        assert!(!s.needs_renewal(1_024, &T));
+        assert!(s.needs_renewal(1_025, &T));
+        assert!(!s.access_token_expired(1_200, Duration::from_secs(30)));
+        assert!(s.access_token_expired(1_280, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn claims_format_for_headers() {
+        let s = Session::new([0; 16], data(1), None);
+        assert_eq!(s.claim_str("email").as_deref(), Some("a@example.com"));
+        assert_eq!(s.claim_str("groups").as_deref(), Some("x,y"));
+        assert_eq!(s.claim_str("missing"), None);
+    }
+}

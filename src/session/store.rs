@@ -1,0 +1,465 @@
+//! Where sessions live. One registry (a bounded `DashMap` keyed by session id) serves both stores:
+//! for the memory store it is the truth, for the cookie store a cache of decrypted cookies, so a
+//! request normally costs one lookup and one comparison, not a decryption.
+
+use super::cookie::{self, Read};
+use super::{Session, SessionData, Sid, Timeouts};
+use crate::config::{SessionSettings, SessionStoreKind};
+use crate::crypto::{Sealer, random_bytes};
+use crate::http::cookies::{self, CookieAttrs};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+/// Cookie (name, value) pairs to set.
+pub type CookiePairs = Vec<(String, String)>;
+
+/// A stored session and the cookies that carry it.
+pub type Stored = (Arc<Session>, CookiePairs);
+
+/// Length of a base64url session id.
+const SID_LEN: usize = 22;
+
+/// The result of looking for a session in a request.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No session cookie.
+    Absent,
+    /// A session cookie that does not open: tampered, truncated, oversized, revoked or unknown.
+    Invalid {
+        /// Session cookie chunks the client holds (to delete).
+        cookies_present: usize,
+    },
+    /// A session (its timeouts are not checked yet).
+    Found {
+        /// The session.
+        session: Arc<Session>,
+        /// Served from memory without decrypting.
+        cache_hit: bool,
+        /// Session cookie chunks the client holds.
+        cookies_present: usize,
+    },
+}
+
+/// A session could not be stored in a cookie.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the session is too large for cookies ({0} bytes); use store = \"memory\" or request fewer claims"
+)]
+pub struct TooLarge(pub usize);
+
+/// Session storage, per the `[session]` settings.
+pub struct SessionStore {
+    kind: SessionStoreKind,
+    sealer: Sealer,
+    name: String,
+    /// The configured timeouts.
+    pub timeouts: Timeouts,
+    registry: DashMap<Sid, Arc<Session>>,
+    capacity: usize,
+    /// Cookie-store sessions logged out here, until they would have expired anyway.
+    revoked: DashMap<Sid, u64>,
+}
+
+impl SessionStore {
+    /// A store for `settings`.
+    pub fn new(settings: &SessionSettings) -> SessionStore {
+        let capacity = match settings.store {
+            SessionStoreKind::Memory { max_sessions } => max_sessions,
+            SessionStoreKind::Cookie => settings.cache_size,
+        };
+        SessionStore {
+            kind: settings.store,
+            sealer: Sealer::new(&settings.secrets, "oidc-gateway session"),
+            name: settings.cookie_name.clone(),
+            timeouts: Timeouts {
+                absolute: settings.absolute_timeout,
+                rolling: settings.rolling_timeout,
+                idle: settings.idling_timeout,
+            },
+            registry: DashMap::new(),
+            capacity,
+            revoked: DashMap::new(),
+        }
+    }
+
+    /// Whether the cookie holds the session itself (cookie store), so a changed session needs a
+    /// new cookie.
+    pub fn cookie_carries_session(&self) -> bool {
+        self.kind == SessionStoreKind::Cookie
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `cookie` is (a chunk of) the session cookie.
+    pub fn is_session_cookie(&self, cookie: &str) -> bool {
+        cookie::is_session_cookie(cookie, &self.name)
+    }
+
+    /// Finds the request's session.
+    pub fn lookup(&self, headers: &http::HeaderMap) -> Lookup {
+        let presented = match cookie::read(headers, &self.name) {
+            Read::Absent => return Lookup::Absent,
+            Read::Invalid { cookies_present } => return Lookup::Invalid { cookies_present },
+            Read::Value(p) => p,
+        };
+        let cookies_present = presented.cookies_present;
+        let invalid = Lookup::Invalid { cookies_present };
+        let Some(sid) = presented.parts()[0].get(..SID_LEN).and_then(decode_sid) else {
+            return invalid;
+        };
+        if self.revoked.contains_key(&sid) {
+            return invalid;
+        }
+        let cached = self.registry.get(&sid).map(|e| e.value().clone());
+        match self.kind {
+            SessionStoreKind::Memory { .. } => match cached {
+                Some(session) if presented.len() == SID_LEN => Lookup::Found {
+                    session,
+                    cache_hit: true,
+                    cookies_present,
+                },
+                _ => invalid,
+            },
+            SessionStoreKind::Cookie => {
+                // A plain comparison is fine: reaching it requires the secret session id.
+                if let Some(session) = cached.as_ref().filter(|s| {
+                    s.cookie_value
+                        .as_deref()
+                        .is_some_and(|v| presented.equals(v))
+                }) {
+                    return Lookup::Found {
+                        session: session.clone(),
+                        cache_hit: true,
+                        cookies_present,
+                    };
+                }
+                let value = presented.joined();
+                let Some(data) = self.open(&sid, &value) else {
+                    return invalid;
+                };
+                // An older cookie of a session renewed since (a request that was in flight):
+                // the newer state in memory wins.
+                if let Some(session) = cached.filter(|s| s.data.renewed_at >= data.renewed_at) {
+                    return Lookup::Found {
+                        session,
+                        cache_hit: false,
+                        cookies_present,
+                    };
+                }
+                let session = Arc::new(Session::new(sid, data, Some(value.into_boxed_str())));
+                self.insert(session.clone());
+                Lookup::Found {
+                    session,
+                    cache_hit: false,
+                    cookies_present,
+                }
+            }
+        }
+    }
+
+    /// Stores a new session under a fresh id (never one the browser brought). Returns the
+    /// session and the cookies to set.
+    pub fn create(&self, data: SessionData) -> Result<Stored, TooLarge> {
+        self.store(random_bytes::<16>(), data)
+    }
+
+    /// Replaces a session's contents (renewal, token refresh), keeping its id.
+    pub fn update(&self, sid: Sid, data: SessionData) -> Result<Stored, TooLarge> {
+        self.store(sid, data)
+    }
+
+    fn store(&self, sid: Sid, data: SessionData) -> Result<Stored, TooLarge> {
+        let sid_b64 = B64.encode(sid);
+        let (value, cookie_value) = match self.kind {
+            SessionStoreKind::Memory { .. } => (sid_b64, None),
+            SessionStoreKind::Cookie => {
+                let json = serde_json::to_vec(&data).map_err(|_| TooLarge(0))?;
+                let sealed = self.sealer.seal(self.aad(&sid_b64).as_bytes(), &json);
+                let v = format!("{sid_b64}.{sealed}");
+                (v.clone(), Some(v.into_boxed_str()))
+            }
+        };
+        let pairs = cookie::split(&self.name, &value).ok_or(TooLarge(value.len()))?;
+        let session = Arc::new(Session::new(sid, data, cookie_value));
+        self.insert(session.clone());
+        Ok((session, pairs))
+    }
+
+    /// Ends a session here: deleted from memory, and (cookie store) its id refused until it
+    /// would have expired anyway, so a copied cookie stops working on this instance too.
+    pub fn destroy(&self, session: &Session) {
+        self.registry.remove(&session.sid);
+        if self.kind == SessionStoreKind::Cookie {
+            let until = session
+                .data
+                .created_at
+                .saturating_add(self.timeouts.absolute.as_secs());
+            self.revoked.insert(session.sid, until);
+        }
+    }
+
+    /// `Set-Cookie` headers for `pairs`, deleting chunks the client holds beyond them.
+    pub fn cookie_headers(
+        &self,
+        pairs: &[(String, String)],
+        cookies_present: usize,
+        attrs: &CookieAttrs,
+    ) -> Vec<http::HeaderValue> {
+        let mut out: Vec<http::HeaderValue> = pairs
+            .iter()
+            .map(|(n, v)| cookies::set(n, v, attrs, None))
+            .collect();
+        out.extend(self.expire_chunks(pairs.len(), cookies_present, attrs));
+        out
+    }
+
+    /// `Set-Cookie` headers deleting the session cookie and every chunk from index `from`.
+    pub fn expire_chunks(
+        &self,
+        from: usize,
+        cookies_present: usize,
+        attrs: &CookieAttrs,
+    ) -> Vec<http::HeaderValue> {
+        (from..cookies_present)
+            .map(|i| {
+                let name = if i == 0 {
+                    self.name.clone()
+                } else {
+                    format!("{}.{i}", self.name)
+                };
+                cookies::expire(&name, attrs)
+            })
+            .collect()
+    }
+
+    /// Drops expired sessions and revocations (run periodically).
+    pub fn sweep(&self, now: u64) {
+        let t = self.timeouts;
+        self.registry.retain(|_, s| s.check(now, &t).is_ok());
+        self.revoked.retain(|_, until| *until > now);
+    }
+
+    /// Sessions held in memory.
+    pub fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Whether no session is held in memory.
+    pub fn is_empty(&self) -> bool {
+        self.registry.is_empty()
+    }
+
+    fn insert(&self, session: Arc<Session>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.registry.len() >= self.capacity {
+            self.evict();
+        }
+        self.registry.insert(session.sid, session);
+    }
+
+    /// Makes room: expired sessions first, then arbitrary ones (about 1/16 of the capacity).
+    fn evict(&self) {
+        self.sweep(super::now());
+        let target = self.capacity - self.capacity / 16 - 1;
+        if self.registry.len() > target {
+            let excess = self.registry.len() - target;
+            let doomed: Vec<Sid> = self
+                .registry
+                .iter()
+                .take(excess)
+                .map(|e| *e.key())
+                .collect();
+            for sid in doomed {
+                self.registry.remove(&sid);
+            }
+        }
+    }
+
+    fn aad(&self, sid_b64: &str) -> String {
+        format!("{}|{sid_b64}", self.name)
+    }
+
+    fn open(&self, sid: &Sid, value: &str) -> Option<SessionData> {
+        let (sid_b64, sealed) = value.split_once('.')?;
+        if decode_sid(sid_b64)? != *sid {
+            return None;
+        }
+        let json = self.sealer.open(self.aad(sid_b64).as_bytes(), sealed)?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+fn decode_sid(s: &str) -> Option<Sid> {
+    let mut out = [0u8; 16];
+    match B64.decode_slice(s, &mut out) {
+        Ok(16) => Some(out),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SameSite, Secret};
+    use std::time::Duration;
+
+    fn settings(store: SessionStoreKind, secret: &str) -> SessionSettings {
+        SessionSettings {
+            store,
+            secrets: vec![Secret::new(secret)],
+            cookie_name: "s".into(),
+            cookie_path: "/".into(),
+            cookie_domain: None,
+            same_site: SameSite::Lax,
+            rolling_timeout: Duration::from_secs(3600),
+            idling_timeout: Duration::from_secs(900),
+            absolute_timeout: Duration::from_secs(86400),
+            cache_size: 100,
+            login_timeout: Duration::from_secs(600),
+            max_login_cookies: 5,
+            userinfo_path: "/oauth2/userinfo".into(),
+        }
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn data() -> SessionData {
+        let now = super::super::now();
+        SessionData {
+            provider: "p".into(),
+            sub: "alice".into(),
+            claims: Default::default(),
+            id_token: "id".into(),
+            access_token: "at".into(),
+            expires_at: None,
+            refresh_token: Some("rt".into()),
+            created_at: now,
+            renewed_at: now,
+        }
+    }
+
+    fn headers(pairs: &[(String, String)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        let v: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        h.insert(http::header::COOKIE, v.join("; ").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn cookie_store_round_trip_hits_the_cache_then_decrypts_after_a_restart() {
+        let store = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        let (s, pairs) = store.create(data()).unwrap();
+        match store.lookup(&headers(&pairs)) {
+            Lookup::Found {
+                session, cache_hit, ..
+            } => {
+                assert!(cache_hit);
+                assert_eq!(session.sid, s.sid);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A fresh process (empty cache) opens the cookie itself.
+        let restarted = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        match restarted.lookup(&headers(&pairs)) {
+            Lookup::Found {
+                session, cache_hit, ..
+            } => {
+                assert!(!cache_hit);
+                assert_eq!(session.data, s.data);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tampered_cookies_are_invalid_even_when_cached() {
+        let store = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        let (_, pairs) = store.create(data()).unwrap();
+        let value = &pairs[0].1;
+        let mid = value.len() / 2;
+        let flipped = if &value[mid..=mid] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{}{}", &value[..mid], flipped, &value[mid + 1..]);
+        for bad in [
+            tampered,
+            value[..value.len() - 10].to_owned(),
+            "x".repeat(50),
+            String::new(),
+        ] {
+            let h = headers(&[("s".into(), bad.clone())]);
+            assert!(matches!(store.lookup(&h), Lookup::Invalid { .. }), "{bad}");
+        }
+        let other_key = SessionStore::new(&settings(
+            SessionStoreKind::Cookie,
+            "another-secret-another-secret-another!",
+        ));
+        assert!(matches!(
+            other_key.lookup(&headers(&pairs)),
+            Lookup::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn destroyed_cookie_sessions_are_refused() {
+        let store = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        let (s, pairs) = store.create(data()).unwrap();
+        store.destroy(&s);
+        assert!(matches!(
+            store.lookup(&headers(&pairs)),
+            Lookup::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn memory_store_cookie_holds_only_the_id() {
+        let store = SessionStore::new(&settings(
+            SessionStoreKind::Memory { max_sessions: 10 },
+            SECRET,
+        ));
+        let (s, pairs) = store.create(data()).unwrap();
+        assert_eq!(pairs[0].1.len(), SID_LEN);
+        assert!(matches!(
+            store.lookup(&headers(&pairs)),
+            Lookup::Found { .. }
+        ));
+        store.destroy(&s);
+        assert!(matches!(
+            store.lookup(&headers(&pairs)),
+            Lookup::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn memory_store_is_bounded() {
+        let store = SessionStore::new(&settings(
+            SessionStoreKind::Memory { max_sessions: 32 },
+            SECRET,
+        ));
+        for _ in 0..100 {
+            store.create(data()).unwrap();
+        }
+        assert!(store.len() <= 32, "{}", store.len());
+    }
+
+    #[test]
+    fn updates_keep_the_id_and_newer_state_wins_over_old_cookies() {
+        let store = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        let (s, old_pairs) = store.create(data()).unwrap();
+        let mut d = s.data.clone();
+        d.access_token = "new".into();
+        d.renewed_at += 10;
+        let (s2, new_pairs) = store.update(s.sid, d).unwrap();
+        assert_eq!(s2.sid, s.sid);
+        assert_ne!(old_pairs, new_pairs);
+        match store.lookup(&headers(&old_pairs)) {
+            Lookup::Found { session, .. } => assert_eq!(session.data.access_token, "new"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

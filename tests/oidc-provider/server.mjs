@@ -1,0 +1,522 @@
+// Test OpenID Provider for the oidc-gateway end-to-end tests.
+//
+// A real, certified OP (panva/oidc-provider 9) with an in-memory store, a
+// plain HTML login/consent UI and a request counter. See README.md.
+//
+//   node tests/oidc-provider/server.mjs --port <PORT> --config <path-to-json>
+//
+// Prints exactly one line `READY http://127.0.0.1:<PORT>` on stdout once it
+// accepts connections. Everything else (oidc-provider notices/warnings, errors)
+// goes to stderr.
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// oidc-provider prints its NOTICEs with console.info (stdout) and prints an
+// "Unsupported runtime" warning at import time. Keep stdout for the READY line
+// only, and drop the expected development-mode warnings unless asked for them.
+const VERBOSE = process.env.OIDC_OP_VERBOSE === '1';
+const QUIET = [
+  'Unsupported runtime',
+  'in-memory adapter is used',
+];
+console.info = (...args) => { if (VERBOSE) console.error(...args); };
+console.log = (...args) => console.error(...args);
+const originalWarn = console.warn.bind(console);
+console.warn = (...args) => {
+  const text = args.map(String).join(' ');
+  if (!VERBOSE && QUIET.some((q) => text.includes(q))) return;
+  originalWarn(...args);
+};
+
+const { default: Provider, errors: opErrors } = await import('oidc-provider');
+
+// ---------------------------------------------------------------------------
+// Command line and configuration
+// ---------------------------------------------------------------------------
+
+function parseArgs(argv) {
+  const out = { port: undefined, config: undefined };
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i];
+    const [key, inline] = arg.startsWith('--') && arg.includes('=') ? arg.split(/=(.*)/s) : [arg, undefined];
+    const value = () => (inline !== undefined ? inline : argv[++i]); // eslint-disable-line no-plusplus
+    switch (key) {
+      case '--port': out.port = value(); break;
+      case '--config': out.config = value(); break;
+      case '-h':
+      case '--help':
+        process.stderr.write('usage: node server.mjs --port <PORT> [--config <file.json>]\n');
+        process.exit(0);
+        break;
+      default:
+        fail(`unknown argument: ${arg}`);
+    }
+  }
+  if (out.port === undefined) fail('--port is required (use 0 for an ephemeral port)');
+  if (!/^\d+$/.test(String(out.port)) || Number(out.port) > 65535) fail(`invalid --port: ${out.port}`);
+  out.port = Number(out.port);
+  return out;
+}
+
+function fail(msg) {
+  process.stderr.write(`test-op: ${msg}\n`);
+  process.exit(2);
+}
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.resolve(HERE, '..', '..');
+
+function loadConfig(file) {
+  if (!file) return {};
+  // Relative paths: relative to the cwd first, then to the repository root.
+  const candidates = path.isAbsolute(file)
+    ? [file]
+    : [path.resolve(process.cwd(), file), path.resolve(REPO_ROOT, file)];
+  const found = candidates.find((c) => fs.existsSync(c));
+  if (!found) fail(`config file not found: ${file}`);
+  try {
+    return JSON.parse(fs.readFileSync(found, 'utf8'));
+  } catch (err) {
+    return fail(`cannot parse config ${found}: ${err.message}`);
+  }
+}
+
+const args = parseArgs(process.argv.slice(2));
+const cfg = loadConfig(args.config);
+
+const DEFAULT_CLIENTS = [{
+  client_id: 'gateway',
+  client_secret: 'gateway-secret',
+  redirect_uris: ['http://127.0.0.1:18080/oauth2/callback'],
+  post_logout_redirect_uris: ['http://127.0.0.1:18080/'],
+  grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+}];
+const DEFAULT_ACCOUNTS = [{
+  id: 'alice-id',
+  username: 'alice',
+  password: 'wonderland',
+  claims: {
+    email: 'alice@example.com',
+    email_verified: true,
+    name: 'Alice Liddell',
+    groups: ['admins', 'readers'],
+    realm_access: { roles: ['orders:read'] },
+  },
+}];
+const DEFAULT_TTL = {
+  AccessToken: 3600,
+  AuthorizationCode: 60,
+  ClientCredentials: 600,
+  Grant: 86400,
+  IdToken: 3600,
+  Interaction: 600,
+  RefreshToken: 86400,
+  Session: 86400,
+  DeviceCode: 600,
+  BackchannelAuthenticationRequest: 600,
+  PreAuthorizedCode: 600,
+};
+
+const clients = cfg.clients ?? DEFAULT_CLIENTS;
+const accounts = cfg.accounts ?? DEFAULT_ACCOUNTS;
+const ttl = { ...DEFAULT_TTL };
+for (const [k, v] of Object.entries(cfg.ttl ?? {})) {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(`ttl.${k} must be a positive number of seconds`);
+  ttl[k] = v;
+}
+const resourceServers = cfg.resource_servers ?? {};
+// oidc-provider's default clockTolerance is 15 s, which would keep a 2 s access
+// token usable at userinfo for 17 s. Everything runs on one host: default to 0.
+const clockTolerance = cfg.clock_tolerance ?? 0;
+if (typeof clockTolerance !== 'number' || clockTolerance < 0) fail('clock_tolerance must be a number >= 0');
+const opaqueResource = cfg.opaque_resource;
+
+const accountsById = new Map();
+const accountsByUsername = new Map();
+for (const a of accounts) {
+  if (!a.id || !a.username) fail('every account needs "id" and "username"');
+  accountsById.set(String(a.id), a);
+  accountsByUsername.set(String(a.username), a);
+}
+
+// Scopes known to the OP: OIDC ones plus every scope a resource server declares.
+const extraScopes = new Set();
+for (const rs of Object.values(resourceServers)) {
+  for (const s of String(rs.scope ?? '').split(' ').filter(Boolean)) extraScopes.add(s);
+}
+if (opaqueResource) extraScopes.add('orders:read');
+
+// ---------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------
+
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = {
+  ...privateKey.export({ format: 'jwk' }),
+  kid: `test-op-${crypto.randomBytes(6).toString('hex')}`,
+  use: 'sig',
+  alg: 'RS256',
+};
+const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
+
+// ---------------------------------------------------------------------------
+// HTML helpers
+// ---------------------------------------------------------------------------
+
+function esc(value) {
+  return String(value ?? '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
+}
+
+function page(title, body) {
+  return `<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>${esc(title)}</title>
+</head>
+<body>
+<h1>${esc(title)}</h1>
+${body}
+</body>
+</html>
+`;
+}
+
+function sendHtml(res, status, html) {
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Content-Length', Buffer.byteLength(html));
+  res.end(html);
+}
+
+function loginPage(uid, { username = '', error } = {}) {
+  return page('Sign in', `${error ? `<p class="error" id="error">${esc(error)}</p>\n` : ''}<form method="post" action="/interaction/${esc(uid)}/login" id="login-form" enctype="application/x-www-form-urlencoded">
+  <label>Username <input type="text" name="username" id="username" value="${esc(username)}" autofocus></label><br>
+  <label>Password <input type="password" name="password" id="password"></label><br>
+  <button type="submit" id="submit">Sign in</button>
+</form>
+<p><a href="/interaction/${esc(uid)}/abort" id="abort">Cancel</a></p>`);
+}
+
+function consentPage(uid, clientId, details) {
+  const items = [];
+  if (details.missingOIDCScope) items.push(`<li>scopes: <span id="scopes">${esc(details.missingOIDCScope.join(' '))}</span></li>`);
+  if (details.missingOIDCClaims) items.push(`<li>claims: ${esc(details.missingOIDCClaims.join(' '))}</li>`);
+  for (const [indicator, scopes] of Object.entries(details.missingResourceScopes ?? {})) {
+    items.push(`<li>${esc(indicator)}: ${esc(scopes.join(' '))}</li>`);
+  }
+  return page('Authorize', `<p>Client <strong id="client">${esc(clientId)}</strong> requests access:</p>
+<ul>
+${items.join('\n')}
+</ul>
+<form method="post" action="/interaction/${esc(uid)}/confirm" id="consent-form" enctype="application/x-www-form-urlencoded">
+  <button type="submit" id="submit">Allow</button>
+</form>
+<p><a href="/interaction/${esc(uid)}/abort" id="abort">Deny</a></p>`);
+}
+
+// ---------------------------------------------------------------------------
+// Provider configuration
+// ---------------------------------------------------------------------------
+
+function resourceServerInfo(indicator) {
+  if (Object.hasOwn(resourceServers, indicator)) {
+    const rs = resourceServers[indicator];
+    const info = {
+      scope: rs.scope ?? '',
+      audience: rs.audience ?? indicator,
+      accessTokenFormat: rs.accessTokenFormat ?? 'jwt',
+    };
+    if (rs.accessTokenTTL !== undefined) info.accessTokenTTL = rs.accessTokenTTL;
+    if (info.accessTokenFormat === 'jwt') info.jwt = { sign: { alg: 'RS256' } };
+    return info;
+  }
+  if (opaqueResource && indicator === opaqueResource) {
+    return { scope: 'orders:read', audience: opaqueResource, accessTokenFormat: 'opaque' };
+  }
+  return undefined;
+}
+
+const configuration = {
+  clients,
+  jwks: { keys: [signingJwk] },
+  cookies: {
+    keys: cookieKeys,
+    // Cookies are not isolated by port: prefix ours so they never clash with
+    // the gateway's cookies on the same 127.0.0.1 host.
+    names: {
+      session: 'op_session',
+      interaction: 'op_interaction',
+      resume: 'op_interaction_resume',
+    },
+  },
+  scopes: ['openid', 'offline_access', 'email', 'profile', ...extraScopes],
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'given_name', 'family_name', 'preferred_username', 'groups', 'realm_access'],
+  },
+  conformIdTokenClaims: false,
+  clockTolerance,
+  async findAccount(ctx, id) {
+    const account = accountsById.get(String(id));
+    if (!account) return undefined;
+    return {
+      accountId: String(account.id),
+      async claims() {
+        return {
+          preferred_username: account.username,
+          ...(account.claims ?? {}),
+          sub: String(account.id),
+        };
+      },
+    };
+  },
+  interactions: {
+    url: (ctx, interaction) => `/interaction/${interaction.uid}`,
+  },
+  pkce: { required: () => true },
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
+  ttl,
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true, allowedPolicy: async () => true },
+    revocation: {
+      enabled: true,
+      allowedPolicy: async (ctx, client, token) => {
+        if (token.clientId !== client.clientId) {
+          throw new opErrors.InvalidRequest('client is not authorized to revoke the presented token');
+        }
+        return true;
+      },
+    },
+    userinfo: { enabled: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        // `form` is <form id="op.logoutForm" method="post" action=".../session/end/confirm">
+        // with a hidden "xsrf" input; put the buttons inside it.
+        const buttons = '\n  <button type="submit" id="submit" name="logout" value="yes">Yes, sign me out</button>\n'
+          + '  <button type="submit" id="cancel">No, stay signed in</button>\n';
+        ctx.type = 'html';
+        ctx.body = page('Sign out', `<p>Do you want to sign out from ${esc(ctx.host)}?</p>\n${form.replace('</form>', `${buttons}</form>`)}`);
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.type = 'html';
+        ctx.body = page('Signed out', '<p id="signed-out">You have been signed out.</p>');
+      },
+    },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => undefined,
+      useGrantedResource: async () => false,
+      async getResourceServerInfo(ctx, indicator) {
+        const info = resourceServerInfo(indicator);
+        if (!info) throw new opErrors.InvalidTarget();
+        return info;
+      },
+    },
+  },
+  clientBasedCORS: () => false,
+  async renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = page('Error', Object.entries(out)
+      .map(([k, v]) => `<p><strong>${esc(k)}</strong>: <span class="${esc(k)}">${esc(v)}</span></p>`).join('\n'));
+  },
+};
+
+// ---------------------------------------------------------------------------
+// Interaction routes
+// ---------------------------------------------------------------------------
+
+const MAX_BODY = 64 * 1024;
+
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(Object.assign(new Error('request body too large'), { status: 413 }));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(new URLSearchParams(Buffer.concat(chunks).toString('utf8'))));
+    req.on('error', reject);
+  });
+}
+
+async function handleInteraction(provider, req, res, pathname) {
+  const m = pathname.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?\/?$/);
+  if (!m) return sendHtml(res, 404, page('Not found', '<p>Not found</p>'));
+  const [, uid, action] = m;
+  const method = req.method.toUpperCase();
+
+  try {
+    if (!action && method === 'GET') {
+      const details = await provider.interactionDetails(req, res);
+      if (details.uid !== uid) throw new opErrors.SessionNotFound('interaction uid mismatch');
+      const { prompt, params } = details;
+      if (prompt.name === 'login') {
+        return sendHtml(res, 200, loginPage(uid, { username: params.login_hint ?? '' }));
+      }
+      if (prompt.name === 'consent') {
+        return sendHtml(res, 200, consentPage(uid, params.client_id, prompt.details));
+      }
+      return sendHtml(res, 400, page('Error', `<p>unsupported prompt ${esc(prompt.name)}</p>`));
+    }
+
+    if (action === 'login' && method === 'POST') {
+      const form = await readForm(req);
+      const details = await provider.interactionDetails(req, res);
+      if (details.uid !== uid) throw new opErrors.SessionNotFound('interaction uid mismatch');
+      if (details.prompt.name !== 'login') {
+        return sendHtml(res, 400, page('Error', '<p>this interaction is not a login</p>'));
+      }
+      const username = form.get('username') ?? '';
+      const password = form.get('password') ?? '';
+      const account = accountsByUsername.get(username);
+      const ok = account
+        && crypto.timingSafeEqual(
+          crypto.createHash('sha256').update(String(account.password ?? '')).digest(),
+          crypto.createHash('sha256').update(password).digest(),
+        );
+      if (!ok) {
+        return sendHtml(res, 200, loginPage(uid, { username, error: 'Invalid username or password' }));
+      }
+      return provider.interactionFinished(req, res, {
+        login: { accountId: String(account.id) },
+      }, { mergeWithLastSubmission: false });
+    }
+
+    if (action === 'confirm' && method === 'POST') {
+      await readForm(req); // body is not used, but drain it
+      const details = await provider.interactionDetails(req, res);
+      if (details.uid !== uid) throw new opErrors.SessionNotFound('interaction uid mismatch');
+      const { prompt: { name, details: missing }, params, session } = details;
+      if (name !== 'consent') {
+        return sendHtml(res, 400, page('Error', '<p>this interaction is not a consent</p>'));
+      }
+      let { grantId } = details;
+      const grant = grantId
+        ? await provider.Grant.find(grantId)
+        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+      if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+      for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+      grantId = await grant.save();
+      const consent = {};
+      if (!details.grantId) consent.grantId = grantId;
+      return provider.interactionFinished(req, res, { consent }, { mergeWithLastSubmission: true });
+    }
+
+    if (action === 'abort' && method === 'GET') {
+      return provider.interactionFinished(req, res, {
+        error: 'access_denied',
+        error_description: 'End-User aborted interaction',
+      }, { mergeWithLastSubmission: false });
+    }
+
+    res.setHeader('Allow', action === 'login' || action === 'confirm' ? 'POST' : 'GET');
+    return sendHtml(res, 405, page('Method not allowed', '<p>Method not allowed</p>'));
+  } catch (err) {
+    if (err instanceof opErrors.SessionNotFound || err instanceof opErrors.OIDCProviderError) {
+      return sendHtml(res, err.status ?? 400, page('Error', `<p><strong>${esc(err.message)}</strong>: <span class="error_description">${esc(err.error_description)}</span></p>`));
+    }
+    if (err.status === 413) return sendHtml(res, 413, page('Error', '<p>request body too large</p>'));
+    console.error('test-op: interaction error', err);
+    return sendHtml(res, 500, page('Error', '<p>internal error</p>'));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP server
+// ---------------------------------------------------------------------------
+
+const HISTORY = 200;
+const stats = { count: 0, paths: [] };
+
+let provider;
+let providerCallback;
+
+const server = http.createServer((req, res) => {
+  let pathname;
+  try {
+    pathname = new URL(req.url, 'http://127.0.0.1').pathname;
+  } catch {
+    pathname = req.url;
+  }
+
+  if (pathname === '/__test/requests') {
+    const body = JSON.stringify({ count: stats.count, paths: stats.paths });
+    res.writeHead(200, {
+      'Content-Type': 'application/json',
+      'Cache-Control': 'no-store',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
+    return;
+  }
+
+  stats.count += 1;
+  stats.paths.push(pathname);
+  if (stats.paths.length > HISTORY) stats.paths.splice(0, stats.paths.length - HISTORY);
+
+  if (!provider) {
+    res.writeHead(503).end();
+    return;
+  }
+  if (pathname === '/interaction' || pathname.startsWith('/interaction/')) {
+    handleInteraction(provider, req, res, pathname).catch((err) => {
+      console.error('test-op: unhandled interaction error', err);
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+    return;
+  }
+  providerCallback(req, res);
+});
+
+server.keepAliveTimeout = 5000;
+
+function shutdown() {
+  server.close();
+  server.closeAllConnections?.();
+  process.exit(0);
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+
+server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${args.port}: ${err.message}`));
+
+server.listen(args.port, '127.0.0.1', () => {
+  const { port } = server.address();
+  const issuer = `http://127.0.0.1:${port}`;
+  try {
+    provider = new Provider(issuer, configuration);
+  } catch (err) {
+    fail(`invalid provider configuration: ${err.stack ?? err}`);
+  }
+  provider.on('server_error', (ctx, err) => console.error('test-op: server_error', err));
+  providerCallback = provider.callback();
+  process.stdout.write(`READY ${issuer}\n`);
+});

@@ -1,0 +1,180 @@
+//! A cookie-keeping HTTP client that signs in the way a browser does: it follows redirects one
+//! by one and fills in the provider's login and consent forms.
+
+use reqwest::cookie::{CookieStore, Jar};
+use std::sync::Arc;
+
+/// A browser-like client.
+pub struct Browser {
+    /// The client (cookies on, redirects off).
+    pub client: reqwest::Client,
+    /// Its cookie jar.
+    pub jar: Arc<Jar>,
+}
+
+/// The last response of a navigation.
+pub struct Page {
+    /// Final URL.
+    pub url: String,
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body text.
+    pub body: String,
+    /// Every URL visited, in order.
+    pub trail: Vec<String>,
+}
+
+impl Page {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    /// A fresh browser with an empty cookie jar.
+    pub fn new() -> Browser {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+
+    /// The `Cookie` header the jar would send to `url`.
+    pub fn cookie_header(&self, url: &str) -> String {
+        self.jar
+            .cookies(&url.parse().unwrap())
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// GET `url` and follow redirects (up to 20), filling login/consent forms on the way with
+    /// `credentials` when given. Stops at the first non-redirect that is not such a form.
+    pub async fn navigate(&self, url: &str, credentials: Option<(&str, &str)>) -> Page {
+        let mut url = url.to_owned();
+        let mut method = reqwest::Method::GET;
+        let mut form: Option<Vec<(String, String)>> = None;
+        let mut trail = Vec::new();
+        for _ in 0..30 {
+            trail.push(url.clone());
+            let mut req = self
+                .client
+                .request(method.clone(), &url)
+                .header("Accept", "text/html,application/xhtml+xml");
+            if let Some(f) = form.take() {
+                req = req.form(&f);
+            }
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            if (300..400).contains(&status)
+                && let Some(loc) = headers.get("location")
+            {
+                let next = reqwest::Url::parse(&url)
+                    .unwrap()
+                    .join(loc.to_str().unwrap())
+                    .unwrap();
+                url = next.to_string();
+                method = reqwest::Method::GET;
+                continue;
+            }
+            let body = resp.text().await.unwrap_or_default();
+            let is_interaction = url.contains("/interaction/");
+            if status == 200 && is_interaction && body.contains("name=\"password\"") {
+                let Some((user, pass)) = credentials else {
+                    return Page {
+                        url,
+                        status,
+                        headers,
+                        body,
+                        trail,
+                    };
+                };
+                if body.contains("Invalid username or password") {
+                    return Page {
+                        url,
+                        status,
+                        headers,
+                        body,
+                        trail,
+                    };
+                }
+                let base = url
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/')
+                    .to_owned();
+                url = format!("{base}/login");
+                method = reqwest::Method::POST;
+                form = Some(vec![
+                    ("username".into(), user.into()),
+                    ("password".into(), pass.into()),
+                ]);
+                continue;
+            }
+            if status == 200 && is_interaction && body.contains("/confirm") {
+                let base = url
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/')
+                    .to_owned();
+                url = format!("{base}/confirm");
+                method = reqwest::Method::POST;
+                form = Some(Vec::new());
+                continue;
+            }
+            return Page {
+                url,
+                status,
+                headers,
+                body,
+                trail,
+            };
+        }
+        panic!("too many redirects: {trail:?}");
+    }
+
+    /// POST an empty form to `url` (no redirects followed).
+    pub async fn post(&self, url: &str) -> reqwest::Response {
+        self.client
+            .post(url)
+            .header("Accept", "text/html")
+            .form(&[("x", "")])
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value of `name="<field>" value="..."` in an HTML form.
+pub fn form_value(html: &str, field: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{field}\""))?;
+    let rest = &html[at..];
+    let v = rest.find("value=\"")? + "value=\"".len();
+    let end = rest[v..].find('"')?;
+    Some(rest[v..v + end].to_owned())
+}
+
+/// The `action` of the first form in an HTML page.
+pub fn form_action(html: &str) -> Option<String> {
+    let at = html.find("action=\"")? + "action=\"".len();
+    let end = html[at..].find('"')?;
+    Some(html[at..at + end].replace("&amp;", "&"))
+}
