@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -231,4 +232,345 @@ async fn login_then_session_without_idp_traffic_then_logout() {
         302,
         "after logout the protected page asks for login again"
     );
+}
+
+fn session_cookie(b: &Browser, origin: &str) -> String {
+    b.cookie_header(origin)
+        .split("; ")
+        .find(|c| c.starts_with("oidc_session="))
+        .unwrap_or_else(|| panic!("no session cookie in {}", b.cookie_header(origin)))
+        .trim_start_matches("oidc_session=")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_really_fails() {
+    let s = setup(3600, "").await;
+    let b = Browser::new();
+    let page = b
+        .navigate(
+            &format!("{}/app/x", s.origin),
+            Some(("alice", "not-her-password")),
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.url.starts_with(&s.op.issuer),
+        "still at the OP: {}",
+        page.url
+    );
+    assert!(page.body.contains("Invalid username or password"));
+    assert_eq!(s.up.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(!b.cookie_header(&s.origin).contains("oidc_session="));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_access_token_is_refreshed_once_for_parallel_requests() {
+    let s = setup(3, "").await;
+    let b = Arc::new(Browser::new());
+    let url = format!("{}/app/r", s.origin);
+    let page = b.navigate(&url, Some(("alice", "wonderland"))).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let first_token = page.json()["headers"]["authorization"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Let the access token expire (lifetime 3 s, leeway 1 s), then hit it with parallel requests.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let b = b.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = b
+                .client
+                .get(&url)
+                .header("Accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let json: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                status,
+                json["headers"]["authorization"][0]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        }));
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, token) = t.await.unwrap();
+        assert_eq!(
+            status,
+            200,
+            "a parallel request failed during refresh:\n{}",
+            s.gw.log()
+        );
+        tokens.insert(token);
+    }
+    assert_eq!(
+        tokens.len(),
+        1,
+        "all parallel requests share one refreshed token: {tokens:?}"
+    );
+    assert!(!tokens.contains(&first_token), "the token was refreshed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = s.gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "oidc_gateway_token_refresh_total{provider=\"op\",result=\"succeeded\"}"
+        ),
+        Some(1.0),
+        "exactly one refresh (the provider rotates refresh tokens: a second use would revoke them)\n{m}"
+    );
+    // The rotated refresh token keeps working: expire again and refresh again.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let page = b.navigate(&url, None).await;
+    assert_eq!(page.status, 200, "second refresh failed:\n{}", s.gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_session_needs_a_new_login() {
+    let s = setup(3600, "idling_timeout = \"2s\"").await;
+    let b = Browser::new();
+    let url = format!("{}/app/idle", s.origin);
+    assert_eq!(
+        b.navigate(&url, Some(("alice", "wonderland"))).await.status,
+        200
+    );
+    assert_eq!(b.navigate(&url, None).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let r = b
+        .client
+        .get(&url)
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "an idle session must end");
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&s.op.issuer)
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = s.gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "oidc_gateway_session_lookups_total{result=\"expired\",route=\"app\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_store_keeps_only_an_id_in_the_cookie() {
+    let s = setup(3600, "store = \"memory\"").await;
+    let b = Browser::new();
+    let url = format!("{}/app/m", s.origin);
+    assert_eq!(
+        b.navigate(&url, Some(("alice", "wonderland"))).await.status,
+        200
+    );
+    let cookie = session_cookie(&b, &s.origin);
+    assert_eq!(cookie.len(), 22, "a 128-bit id, nothing else: {cookie}");
+    assert_eq!(b.navigate(&url, None).await.status, 200);
+    let out = b.post(&format!("{}/oauth2/logout", s.origin)).await;
+    assert_eq!(out.status(), 302);
+    // Even with the old cookie replayed, the session is gone.
+    let replay = client()
+        .get(&url)
+        .header("Cookie", format!("oidc_session={cookie}"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_truncated_foreign_and_oversized_cookies_get_a_fresh_login() {
+    let s = setup(3600, "").await;
+    let b = Browser::new();
+    let url = format!("{}/app/t", s.origin);
+    assert_eq!(
+        b.navigate(&url, Some(("alice", "wonderland"))).await.status,
+        200
+    );
+    let good = session_cookie(&b, &s.origin);
+    let mid = good.len() / 2;
+    let flipped = if &good[mid..=mid] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &good[..mid], &good[mid + 1..]);
+    let truncated = good[..good.len() - 5].to_owned();
+    let huge_chunk = "A".repeat(3900);
+    let cases = vec![
+        ("tampered", format!("oidc_session={tampered}")),
+        ("truncated", format!("oidc_session={truncated}")),
+        ("garbage", "oidc_session=%%%;;;".to_owned()),
+        ("missing chunks", format!("oidc_session=4~{good}")),
+        (
+            "oversized",
+            format!(
+                "oidc_session=3~{huge_chunk}; oidc_session.1={huge_chunk}; oidc_session.2={huge_chunk}"
+            ),
+        ),
+    ];
+    for (what, cookie) in cases {
+        let r = client()
+            .get(&url)
+            .header("Cookie", cookie)
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            302,
+            "{what}: a bad cookie must lead to a fresh login"
+        );
+        assert!(
+            r.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with(&s.op.issuer),
+            "{what}"
+        );
+    }
+    // The untouched cookie still works.
+    let r = client()
+        .get(&url)
+        .header("Cookie", format!("oidc_session={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.up.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let s = setup(3600, "").await;
+    let b = Browser::new();
+    assert_eq!(
+        b.navigate(
+            &format!("{}/app/s", s.origin),
+            Some(("alice", "wonderland"))
+        )
+        .await
+        .status,
+        200
+    );
+    let spoofs = [
+        ("X-Auth-Request-User", "mallory"),
+        ("x_auth_request_email", "mallory@evil.example"),
+        ("X-AUTH-REQUEST-GROUPS", "admins"),
+        ("X-Forwarded-User", "mallory"),
+        ("x_forwarded_email", "mallory@evil.example"),
+        ("X-Userinfo", "eyJzdWIiOiJtYWxsb3J5In0="),
+        ("X-Id-Token", "forged"),
+        ("X-Access-Token", "forged"),
+        ("X-Consumer-ID", "admin"),
+        ("x_consumer_username", "admin"),
+        ("X-Credential-Identifier", "admin"),
+        ("X-Authenticated-Groups", "admins"),
+        ("Authorization", "Bearer forged"),
+    ];
+    for path in ["/app/s", "/public"] {
+        let mut req = b.client.get(format!("{}{path}", s.origin));
+        for (k, v) in spoofs {
+            req = req.header(k, v);
+        }
+        let echo: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+        let h = echo["headers"].as_object().unwrap();
+        for (name, values) in h {
+            if path == "/public" && name == "authorization" {
+                // A public route forwards the client's own Authorization untouched.
+                continue;
+            }
+            for v in values.as_array().unwrap() {
+                let v = v.as_str().unwrap();
+                assert!(
+                    !v.contains("mallory")
+                        && v != "forged"
+                        && v != "admin"
+                        && v != "admins"
+                        && !v.contains("forged"),
+                    "{path}: spoofed {name}: {v}"
+                );
+            }
+        }
+        for gone in [
+            "x_auth_request_email",
+            "x-forwarded-user",
+            "x_forwarded_email",
+            "x-userinfo",
+            "x-access-token",
+            "x-consumer-id",
+            "x_consumer_username",
+            "x-credential-identifier",
+            "x-authenticated-groups",
+            "x-auth-request-groups",
+        ] {
+            assert!(!h.contains_key(gone), "{path}: {gone} reached the upstream");
+        }
+        if path == "/app/s" {
+            assert_eq!(h["x-auth-request-user"][0], "alice-id");
+            assert_eq!(h["authorization"].as_array().unwrap().len(), 1);
+            assert_ne!(
+                h["authorization"][0], "Bearer forged",
+                "the client's Authorization replaced by the session's token"
+            );
+        } else {
+            assert!(
+                !h.contains_key("x-auth-request-user"),
+                "public route must carry no identity"
+            );
+        }
+        assert!(
+            !h.get("cookie")
+                .is_some_and(|c| c.to_string().contains("oidc_session")),
+            "{path}: session cookie leaked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_login_and_logout_redirects_never_leave_the_origin() {
+    let s = setup(3600, "").await;
+    let b = Browser::new();
+    let page = b
+        .navigate(
+            &format!("{}/app//evil.example.com/%2e%2e", s.origin),
+            Some(("alice", "wonderland")),
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.url.starts_with(&format!("{}/app/", s.origin)),
+        "left the origin: {}",
+        page.url
+    );
+    for t in &page.trail {
+        assert!(
+            t.starts_with(&s.origin) || t.starts_with(&s.op.issuer),
+            "visited a foreign host: {t}"
+        );
+    }
+    let out = b
+        .client
+        .post(format!("{}/oauth2/logout?rd=https://evil.example.com&post_logout_redirect_uri=https://evil.example.com", s.origin))
+        .send()
+        .await
+        .unwrap();
+    let loc = out.headers()["location"].to_str().unwrap();
+    assert!(loc.starts_with(&s.op.issuer), "{loc}");
+    assert!(!loc.contains("evil.example.com"), "{loc}");
 }

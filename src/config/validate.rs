@@ -1268,6 +1268,86 @@ upstream = "missing"
         assert_eq!(parse_str(&src).unwrap().routes[0].paths, vec!["/api"]);
     }
 
+    const OIDC: &str = r#"
+[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+
+[[providers]]
+name = "okta"
+issuer = "https://dev-1.okta.com/oauth2/default"
+client_id = "abc"
+redirect_uri = "https://app.example.com/oauth2/callback"
+
+[[upstreams]]
+name = "app"
+targets = ["127.0.0.1:3000"]
+
+[[routes]]
+name = "app"
+upstream = "app"
+auth = { provider = "okta" }
+"#;
+
+    #[test]
+    fn providers_sessions_and_oidc_routes() {
+        let c = parse_str(OIDC).unwrap();
+        assert_eq!(c.routes[0].auth, Auth::Oidc { provider: 0 });
+        let p = &c.providers[0];
+        assert_eq!(p.callback_path, "/oauth2/callback");
+        assert!(p.secure_cookies);
+        assert_eq!(p.scopes, vec!["openid", "email", "profile"]);
+        assert_eq!(
+            p.upstream_access_token_header,
+            Some((http::header::AUTHORIZATION, Some("Bearer".to_owned())))
+        );
+        let s = c.session.unwrap();
+        assert_eq!(s.store, SessionStoreKind::Cookie);
+        assert_eq!(s.idling_timeout, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn oidc_mistakes_are_reported() {
+        let src = OIDC
+            .replace("https://dev-1.okta.com", "http://dev-1.okta.com")
+            .replace("0123456789abcdef0123456789abcdef", "short")
+            .replace("provider = \"okta\"", "provider = \"auth0\"");
+        let errs = parse_str(&src).unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "session.secrets[0]",
+                "providers[0].issuer",
+                "routes[0].auth.provider"
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[1].message.contains("must use https"));
+        let no_session = OIDC.replace(
+            "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef\"]\n",
+            "",
+        );
+        let errs = parse_str(&no_session).unwrap_err().0;
+        assert!(
+            errs[0]
+                .message
+                .contains("[session] with secrets is required"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_for_development() {
+        let src = OIDC
+            .replace(
+                "https://dev-1.okta.com/oauth2/default",
+                "http://127.0.0.1:9000",
+            )
+            .replace("https://app.example.com", "http://localhost:8080");
+        let c = parse_str(&src).unwrap();
+        assert!(!c.providers[0].secure_cookies);
+    }
+
     #[test]
     fn invalid_toml_is_reported() {
         let errs = parse_str("[server\n").unwrap_err().0;

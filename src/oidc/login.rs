@@ -10,7 +10,8 @@ use crate::session::SessionData;
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{
     AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, Scope, SubjectIdentifier, TokenResponse as _, UserInfoError,
+    PkceCodeVerifier, RequestTokenError, Scope, SubjectIdentifier, TokenResponse as _,
+    UserInfoError,
 };
 use std::time::Instant;
 
@@ -54,6 +55,9 @@ pub enum LoginError {
     /// The code exchange failed.
     #[error("code exchange failed: {0}")]
     TokenExchange(String),
+    /// The token response could not be read (e.g. an ID token without `sub` or `iat`).
+    #[error("invalid token response: {0}")]
+    TokenResponse(String),
     /// The token response had no ID token.
     #[error("the token response has no id_token")]
     NoIdToken,
@@ -77,6 +81,7 @@ impl LoginError {
         match self {
             LoginError::Unavailable => "provider_unavailable",
             LoginError::TokenExchange(_) => "token_exchange_failed",
+            LoginError::TokenResponse(_) => "token_response_invalid",
             LoginError::NoIdToken => "no_id_token",
             LoginError::IdToken(e) => e.reason(),
             LoginError::AccessTokenHash => "at_hash_mismatch",
@@ -107,7 +112,10 @@ pub async fn complete(
         .request_async(&handle.http)
         .await;
     metrics::idp_request(&cfg.name, "token", start.elapsed());
-    let token = exchange.map_err(|e| LoginError::TokenExchange(error_chain(&e)))?;
+    let token = exchange.map_err(|e| match e {
+        RequestTokenError::Parse(e, _) => LoginError::TokenResponse(e.to_string()),
+        e => LoginError::TokenExchange(error_chain(&e)),
+    })?;
 
     let id_token = token.id_token().ok_or(LoginError::NoIdToken)?;
     let nonce = Nonce::new(st.nonce.clone());

@@ -74,7 +74,8 @@ where
     }
 }
 
-fn verify_once<N: NonceVerifier>(
+/// Validates `token` with the keys `d` holds (no refetch).
+pub fn verify_once<N: NonceVerifier>(
     d: &Discovered,
     cfg: &crate::config::Provider,
     token: &IdToken,

@@ -3,12 +3,15 @@
 
 pub mod browser;
 pub mod gateway;
+pub mod hostile_op;
 pub mod op;
 pub mod upstream;
 
 #[allow(unused_imports)]
 pub use browser::*;
 pub use gateway::*;
+#[allow(unused_imports)]
+pub use hostile_op::*;
 #[allow(unused_imports)]
 pub use op::*;
 #[allow(unused_imports)]

@@ -1,0 +1,172 @@
+//! The authenticated hot path: checking a session on every request, and validating an ID token
+//! (done at login and refresh). Target: a cached session check under 1 µs.
+
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use oidc_gateway::auth::OidcAuth;
+use oidc_gateway::config::Config;
+use oidc_gateway::metrics::RouteMetrics;
+use oidc_gateway::oidc::provider::Discovered;
+use oidc_gateway::oidc::types::{IdToken, Metadata};
+use oidc_gateway::oidc::verify::verify_once;
+use oidc_gateway::session::store::{Lookup, SessionStore};
+use oidc_gateway::session::{SessionData, now};
+use pingora::http::RequestHeader;
+use std::path::Path;
+use std::str::FromStr;
+
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
+
+fn config(store: &str, cache_size: usize) -> Config {
+    let toml = format!(
+        r#"
+[session]
+store = "{store}"
+secrets = ["bench-secret-bench-secret-bench-secret-0123"]
+cache_size = {cache_size}
+
+[[providers]]
+name = "okta"
+issuer = "https://idp.example.com"
+client_id = "gateway"
+client_secret = "s3cret"
+redirect_uri = "https://app.example.com/oauth2/callback"
+
+[[upstreams]]
+name = "app"
+targets = ["127.0.0.1:3000"]
+
+[[routes]]
+name = "app"
+upstream = "app"
+auth = {{ provider = "okta" }}
+"#
+    );
+    Config::parse(&toml, Path::new("bench.toml")).expect("bench config is valid")
+}
+
+/// A realistic session: JWT-sized tokens and a handful of claims (about 2.5 KB sealed).
+fn session_data() -> SessionData {
+    let now = now();
+    let jwt = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.{}",
+        "x".repeat(700),
+        "s".repeat(342)
+    );
+    SessionData {
+        provider: "okta".into(),
+        sub: "00u1a2b3c4d5e6f7g8h9".into(),
+        claims: serde_json::json!({
+            "email": "alice@example.com", "name": "Alice Liddell", "groups": ["admins", "readers"],
+            "preferred_username": "alice"
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+        id_token: jwt.clone(),
+        access_token: jwt,
+        expires_at: Some(now + 3600),
+        refresh_token: Some("r".repeat(40)),
+        created_at: now,
+        renewed_at: now,
+    }
+}
+
+fn request_with(pairs: &[(String, String)]) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/app", None).unwrap();
+    let cookie: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    req.insert_header(
+        "cookie",
+        format!("theme=dark; {}; lang=en", cookie.join("; ")),
+    )
+    .unwrap();
+    req.insert_header("host", "app.example.com").unwrap();
+    req
+}
+
+fn bench_sessions(c: &mut Criterion) {
+    for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
+        let cfg = config(store, 100_000);
+        let auth = OidcAuth::new(&cfg).unwrap().unwrap();
+        let (_, pairs) = auth.store.create(session_data()).unwrap();
+        let req = request_with(&pairs);
+        let metrics = RouteMetrics::new("bench");
+        c.bench_function(
+            &format!("session check: {label}, cache hit (full authenticate)"),
+            |b| {
+                b.iter(|| {
+                    let id = futures::executor::block_on(auth.authenticate(
+                        0,
+                        black_box(&req),
+                        "/app",
+                        &metrics,
+                    ));
+                    black_box(id.is_ok())
+                })
+            },
+        );
+    }
+
+    // The cookie store without a cache: every request decrypts and parses the cookie.
+    let cfg = config("cookie", 100_000);
+    let sealing = SessionStore::new(cfg.session.as_ref().unwrap());
+    let (_, pairs) = sealing.create(session_data()).unwrap();
+    let req = request_with(&pairs);
+    let mut cold = cfg.session.clone().unwrap();
+    cold.cache_size = 0;
+    let uncached = SessionStore::new(&cold);
+    c.bench_function(
+        "session check: cookie store, cache miss (decrypt + parse)",
+        |b| {
+            b.iter(|| {
+                black_box(matches!(
+                    uncached.lookup(black_box(&req.headers)),
+                    Lookup::Found { .. }
+                ))
+            })
+        },
+    );
+}
+
+fn bench_id_token(c: &mut Criterion) {
+    let cfg = config("cookie", 10);
+    let provider = &cfg.providers[0];
+    let jwk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{KEYS}/key1.jwk.json")).unwrap())
+            .unwrap();
+    let metadata: Metadata = serde_json::from_value(serde_json::json!({
+        "issuer": "https://idp.example.com",
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "jwks_uri": "https://idp.example.com/jwks",
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+    .unwrap();
+    let metadata =
+        metadata.set_jwks(serde_json::from_value(serde_json::json!({ "keys": [jwk] })).unwrap());
+    let discovered = Discovered::new(provider, metadata).unwrap();
+    let now = now();
+    let claims = serde_json::json!({
+        "iss": "https://idp.example.com", "sub": "alice", "aud": "gateway", "exp": now + 3600,
+        "iat": now, "nonce": "n-0S6_WzA2Mj", "email": "alice@example.com", "groups": ["admins"]
+    });
+    let pem = std::fs::read(format!("{KEYS}/key1.pem")).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("key1".into());
+    let jwt = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let token = IdToken::from_str(&jwt).unwrap();
+    let nonce = openidconnect::Nonce::new("n-0S6_WzA2Mj".into());
+    assert!(verify_once(&discovered, provider, &token, &nonce).is_ok());
+    c.bench_function("ID token validation (RS256, openidconnect)", |b| {
+        b.iter(|| black_box(verify_once(&discovered, provider, black_box(&token), &nonce).is_ok()))
+    });
+}
+
+criterion_group!(benches, bench_sessions, bench_id_token);
+criterion_main!(benches);

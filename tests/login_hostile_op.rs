@@ -1,0 +1,525 @@
+//! Every way an OpenID Provider's answers (or a callback) can be wrong, against the running
+//! gateway: each must be refused, with a clear page, and the upstream must never see a request.
+//! Also: key rotation (a new `kid` is fetched and accepted) and the unknown-`kid` fetch limit.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::*;
+
+const SECRET: &str = "hostile-test-session-secret-0123456789abcdef";
+
+struct Setup {
+    op: HostileOp,
+    gw: GatewayProcess,
+    up: TestUpstream,
+    origin: String,
+}
+
+fn start(attack: Attack) -> Setup {
+    start_with(attack, "")
+}
+
+fn start_with(attack: Attack, provider_extra: &str) -> Setup {
+    let op = HostileOp::start(attack);
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let body = format!(
+        r#"
+[session]
+secrets = ["{SECRET}"]
+
+[[providers]]
+name = "hostile"
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "gateway-secret"
+redirect_uri = "{origin}/oauth2/callback"
+{provider_extra}
+
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+
+[[routes]]
+name = "app"
+paths = ["/app"]
+upstream = "app"
+auth = {{ provider = "hostile" }}
+
+[[routes]]
+name = "public"
+paths = ["/public"]
+upstream = "app"
+"#,
+        issuer = op.issuer,
+        up = up.address()
+    );
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        port: Some(port),
+        ..Default::default()
+    });
+    Setup { op, gw, up, origin }
+}
+
+async fn wait_discovered(s: &Setup) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client()
+            .get(s.gw.url("/app/"))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 302 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never discovered:\n{}",
+            s.gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Logs in (the hostile OP approves at once) and returns the final page.
+async fn login(s: &Setup, b: &Browser) -> Page {
+    wait_discovered(s).await;
+    b.navigate(&format!("{}/app/private", s.origin), None).await
+}
+
+async fn assert_refused(attack: Attack, status: u16, reason: &str) {
+    let s = start(attack);
+    let b = Browser::new();
+    let page = login(&s, &b).await;
+    assert_eq!(
+        page.status,
+        status,
+        "{attack:?}: {}\n{:?}\n{}",
+        page.body,
+        page.trail,
+        s.gw.log()
+    );
+    assert!(
+        page.url.contains("/oauth2/callback"),
+        "{attack:?} ended at {}",
+        page.url
+    );
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.body.contains("Sign-in"),
+        "{attack:?}: page should say what happened: {}",
+        page.body
+    );
+    assert_eq!(
+        s.up.hits.load(Ordering::SeqCst),
+        0,
+        "{attack:?}: the upstream saw a request"
+    );
+    // No session was created: the protected page still asks for login.
+    let again = b
+        .client
+        .get(format!("{}/app/private", s.origin))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        302,
+        "{attack:?}: a session exists after a refused login"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = s.gw.metrics().await;
+    let series = format!("oidc_gateway_logins_total{{provider=\"hostile\",result=\"{reason}\"}}");
+    assert_eq!(
+        metric_value(&metrics, &series),
+        Some(1.0),
+        "{attack:?}: expected {series} in\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_correct_provider_logs_in() {
+    let s = start(Attack::None);
+    let b = Browser::new();
+    let page = login(&s, &b).await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
+    assert_eq!(page.json()["headers"]["x-auth-request-user"][0], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_issuer_is_refused() {
+    assert_refused(Attack::WrongIss, 401, "id_token_issuer").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_audience_is_refused() {
+    assert_refused(Attack::WrongAud, 401, "id_token_audience").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_audiences_without_azp_are_refused() {
+    assert_refused(Attack::ExtraAudNoAzp, 401, "id_token_audience").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azp_naming_another_client_is_refused() {
+    assert_refused(Attack::WrongAzp, 401, "id_token_audience").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_sub_is_refused() {
+    assert_refused(Attack::MissingSub, 401, "token_response_invalid").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_iat_is_refused() {
+    assert_refused(Attack::MissingIat, 401, "token_response_invalid").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_id_token_is_refused() {
+    assert_refused(Attack::Expired, 401, "id_token_expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_token_from_the_future_is_refused() {
+    assert_refused(Attack::FutureIat, 401, "id_token_expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nonce_mismatch_is_refused() {
+    assert_refused(Attack::NonceMismatch, 401, "nonce_mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_nonce_is_refused() {
+    assert_refused(Attack::NonceMissing, 401, "nonce_mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_signature_is_refused() {
+    assert_refused(Attack::BadSignature, 401, "id_token_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alg_none_is_refused_even_when_advertised() {
+    assert_refused(Attack::AlgNone, 401, "id_token_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hs256_signed_with_the_rsa_public_key_is_refused() {
+    assert_refused(Attack::HsWithPublicKey, 401, "id_token_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_hash_mismatch_is_refused() {
+    assert_refused(Attack::BadAtHash, 401, "at_hash_mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn userinfo_subject_mismatch_is_refused() {
+    assert_refused(Attack::UserinfoSubMismatch, 401, "userinfo_sub_mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idp_error_shows_a_page_and_never_loops() {
+    let s = start(Attack::AccessDenied);
+    let b = Browser::new();
+    let page = login(&s, &b).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("denied"), "{}", page.body);
+    assert!(
+        page.body.contains("href=\"/app/private\""),
+        "a way to try again: {}",
+        page.body
+    );
+    assert!(page.trail.len() <= 4, "redirect loop: {:?}", page.trail);
+    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_kid_is_refused_and_fetches_keys_at_most_once_per_cooldown() {
+    let s = start(Attack::UnknownKid);
+    wait_discovered(&s).await;
+    let fetches_after_discovery = s.op.state.jwks_fetches.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let b = Browser::new();
+        let page = login(&s, &b).await;
+        assert_eq!(page.status, 401, "{}", page.body);
+    }
+    let extra = s.op.state.jwks_fetches.load(Ordering::SeqCst) - fetches_after_discovery;
+    assert_eq!(
+        extra, 1,
+        "five forged kids must cause exactly one JWKS fetch in the cool-down"
+    );
+    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rotation_fetches_the_new_kid_and_accepts_it() {
+    let s = start(Attack::None);
+    let b = Browser::new();
+    assert_eq!(login(&s, &b).await.status, 200);
+    let before = s.op.state.jwks_fetches.load(Ordering::SeqCst);
+    // The provider rotates: a new key signs, both are published.
+    *s.op.state.signing_key.lock().unwrap() = "key2";
+    s.op.state.published.lock().unwrap().push("key2");
+    let b2 = Browser::new();
+    let page = login(&s, &b2).await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
+    assert_eq!(s.op.state.jwks_fetches.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_issuer_mismatch_never_enables_login_but_public_routes_work() {
+    let s = start(Attack::DiscoveryIssuerMismatch);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let r = client()
+        .get(s.gw.url("/app/x"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "login must not hang while the provider is unusable"
+    );
+    assert!(r.text().await.unwrap().contains("temporarily unavailable"));
+    assert_eq!(
+        client()
+            .get(s.gw.url("/public/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(s.gw.log().contains("discovery failed"), "{}", s.gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_provider_never_stalls_requests() {
+    let dead = free_port();
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let body = format!(
+        "[session]\nsecrets = [\"{SECRET}\"]\n[[providers]]\nname = \"down\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"c\"\n\
+         redirect_uri = \"http://127.0.0.1:{port}/oauth2/callback\"\n[[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n\
+         [[routes]]\nname = \"app\"\npaths = [\"/app\"]\nupstream = \"app\"\nauth = {{ provider = \"down\" }}\n\
+         [[routes]]\nname = \"public\"\npaths = [\"/\"]\nupstream = \"app\"\n",
+        up.address()
+    );
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        port: Some(port),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+    let r = client()
+        .get(gw.url("/app/"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = client()
+        .get(gw.url("/app/"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "API clients get 401, not a redirect");
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer realm=")
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callback_without_a_login_cookie_is_refused_login_csrf() {
+    let s = start(Attack::None);
+    wait_discovered(&s).await;
+    // An attacker's own valid callback, delivered to a victim browser that never started a login.
+    let attacker = Browser::new();
+    let first = attacker
+        .client
+        .get(format!("{}/app/x", s.origin))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+    let to_callback = attacker.client.get(&authorize).send().await.unwrap();
+    let callback = to_callback.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let victim = Browser::new();
+    let page = victim.navigate(&callback, None).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("does not belong"), "{}", page.body);
+    assert!(
+        victim.cookie_header(&s.origin).is_empty(),
+        "no session for the victim: {}",
+        victim.cookie_header(&s.origin)
+    );
+    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_mismatch_and_duplicate_parameters_are_refused() {
+    let s = start(Attack::None);
+    wait_discovered(&s).await;
+    let b = Browser::new();
+    let first = b
+        .client
+        .get(format!("{}/app/x", s.origin))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+    let callback = b.client.get(&authorize).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let state = callback.split("state=").nth(1).unwrap().to_owned();
+    // Same cookie name (first 16 characters), different state.
+    let forged_state = format!("{}XXXXXX", &state[..16]);
+    let forged = callback.replace(&state, &forged_state);
+    let page = b.navigate(&forged, None).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("does not match"), "{}", page.body);
+    let duplicated = format!("{callback}&code=second");
+    let page = b.navigate(&duplicated, None).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("repeats the parameter"), "{}", page.body);
+    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_callback_is_refused() {
+    let s = start(Attack::None);
+    wait_discovered(&s).await;
+    let b = Browser::new();
+    let first = b
+        .client
+        .get(format!("{}/app/x", s.origin))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+    let callback = b.client.get(&authorize).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ok = b.navigate(&callback, None).await;
+    assert_eq!(ok.status, 200);
+    let token_calls = s.op.state.token_requests.load(Ordering::SeqCst);
+    // Replay the same callback with the same login cookie from a cookie-less client.
+    let replay = client()
+        .get(&callback)
+        .header("Cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("already used"));
+    assert_eq!(
+        s.op.state.token_requests.load(Ordering::SeqCst),
+        token_calls,
+        "a replay must not reach the token endpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_tabs_can_log_in_at_once() {
+    let s = start(Attack::None);
+    wait_discovered(&s).await;
+    let b = Browser::new();
+    let mut callbacks = Vec::new();
+    for tab in ["one", "two", "three"] {
+        let first = b
+            .client
+            .get(format!("{}/app/{tab}", s.origin))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.status(), 302);
+        let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+        let cb = b.client.get(&authorize).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        callbacks.push((tab, cb));
+    }
+    assert_eq!(
+        b.cookie_header(&s.origin)
+            .matches("oidc_session_login_")
+            .count(),
+        3
+    );
+    // Finish them in reverse order: each returns to its own page.
+    for (tab, cb) in callbacks.into_iter().rev() {
+        let page = b.navigate(&cb, None).await;
+        assert_eq!(page.status, 200, "{tab}: {}", page.body);
+        assert_eq!(page.json()["uri"], format!("/app/{tab}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_cookies_are_capped_oldest_dropped() {
+    let s = start(Attack::None);
+    wait_discovered(&s).await;
+    let b = Browser::new();
+    for i in 0..8 {
+        let r = b
+            .client
+            .get(format!("{}/app/{i}", s.origin))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+    }
+    let n = b
+        .cookie_header(&s.origin)
+        .matches("oidc_session_login_")
+        .count();
+    assert_eq!(
+        n,
+        5,
+        "at most max_login_cookies (5) attempts are kept: {}",
+        b.cookie_header(&s.origin)
+    );
+}
