@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod http;

@@ -123,7 +123,7 @@ impl Gateway {
             ctx.upstream_path = Some(with_query(rest, req.uri.query()));
         }
 
-        if let Auth::Oidc { provider } = route.auth {
+        if let Auth::Oidc(spec) = &route.auth {
             let Some(oidc) = &self.oidc else {
                 return Err(Reply::error(
                     500,
@@ -134,10 +134,9 @@ impl Gateway {
                 ));
             };
             let return_to = with_query(&canonical, req.uri.query());
-            let identity = oidc
-                .authenticate(provider, req, &return_to, &self.route_metrics[m.route])
+            ctx.identity = oidc
+                .authenticate(spec, req, &return_to, &self.route_metrics[m.route])
                 .await?;
-            ctx.identity = Some(identity);
         }
 
         self.choose_target(session, ctx)
@@ -298,17 +297,8 @@ impl ProxyHttp for Gateway {
         headers::scrub(upstream_req, &self.scrub);
         if let Some(oidc) = &self.oidc {
             cookies::strip(upstream_req, |name| oidc.is_own_cookie(name));
-            if let (Some(id), &Auth::Oidc { provider }) = (&ctx.identity, &route.auth)
-                && let Some(handle) = oidc.providers.handle(provider)
-            {
-                upstream_req.remove_header(&http::header::AUTHORIZATION);
-                let set = id
-                    .session
-                    .upstream_headers
-                    .get_or_init(|| identity::upstream_headers(&handle.config, &id.session));
-                for (name, value) in set {
-                    upstream_req.insert_header(name.clone(), value.clone())?;
-                }
+            if let Some(id) = &ctx.identity {
+                oidc.identify(id, upstream_req)?;
             }
         }
         Ok(())
@@ -405,7 +395,7 @@ impl ProxyHttp for Gateway {
                 _ => "",
             };
             access_log::log(&access_log::Entry {
-                user: ctx.identity.as_ref().map(|i| i.session.data.sub.as_str()),
+                user: ctx.identity.as_ref().and_then(|i| i.sub()),
                 method: req.method.as_str(),
                 path: req.uri.path(),
                 route: match route {

@@ -2,10 +2,12 @@
 //! the well-known family peers use, is removed from the client's request in every spelling, so
 //! a client can never pose as a user.
 
+use super::bearer::VerifiedToken;
 use crate::config::Provider;
 use crate::http::headers::HeaderSet;
-use crate::session::Session;
+use crate::session::{Session, claim_string};
 use base64::Engine;
+use serde_json::{Map, Value};
 
 /// Identity headers a client must never be able to send to an upstream.
 const FAMILY: &[&str] = &[
@@ -60,42 +62,76 @@ pub fn scrub_set(providers: &[Provider]) -> HeaderSet {
     )
 }
 
-/// The headers describing `session` to the upstream, as configured for its provider.
-pub fn upstream_headers(
+/// The headers describing a session to the upstream, as configured for its provider.
+pub fn session_headers(
     cfg: &Provider,
     session: &Session,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {
     let mut out = Vec::new();
-    let mut push = |name: &http::HeaderName, value: String| {
-        if let Ok(v) = http::HeaderValue::from_str(&value) {
-            out.push((name.clone(), v));
-        }
-    };
     if let Some((name, prefix)) = &cfg.upstream_access_token_header {
         let value = match prefix {
             Some(p) => format!("{p} {}", session.data.access_token),
             None => session.data.access_token.clone(),
         };
-        push(name, value);
+        push(&mut out, name, &value);
     }
     if let Some(name) = &cfg.upstream_id_token_header {
-        push(name, session.data.id_token.clone());
+        push(&mut out, name, &session.data.id_token);
     }
+    out.extend(claim_headers(
+        cfg,
+        Some(&session.data.sub),
+        &session.data.claims,
+    ));
+    out
+}
+
+/// The headers describing a bearer or introspected token's subject (the client's own
+/// `Authorization` is forwarded unchanged).
+pub fn token_headers(
+    cfg: &Provider,
+    token: &VerifiedToken,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    claim_headers(cfg, token.sub(), &token.claims)
+}
+
+fn claim_headers(
+    cfg: &Provider,
+    sub: Option<&str>,
+    claims: &Map<String, Value>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out = Vec::new();
     if let Some(name) = &cfg.upstream_user_info_header {
-        let mut claims = session.data.claims.clone();
-        claims.insert("sub".into(), session.data.sub.clone().into());
-        let json = serde_json::Value::Object(claims).to_string();
-        push(name, base64::engine::general_purpose::STANDARD.encode(json));
+        let mut all = claims.clone();
+        if let Some(s) = sub {
+            all.insert("sub".into(), s.into());
+        }
+        let json = Value::Object(all).to_string();
+        push(
+            &mut out,
+            name,
+            &base64::engine::general_purpose::STANDARD.encode(json),
+        );
     }
     for (name, claim) in &cfg.upstream_headers {
         let value = if claim == "sub" {
-            Some(session.data.sub.clone())
+            sub.map(str::to_owned)
         } else {
-            session.claim_str(claim)
+            claims.get(claim).and_then(claim_string)
         };
         if let Some(v) = value {
-            push(name, v);
+            push(&mut out, name, &v);
         }
     }
     out
+}
+
+fn push(
+    out: &mut Vec<(http::HeaderName, http::HeaderValue)>,
+    name: &http::HeaderName,
+    value: &str,
+) {
+    if let Ok(v) = http::HeaderValue::from_str(value) {
+        out.push((name.clone(), v));
+    }
 }

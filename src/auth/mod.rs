@@ -1,39 +1,90 @@
-//! What a protected route demands and what a request proves. `authenticate` is the hot path:
-//! one in-memory session lookup, the timeouts, and (rarely) a single-flight token refresh. It
-//! never calls the identity provider for a session whose access token is still valid.
+//! What a protected route demands and what a request proves. `authenticate` tries the route's
+//! methods in order (session, browser login, bearer JWT, introspection), then `authorize`
+//! applies its claim rules and consumer mapping. The session and cached-token paths make no
+//! call to the identity provider.
 
+pub mod bearer;
+pub mod consumers;
 pub mod endpoints;
 pub mod identity;
+pub mod rules;
+mod session;
 
-use crate::config::{Config, Provider, SameSite, SessionSettings};
+use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings};
 use crate::http::cookies::CookieAttrs;
 use crate::http::headers::HeaderSet;
 use crate::http::redirect;
 use crate::http::responses::Reply;
-use crate::metrics::{self, RouteMetrics, SessionResult};
+use crate::metrics::{self, RouteMetrics};
 use crate::oidc::login::authorization_request;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
-use crate::session::store::{Lookup, SessionStore};
+use crate::session::store::SessionStore;
 use crate::session::{Session, Sid, now};
 use async_trait::async_trait;
+use bearer::{TokenCaches, VerifiedToken};
 use dashmap::DashMap;
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use session::SessionOutcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a failed refresh is remembered, so requests of that session fail fast meanwhile.
 const REFRESH_FAILURE_MEMORY: Duration = Duration::from_secs(10);
 
-/// An authenticated request.
+/// What proved a request.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A browser session.
+    Session(Arc<Session>),
+    /// A bearer JWT or an introspected opaque token.
+    Token(Arc<VerifiedToken>),
+    /// Nothing: the route's anonymous consumer.
+    Anonymous,
+}
+
+/// An authenticated (and authorized) request.
 #[derive(Debug)]
 pub struct Identity {
-    /// The session that proved it.
-    pub session: Arc<Session>,
+    /// What proved it.
+    pub credential: Credential,
     /// `Set-Cookie` headers for the response (renewed or refreshed cookie-store sessions).
     pub set_cookies: Vec<http::HeaderValue>,
+    /// Index of the mapped `[[consumers]]` entry.
+    pub consumer: Option<usize>,
+    /// Kong's consumer and credential headers for the upstream.
+    pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Identity {
+    fn new(credential: Credential, set_cookies: Vec<http::HeaderValue>) -> Identity {
+        Identity {
+            credential,
+            set_cookies,
+            consumer: None,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    /// The claims rules are checked against.
+    pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        match &self.credential {
+            Credential::Session(s) => Some(&s.data.claims),
+            Credential::Token(t) => Some(&t.claims),
+            Credential::Anonymous => None,
+        }
+    }
+
+    /// The subject, for logs.
+    pub fn sub(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Session(s) => Some(&s.data.sub),
+            Credential::Token(t) => t.sub(),
+            Credential::Anonymous => None,
+        }
+    }
 }
 
 type RefreshOutcome = Option<(Arc<Session>, Vec<(String, String)>)>;
@@ -58,6 +109,10 @@ pub struct OidcAuth {
     inflight: DashMap<Sid, Arc<Flight>>,
     /// `state` values already used at the callback, until their login cookie would expire.
     used_states: DashMap<String, u64>,
+    /// Verified bearer tokens and introspection answers.
+    tokens: TokenCaches,
+    /// `[[consumers]]`
+    consumers: Vec<Consumer>,
 }
 
 impl OidcAuth {
@@ -70,6 +125,7 @@ impl OidcAuth {
             return Ok(None);
         }
         let providers = Arc::new(Providers::new(&config.providers)?);
+        let settings_cache_size = settings.cache_size.max(1024);
         let attrs = config
             .providers
             .iter()
@@ -98,6 +154,8 @@ impl OidcAuth {
             attrs,
             inflight: DashMap::new(),
             used_states: DashMap::new(),
+            tokens: TokenCaches::new(settings_cache_size),
+            consumers: config.consumers.clone(),
         }))
     }
 
@@ -115,165 +173,233 @@ impl OidcAuth {
         self.store.is_session_cookie(cookie) || self.login.is_login_cookie(cookie)
     }
 
-    /// Authenticates a request to a route protected by provider `index`. `return_to` is the
-    /// canonical path and query, where the browser returns after a login.
+    /// Authenticates a request to a protected route, trying the route's methods in order, then
+    /// applies the route's rules and consumer mapping. `Ok(None)`: proxy without identity
+    /// (`mode = "optional"` without a credential, or a CORS preflight when allowed).
+    /// `return_to` is the canonical path and query, where the browser returns after a login.
     pub async fn authenticate(
         &self,
-        index: usize,
+        spec: &RouteAuth,
         req: &RequestHeader,
         return_to: &str,
         route_metrics: &RouteMetrics,
-    ) -> Result<Identity, Reply> {
+    ) -> Result<Option<Identity>, Reply> {
+        if !spec.run_on_preflight && is_preflight(req) {
+            return Ok(None);
+        }
         let now = now();
-        let Some(cfg) = self.provider(index) else {
-            return Err(Reply::error(
-                500,
-                "misconfigured",
-                "Server error",
-                "The route names an unknown provider.",
-                true,
-            ));
-        };
-        let attrs = self.attrs(index);
-        let (session, cookies_present) = match self.store.lookup(&req.headers) {
-            Lookup::Absent => {
-                route_metrics.session(SessionResult::Miss);
-                return Err(self.start_login(index, req, return_to, Vec::new(), now));
-            }
-            Lookup::Invalid { cookies_present } => {
-                route_metrics.session(SessionResult::Invalid);
-                let clear = self.store.expire_chunks(0, cookies_present, attrs);
-                return Err(self.start_login(index, req, return_to, clear, now));
-            }
-            Lookup::Found {
-                session,
-                cache_hit,
-                cookies_present,
-            } => {
-                metrics::session_cache(cache_hit);
-                (session, cookies_present)
-            }
-        };
-        // A session from another provider never satisfies this route.
-        if session.data.provider != cfg.name {
-            route_metrics.session(SessionResult::Invalid);
-            return Err(self.start_login(index, req, return_to, Vec::new(), now));
-        }
-        if session.check(now, &self.store.timeouts).is_err() {
-            route_metrics.session(SessionResult::Expired);
-            self.store.destroy(&session);
-            let clear = self.store.expire_chunks(0, cookies_present, attrs);
-            return Err(self.start_login(index, req, return_to, clear, now));
-        }
-        session.touch(now);
-        route_metrics.session(SessionResult::Hit);
-
-        if session.access_token_expired(now, cfg.leeway) {
-            if session.data.refresh_token.is_some()
-                && let Some((fresh, pairs)) = self.refresh(index, &session).await
-            {
-                let set_cookies = self.cookies_for(&pairs, cookies_present, attrs);
-                return Ok(Identity {
-                    session: fresh,
-                    set_cookies,
-                });
-            }
-            if session.access_token_expired(now, Duration::ZERO) {
-                // Expired and not refreshable: a new login.
-                return Err(self.start_login(index, req, return_to, Vec::new(), now));
-            }
-            // Refresh failed but the token is still valid for a moment: serve the request.
-        } else if session.needs_renewal(now, &self.store.timeouts) {
-            let mut data = session.data.clone();
-            data.renewed_at = now;
-            if let Ok((fresh, pairs)) = self.store.update(session.sid, data) {
-                let set_cookies = self.cookies_for(&pairs, cookies_present, attrs);
-                return Ok(Identity {
-                    session: fresh,
-                    set_cookies,
-                });
-            }
-        }
-        Ok(Identity {
-            session,
-            set_cookies: Vec::new(),
-        })
-    }
-
-    fn cookies_for(
-        &self,
-        pairs: &[(String, String)],
-        cookies_present: usize,
-        attrs: &CookieAttrs,
-    ) -> Vec<http::HeaderValue> {
-        // The memory store's cookie (the id) does not change when the session does.
-        if self.store.cookie_carries_session() {
-            self.store.cookie_headers(pairs, cookies_present, attrs)
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Refreshes the session's tokens once, however many requests of the session ask at the
-    /// same time (a rotating refresh token may be used only once).
-    async fn refresh(&self, index: usize, session: &Arc<Session>) -> RefreshOutcome {
-        let flight = {
-            let mut entry = self.inflight.entry(session.sid).or_insert_with(|| {
-                Arc::new(Flight {
-                    started: Instant::now(),
-                    result: tokio::sync::OnceCell::new(),
-                })
-            });
-            // A remembered failure expires; a finished success is never reused (the store has
-            // the refreshed session by then).
-            let stale = match entry.result.get() {
-                Some(None) => entry.started.elapsed() > REFRESH_FAILURE_MEMORY,
-                Some(Some(_)) => true,
-                None => false,
-            };
-            if stale {
-                *entry = Arc::new(Flight {
-                    started: Instant::now(),
-                    result: tokio::sync::OnceCell::new(),
-                });
-            }
-            entry.clone()
-        };
-        let name = self
-            .provider(index)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        let outcome = flight
-            .result
-            .get_or_init(|| async {
-                match crate::oidc::refresh::refresh(&self.providers, index, &session.data, now())
-                    .await
-                {
-                    Ok(data) => match self.store.update(session.sid, data) {
-                        Ok((fresh, pairs)) => {
-                            metrics::token_refresh(&name, "succeeded");
-                            Some((fresh, pairs))
+        let token = bearer_token(&req.headers);
+        let mut clear_cookies = Vec::new();
+        for method in &spec.methods {
+            let found = match method {
+                AuthMethod::Session => {
+                    match self.session_method(spec, req, route_metrics, now).await {
+                        SessionOutcome::Valid(session, set_cookies) => {
+                            Some(Identity::new(Credential::Session(session), set_cookies))
                         }
-                        Err(e) => {
-                            metrics::token_refresh(&name, "session_too_large");
-                            tracing::warn!(provider = %name, "refreshed session not stored: {e}");
+                        SessionOutcome::None(clear) => {
+                            clear_cookies = clear;
                             None
                         }
-                    },
-                    Err(e) => {
-                        metrics::token_refresh(&name, "failed");
-                        tracing::warn!(provider = %name, "token refresh failed: {e}");
-                        None
                     }
                 }
-            })
-            .await
-            .clone();
-        if outcome.is_some() {
-            self.inflight
-                .remove_if(&session.sid, |_, f| Arc::ptr_eq(f, &flight));
+                AuthMethod::AuthorizationCode => {
+                    let provider = spec.providers[0];
+                    return Err(self.start_login(provider, req, return_to, clear_cookies, now));
+                }
+                AuthMethod::Bearer => match token {
+                    // An opaque token is left to introspection when the route accepts it.
+                    Some(t)
+                        if !bearer::looks_like_jwt(t)
+                            && spec.methods.contains(&AuthMethod::Introspection) =>
+                    {
+                        None
+                    }
+                    Some(t) => {
+                        match bearer::verify_jwt(&self.providers, &self.tokens, spec, t, now).await
+                        {
+                            Ok(v) => Some(Identity::new(Credential::Token(v), Vec::new())),
+                            Err(e) => return self.invalid_token(spec, req, e),
+                        }
+                    }
+                    None => None,
+                },
+                AuthMethod::Introspection => match token {
+                    Some(t) => {
+                        match bearer::introspect(&self.providers, &self.tokens, spec, t, now).await
+                        {
+                            Ok(v) => Some(Identity::new(Credential::Token(v), Vec::new())),
+                            Err(e) => return self.invalid_token(spec, req, e),
+                        }
+                    }
+                    None => None,
+                },
+            };
+            if let Some(identity) = found {
+                return self.authorize(spec, req, identity).map(Some);
+            }
         }
-        outcome
+        // No credential at all.
+        if spec.anonymous.is_some() {
+            return self.anonymous(spec).map(Some);
+        }
+        if spec.optional {
+            return Ok(None);
+        }
+        let reply = self.unauthorized(spec, req, None);
+        Err(clear_cookies
+            .into_iter()
+            .fold(reply, |r, c| r.with_header(http::header::SET_COOKIE, c)))
+    }
+
+    /// A presented token failed: 401 `invalid_token` (or the anonymous consumer, if configured).
+    fn invalid_token(
+        &self,
+        spec: &RouteAuth,
+        req: &RequestHeader,
+        e: bearer::TokenError,
+    ) -> Result<Option<Identity>, Reply> {
+        if spec.anonymous.is_some() {
+            return self.anonymous(spec).map(Some);
+        }
+        Err(self.unauthorized(spec, req, Some(e)))
+    }
+
+    /// RFC 6750 401: `Bearer realm=...`, plus `error="invalid_token"` when a token was refused.
+    fn unauthorized(
+        &self,
+        spec: &RouteAuth,
+        req: &RequestHeader,
+        e: Option<bearer::TokenError>,
+    ) -> Reply {
+        let html = crate::http::responses::wants_html(&req.headers);
+        let realm = quote(&spec.realm);
+        let (challenge, code, message) = match &e {
+            Some(err) => (
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                    quote(&err.to_string())
+                ),
+                "invalid_token",
+                err.to_string(),
+            ),
+            None => (
+                format!("Bearer realm=\"{realm}\""),
+                "unauthorized",
+                "This request needs credentials.".to_owned(),
+            ),
+        };
+        Reply::error(401, code, "Sign-in required", &message, html)
+            .with_header(http::header::WWW_AUTHENTICATE, header_value(&challenge))
+    }
+
+    /// Applies the route's rules and consumer mapping to an authenticated request.
+    fn authorize(
+        &self,
+        spec: &RouteAuth,
+        req: &RequestHeader,
+        mut id: Identity,
+    ) -> Result<Identity, Reply> {
+        let is_token = matches!(id.credential, Credential::Token(_));
+        let claims = id.claims().cloned().unwrap_or_default();
+        if let Some(rule) = rules::first_failure(&spec.rules, &claims, is_token) {
+            return Err(self.forbidden(
+                spec,
+                req,
+                is_token,
+                &format!(
+                    "Your account does not meet this service's {} rule.",
+                    rule.trim_end_matches("_required")
+                ),
+            ));
+        }
+        if let Some(mapping) = &spec.consumer {
+            match consumers::find(&self.consumers, mapping, &claims) {
+                Some(i) => {
+                    if !consumers::in_groups(&self.consumers[i], &mapping.groups_required) {
+                        return Err(self.forbidden(
+                            spec,
+                            req,
+                            is_token,
+                            "Your account is not in a group allowed to use this service.",
+                        ));
+                    }
+                    id.consumer = Some(i);
+                }
+                None if mapping.optional => {}
+                None => {
+                    return Err(self.forbidden(
+                        spec,
+                        req,
+                        is_token,
+                        "Your account is not registered as a consumer of this service.",
+                    ));
+                }
+            }
+        }
+        let credential = spec
+            .credential_claim
+            .as_ref()
+            .and_then(|p| rules::claim(&claims, p))
+            .and_then(crate::session::claim_string);
+        let groups = spec
+            .authenticated_groups_claim
+            .as_ref()
+            .and_then(|p| rules::claim(&claims, p))
+            .and_then(crate::session::claim_string);
+        id.extra_headers = consumers::headers(
+            id.consumer.map(|i| &self.consumers[i]),
+            false,
+            credential,
+            groups,
+        );
+        Ok(id)
+    }
+
+    /// The anonymous consumer, for a request whose authentication failed.
+    fn anonymous(&self, spec: &RouteAuth) -> Result<Identity, Reply> {
+        let consumer = spec.anonymous.and_then(|i| self.consumers.get(i));
+        let mut id = Identity::new(Credential::Anonymous, Vec::new());
+        id.consumer = spec.anonymous;
+        id.extra_headers = consumers::headers(consumer, true, None, None);
+        Ok(id)
+    }
+
+    /// 403 for a failed rule: RFC 6750 `insufficient_scope` for tokens, a page for browsers (or
+    /// the configured `forbidden_redirect_uri`).
+    fn forbidden(
+        &self,
+        spec: &RouteAuth,
+        req: &RequestHeader,
+        is_token: bool,
+        message: &str,
+    ) -> Reply {
+        let html = crate::http::responses::wants_html(&req.headers);
+        if html
+            && !is_token
+            && let Some(target) = &spec.forbidden_redirect_uri
+        {
+            return Reply::redirect(header_value(target));
+        }
+        let reply = if html {
+            Reply::page(
+                403,
+                "Access denied",
+                &format!("{message} Ask your administrator for access."),
+                Some(("Sign out", "/")),
+            )
+        } else {
+            Reply::error(403, "insufficient_scope", "Access denied", message, false)
+        };
+        if is_token {
+            let challenge = format!(
+                "Bearer realm=\"{}\", error=\"insufficient_scope\"",
+                quote(&spec.realm)
+            );
+            reply.with_header(http::header::WWW_AUTHENTICATE, header_value(&challenge))
+        } else {
+            reply
+        }
     }
 
     /// Answers a request that needs a login: a redirect to the provider for browsers, 401 for
@@ -346,6 +472,33 @@ impl OidcAuth {
             .fold(reply, |r, c| r.with_header(http::header::SET_COOKIE, c))
     }
 
+    /// Adds `id`'s identity headers to the upstream request (which was scrubbed before). A
+    /// session replaces the client's `Authorization`; a token keeps it (it is the credential).
+    pub fn identify(&self, id: &Identity, req: &mut RequestHeader) -> pingora::Result<()> {
+        let set = match &id.credential {
+            Credential::Session(s) => {
+                req.remove_header(&http::header::AUTHORIZATION);
+                self.providers
+                    .list
+                    .iter()
+                    .find(|p| p.config.name == s.data.provider)
+                    .map(|p| {
+                        s.upstream_headers
+                            .get_or_init(|| identity::session_headers(&p.config, s))
+                    })
+            }
+            Credential::Token(t) => self.provider(t.provider).map(|cfg| {
+                t.upstream_headers
+                    .get_or_init(|| identity::token_headers(cfg, t))
+            }),
+            Credential::Anonymous => None,
+        };
+        for (name, value) in set.into_iter().flatten().chain(&id.extra_headers) {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
     /// Drops expired sessions, refresh results and used login states.
     pub fn sweep(&self) {
         let now = now();
@@ -354,6 +507,35 @@ impl OidcAuth {
         self.inflight
             .retain(|_, f| f.started.elapsed() < REFRESH_FAILURE_MEMORY * 6);
     }
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+pub fn is_preflight(req: &RequestHeader) -> bool {
+    req.method == http::Method::OPTIONS
+        && req.headers.contains_key(http::header::ORIGIN)
+        && req
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive), if any.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Escapes a value for a quoted-string in `WWW-Authenticate`.
+fn quote(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+        .collect()
+}
+
+fn header_value(s: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
 }
 
 /// A request a browser made by navigating (it can follow a redirect to the provider).
@@ -395,6 +577,29 @@ mod tests {
             r.insert_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn bearer_tokens_and_preflights_are_recognised() {
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", "bearer abc.def.ghi".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some("abc.def.ghi"));
+        h.insert("authorization", "Basic Zm9vOmJhcg==".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        h.insert("authorization", "Bearer ".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        let pre = req(
+            "OPTIONS",
+            &[
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        );
+        assert!(is_preflight(&pre));
+        assert!(!is_preflight(&req(
+            "OPTIONS",
+            &[("origin", "https://a.example")]
+        )));
     }
 
     #[test]

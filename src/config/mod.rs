@@ -36,6 +36,21 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// `[session]`; present whenever providers are.
     pub session: Option<SessionSettings>,
+    /// `[[consumers]]`, in file order.
+    pub consumers: Vec<Consumer>,
+}
+
+/// A Kong-style consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    /// `X-Consumer-ID` (configured, or a UUID derived from the username/custom id).
+    pub id: String,
+    /// `X-Consumer-Username`
+    pub username: Option<String>,
+    /// `X-Consumer-Custom-ID`
+    pub custom_id: Option<String>,
+    /// Consumer groups (for `consumer_groups_required`).
+    pub groups: Vec<String>,
 }
 
 /// An OpenID Provider and the gateway's client registration there.
@@ -85,6 +100,10 @@ pub struct Provider {
     pub discovery_refresh_interval: Duration,
     /// Cookies set for this provider's logins are `Secure` (the redirect URI is https).
     pub secure_cookies: bool,
+    /// Longest time an active introspection result is reused (never past the token's `exp`).
+    pub introspection_cache_ttl: Duration,
+    /// How long an inactive (or failed) introspection result is reused.
+    pub introspection_negative_ttl: Duration,
 }
 
 /// Token endpoint client authentication.
@@ -319,11 +338,95 @@ pub struct Route {
 pub enum Auth {
     /// Public.
     None,
-    /// OpenID Connect browser login with the provider at this index of [`Config::providers`].
-    Oidc {
-        /// Index into [`Config::providers`].
-        provider: usize,
-    },
+    /// OpenID Connect: sessions, browser login, bearer tokens, introspection.
+    Oidc(Box<RouteAuth>),
+}
+
+/// What a protected route accepts and requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuth {
+    /// Indices into [`Config::providers`]; the first one runs browser logins.
+    pub providers: Vec<usize>,
+    /// Methods, in the order tried.
+    pub methods: Vec<AuthMethod>,
+    /// `mode = "optional"`: requests without a credential are proxied anonymously.
+    pub optional: bool,
+    /// `realm` in `WWW-Authenticate`.
+    pub realm: String,
+    /// Claim rules.
+    pub rules: Rules,
+    /// Consumer mapping (when `consumer_claim` is set).
+    pub consumer: Option<ConsumerMapping>,
+    /// Index into [`Config::consumers`] used when authentication fails.
+    pub anonymous: Option<usize>,
+    /// Claim sent as `X-Credential-Identifier`.
+    pub credential_claim: Option<Vec<String>>,
+    /// Claim sent as `X-Authenticated-Groups`.
+    pub authenticated_groups_claim: Option<Vec<String>>,
+    /// Browsers failing a rule are sent here instead of a 403 page.
+    pub forbidden_redirect_uri: Option<String>,
+    /// Authenticate CORS preflight requests too (default); `false` lets them through.
+    pub run_on_preflight: bool,
+}
+
+/// A way to prove identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// An existing browser session.
+    Session,
+    /// Start the browser login (authorization code flow).
+    AuthorizationCode,
+    /// A JWT access token in `Authorization: Bearer`.
+    Bearer,
+    /// An opaque access token checked at the provider (RFC 7662).
+    Introspection,
+}
+
+/// Claim requirements. Each is a list of alternatives (OR); an alternative is a
+/// space-separated list of values that must all be present (AND), as in Kong.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rules {
+    /// `scopes_required` on `scopes_claim`.
+    pub scopes: Requirement,
+    /// `groups_required` on `groups_claim`.
+    pub groups: Requirement,
+    /// `roles_required` on `roles_claim`.
+    pub roles: Requirement,
+    /// `audience_required` on `audience_claim` (also the accepted audiences of bearer tokens).
+    pub audience: Requirement,
+}
+
+/// One claim requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requirement {
+    /// Path to the claim (`["realm_access", "roles"]`).
+    pub claim: Vec<String>,
+    /// Alternatives; each is a set of values that must all be present. Empty: no requirement.
+    pub any_of: Vec<Vec<String>>,
+}
+
+/// Mapping tokens to `[[consumers]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerMapping {
+    /// Claim holding the consumer reference.
+    pub claim: Vec<String>,
+    /// Consumer fields compared with it, in order.
+    pub by: Vec<ConsumerField>,
+    /// A token without a matching consumer is still accepted.
+    pub optional: bool,
+    /// The consumer must be in one of these groups (empty: any).
+    pub groups_required: Vec<String>,
+}
+
+/// A consumer field used for mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerField {
+    /// `id`
+    Id,
+    /// `username`
+    Username,
+    /// `custom_id`
+    CustomId,
 }
 
 impl Config {

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub providers: Vec<RawProvider>,
     pub session: Option<Spanned<RawSession>>,
+    pub consumers: Vec<Spanned<RawConsumer>>,
 }
 
 /// `[[providers]]`: an OpenID Provider and this gateway's client registration there.
@@ -64,6 +65,10 @@ pub struct RawProvider {
     pub jwks_refresh_cooldown: Option<SStr>,
     #[serde(default)]
     pub discovery_refresh_interval: Option<SStr>,
+    #[serde(default)]
+    pub introspection_cache_ttl: Option<SStr>,
+    #[serde(default)]
+    pub introspection_negative_ttl: Option<SStr>,
 }
 
 /// `[session]`
@@ -211,9 +216,43 @@ pub type RawAuth = StrOrTable<RawAuthTable>;
 
 /// The table form of `auth`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct RawAuthTable {
-    #[serde(default)]
     pub provider: Option<SStr>,
+    pub providers: Option<Vec<SStr>>,
+    pub methods: Option<Vec<SStr>>,
+    pub mode: Option<SStr>,
+    pub realm: Option<String>,
+    pub scopes_required: Option<Vec<String>>,
+    pub groups_required: Option<Vec<String>>,
+    pub roles_required: Option<Vec<String>>,
+    pub audience_required: Option<Vec<String>>,
+    pub scopes_claim: Option<Vec<String>>,
+    pub groups_claim: Option<Vec<String>>,
+    pub roles_claim: Option<Vec<String>>,
+    pub audience_claim: Option<Vec<String>>,
+    pub consumer_claim: Option<Vec<String>>,
+    pub consumer_by: Option<Vec<SStr>>,
+    pub consumer_optional: Option<bool>,
+    pub consumer_groups_required: Option<Vec<String>>,
+    pub anonymous: Option<SStr>,
+    pub credential_claim: Option<Vec<String>>,
+    pub authenticated_groups_claim: Option<Vec<String>>,
+    pub forbidden_redirect_uri: Option<SStr>,
+    pub run_on_preflight: Option<bool>,
+}
+
+/// `[[consumers]]`: Kong-style consumers that tokens map to.
+#[derive(Debug, Deserialize)]
+pub struct RawConsumer {
+    #[serde(default)]
+    pub id: Option<SStr>,
+    #[serde(default)]
+    pub username: Option<SStr>,
+    #[serde(default)]
+    pub custom_id: Option<SStr>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A value that may be written as a plain string or as a table.

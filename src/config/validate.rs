@@ -78,11 +78,12 @@ impl Builder<'_> {
         self.unique_names("providers", raw.providers.iter().map(|p| &p.name));
         let session = self.session(raw.session.as_ref(), !providers.is_empty());
         self.own_paths(&providers, session.as_ref(), &raw.providers);
+        let consumers = self.consumers(&raw.consumers);
         let routes = raw
             .routes
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| self.route(i, r, &upstreams, &providers))
+            .filter_map(|(i, r)| self.route(i, r, &upstreams, &providers, &consumers))
             .collect();
         self.unique_names("routes", raw.routes.iter().map(|r| &r.name));
         Config {
@@ -94,6 +95,7 @@ impl Builder<'_> {
             routes,
             providers,
             session,
+            consumers,
         }
     }
 
@@ -250,7 +252,254 @@ impl Builder<'_> {
                 Duration::from_secs(3600),
             ),
             secure_cookies,
+            introspection_cache_ttl: self.duration(
+                &raw.introspection_cache_ttl,
+                &key("introspection_cache_ttl"),
+                Duration::from_secs(300),
+            ),
+            introspection_negative_ttl: self.duration(
+                &raw.introspection_negative_ttl,
+                &key("introspection_negative_ttl"),
+                Duration::from_secs(10),
+            ),
         }
+    }
+
+    fn consumers(&mut self, raw: &[Spanned<RawConsumer>]) -> Vec<Consumer> {
+        let mut out: Vec<Consumer> = Vec::new();
+        for (i, c) in raw.iter().enumerate() {
+            let key = format!("consumers[{i}]");
+            let r = c.get_ref();
+            let username = r.username.as_ref().map(|u| u.get_ref().clone());
+            let custom_id = r.custom_id.as_ref().map(|u| u.get_ref().clone());
+            if username.is_none() && custom_id.is_none() {
+                self.err(c.span(), &key, "a consumer needs a username or a custom_id");
+                continue;
+            }
+            let id = match &r.id {
+                Some(id) => id.get_ref().clone(),
+                None => derived_uuid(
+                    username
+                        .as_deref()
+                        .or(custom_id.as_deref())
+                        .unwrap_or_default(),
+                ),
+            };
+            for (field, value, span) in [
+                (
+                    "id",
+                    Some(&id),
+                    r.id.as_ref().map_or(c.span(), |x| x.span()),
+                ),
+                (
+                    "username",
+                    username.as_ref(),
+                    r.username.as_ref().map_or(c.span(), |x| x.span()),
+                ),
+                (
+                    "custom_id",
+                    custom_id.as_ref(),
+                    r.custom_id.as_ref().map_or(c.span(), |x| x.span()),
+                ),
+            ] {
+                let Some(value) = value else { continue };
+                let clash = out.iter().any(|o| match field {
+                    "id" => o.id == *value,
+                    "username" => o.username.as_ref() == Some(value),
+                    _ => o.custom_id.as_ref() == Some(value),
+                });
+                if clash {
+                    self.err(
+                        span,
+                        format!("{key}.{field}"),
+                        format!("another consumer already has {field} {value:?}"),
+                    );
+                }
+            }
+            out.push(Consumer {
+                id,
+                username,
+                custom_id,
+                groups: r.groups.clone(),
+            });
+        }
+        out
+    }
+
+    fn route_auth(
+        &mut self,
+        t: &RawAuthTable,
+        span: std::ops::Range<usize>,
+        key: &str,
+        providers: &[Provider],
+        consumers: &[Consumer],
+    ) -> Auth {
+        let mut names: Vec<&SStr> = Vec::new();
+        names.extend(t.provider.iter());
+        names.extend(t.providers.iter().flatten());
+        if names.is_empty() {
+            self.err(
+                span.clone(),
+                format!("{key}.provider"),
+                "missing provider: expected e.g. auth = { provider = \"okta\" }",
+            );
+            return Auth::None;
+        }
+        let mut indices = Vec::new();
+        for p in names {
+            match providers.iter().position(|x| x.name == *p.get_ref()) {
+                Some(i) if !indices.contains(&i) => indices.push(i),
+                Some(_) => {}
+                None => {
+                    let known: Vec<&str> = providers.iter().map(|x| x.name.as_str()).collect();
+                    self.err(
+                        p.span(),
+                        format!("{key}.provider"),
+                        format!(
+                            "no provider named {:?} (defined: {})",
+                            p.get_ref(),
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        let methods = match &t.methods {
+            None => vec![AuthMethod::Session, AuthMethod::AuthorizationCode],
+            Some(list) => list
+                .iter()
+                .filter_map(|m| match m.get_ref().as_str() {
+                    "session" => Some(AuthMethod::Session),
+                    "authorization_code" => Some(AuthMethod::AuthorizationCode),
+                    "bearer" => Some(AuthMethod::Bearer),
+                    "introspection" => Some(AuthMethod::Introspection),
+                    other => {
+                        self.err(
+                            m.span(),
+                            format!("{key}.methods"),
+                            format!("unknown method {other:?}: expected \"session\", \"authorization_code\", \"bearer\" or \"introspection\""),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        if methods.is_empty() {
+            self.err(
+                span.clone(),
+                format!("{key}.methods"),
+                "at least one method is required",
+            );
+        }
+        let optional = match t.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("required", _)) => false,
+            Some(("optional", _)) => true,
+            Some((other, sp)) => {
+                self.err(
+                    sp,
+                    format!("{key}.mode"),
+                    format!("unknown mode {other:?}: expected \"required\" or \"optional\""),
+                );
+                false
+            }
+        };
+        let req = |claim: &Option<Vec<String>>, default: &[&str], values: &Option<Vec<String>>| {
+            Requirement {
+                claim: claim
+                    .clone()
+                    .unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect()),
+                any_of: values
+                    .iter()
+                    .flatten()
+                    .map(|alt| {
+                        alt.split_whitespace()
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|alt| !alt.is_empty())
+                    .collect(),
+            }
+        };
+        let rules = Rules {
+            scopes: req(&t.scopes_claim, &["scope"], &t.scopes_required),
+            groups: req(&t.groups_claim, &["groups"], &t.groups_required),
+            roles: req(&t.roles_claim, &["roles"], &t.roles_required),
+            audience: req(&t.audience_claim, &["aud"], &t.audience_required),
+        };
+        let consumer = t.consumer_claim.as_ref().map(|claim| ConsumerMapping {
+            claim: claim.clone(),
+            by: match &t.consumer_by {
+                None => vec![ConsumerField::Username, ConsumerField::CustomId],
+                Some(list) => list
+                    .iter()
+                    .filter_map(|f| match f.get_ref().as_str() {
+                        "id" => Some(ConsumerField::Id),
+                        "username" => Some(ConsumerField::Username),
+                        "custom_id" => Some(ConsumerField::CustomId),
+                        other => {
+                            self.err(f.span(), format!("{key}.consumer_by"), format!("unknown consumer field {other:?}: expected \"id\", \"username\" or \"custom_id\""));
+                            None
+                        }
+                    })
+                    .collect(),
+            },
+            optional: t.consumer_optional.unwrap_or(false),
+            groups_required: t.consumer_groups_required.clone().unwrap_or_default(),
+        });
+        if consumer.is_none() && t.consumer_groups_required.is_some() {
+            self.err(
+                span.clone(),
+                format!("{key}.consumer_groups_required"),
+                "consumer_groups_required needs consumer_claim",
+            );
+        }
+        let anonymous = t.anonymous.as_ref().and_then(|a| {
+            let found = consumers
+                .iter()
+                .position(|c| c.id == *a.get_ref() || c.username.as_deref() == Some(a.get_ref()));
+            if found.is_none() {
+                self.err(
+                    a.span(),
+                    format!("{key}.anonymous"),
+                    format!("no consumer with id or username {:?}", a.get_ref()),
+                );
+            }
+            found
+        });
+        let forbidden_redirect_uri = t.forbidden_redirect_uri.as_ref().and_then(|u| {
+            let v = u.get_ref();
+            if crate::http::redirect::same_origin_path(v).is_some()
+                || self
+                    .url(u, &format!("{key}.forbidden_redirect_uri"))
+                    .is_some()
+            {
+                Some(v.clone())
+            } else {
+                None
+            }
+        });
+        let realm = t.realm.clone().unwrap_or_else(|| {
+            indices
+                .first()
+                .map_or_else(String::new, |&i| providers[i].name.clone())
+        });
+        Auth::Oidc(Box::new(RouteAuth {
+            providers: indices,
+            methods,
+            optional,
+            realm,
+            rules,
+            consumer,
+            anonymous,
+            credential_claim: t.credential_claim.clone(),
+            authenticated_groups_claim: t.authenticated_groups_claim.clone(),
+            forbidden_redirect_uri,
+            run_on_preflight: t.run_on_preflight.unwrap_or(true),
+        }))
     }
 
     fn session(
@@ -866,6 +1115,7 @@ impl Builder<'_> {
         raw: &RawRoute,
         upstreams: &[Upstream],
         providers: &[Provider],
+        consumers: &[Consumer],
     ) -> Option<Route> {
         let key = |k: &str| format!("routes[{i}].{k}");
         self.name(&raw.name, &key("name"));
@@ -929,37 +1179,9 @@ impl Builder<'_> {
                     self.err(a.span(), key("auth"), format!("unknown auth {s:?}: expected \"none\" or a table such as {{ provider = \"okta\" }}"));
                     Auth::None
                 }
-                StrOrTable::Table(t) => match &t.provider {
-                    None => {
-                        self.err(
-                            a.span(),
-                            key("auth.provider"),
-                            "missing provider: expected e.g. auth = { provider = \"okta\" }",
-                        );
-                        Auth::None
-                    }
-                    Some(p) => match providers.iter().position(|x| x.name == *p.get_ref()) {
-                        Some(provider) => Auth::Oidc { provider },
-                        None => {
-                            let known: Vec<&str> =
-                                providers.iter().map(|x| x.name.as_str()).collect();
-                            self.err(
-                                p.span(),
-                                key("auth.provider"),
-                                format!(
-                                    "no provider named {:?} (defined: {})",
-                                    p.get_ref(),
-                                    if known.is_empty() {
-                                        "none".to_owned()
-                                    } else {
-                                        known.join(", ")
-                                    }
-                                ),
-                            );
-                            Auth::None
-                        }
-                    },
-                },
+                StrOrTable::Table(t) => {
+                    self.route_auth(t, a.span(), &key("auth"), providers, consumers)
+                }
             },
         };
         Some(Route {
@@ -1133,6 +1355,20 @@ impl Builder<'_> {
     }
 }
 
+/// A stable UUID-shaped consumer id derived from a name (Kong consumers have UUID ids).
+fn derived_uuid(name: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("oidc-gateway consumer {name}").as_bytes());
+    format!(
+        "{:08x}-{:04x}-5{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([h[0], h[1], h[2], h[3]]),
+        u16::from_be_bytes([h[4], h[5]]),
+        u16::from_be_bytes([h[6], h[7]]) & 0x0fff,
+        (u16::from_be_bytes([h[8], h[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, h[10], h[11], h[12], h[13], h[14], h[15]])
+    )
+}
+
 /// Resolves `host:port` once, at load time: DNS never runs on the request path.
 fn resolve(address: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = address.parse::<SocketAddr>() {
@@ -1291,7 +1527,14 @@ auth = { provider = "okta" }
     #[test]
     fn providers_sessions_and_oidc_routes() {
         let c = parse_str(OIDC).unwrap();
-        assert_eq!(c.routes[0].auth, Auth::Oidc { provider: 0 });
+        let Auth::Oidc(a) = &c.routes[0].auth else {
+            panic!("not an OIDC route")
+        };
+        assert_eq!(a.providers, vec![0]);
+        assert_eq!(
+            a.methods,
+            vec![AuthMethod::Session, AuthMethod::AuthorizationCode]
+        );
         let p = &c.providers[0];
         assert_eq!(p.callback_path, "/oauth2/callback");
         assert!(p.secure_cookies);

@@ -140,6 +140,11 @@ pub async fn complete(
 
     let sub = claims.subject().as_str().to_owned();
     let mut identity = identity_claims(&claims);
+    // Granted scopes, for `scopes_required` rules on session routes.
+    if let Some(scopes) = token.scopes() {
+        let granted: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        identity.insert("scope".into(), granted.join(" ").into());
+    }
     if cfg.use_userinfo && d.client.user_info_url().is_some() {
         let start = Instant::now();
         let request = d

@@ -2,6 +2,7 @@
 //! validation, refresh and logout. Nothing here knows about routes or the proxy.
 
 pub mod http;
+pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod provider;

@@ -4,6 +4,7 @@
 //! at the identity provider.
 
 use super::http::IdpHttp;
+use super::jwks::BearerKeys;
 use super::types::{Metadata, OidcClient};
 use crate::config::{ClientAuth, Provider};
 use crate::metrics;
@@ -29,6 +30,8 @@ pub struct Discovered {
     pub client: OidcClient,
     /// ID-token algorithms accepted (advertised by the provider, never `none`).
     pub algs: Vec<CoreJwsSigningAlgorithm>,
+    /// Keys for access tokens (bearer JWTs).
+    pub bearer_keys: BearerKeys,
 }
 
 impl Discovered {
@@ -60,11 +63,23 @@ impl Discovered {
         if metadata.token_endpoint().is_none() {
             return Err("the discovery document has no token_endpoint".into());
         }
+        let bearer_keys =
+            BearerKeys::from_jwks(&serde_json::to_value(metadata.jwks()).unwrap_or_default());
         Ok(Discovered {
             metadata,
             client,
             algs,
+            bearer_keys,
         })
+    }
+
+    /// The RFC 7662 introspection endpoint, if the provider has one.
+    pub fn introspection_endpoint(&self) -> Option<&str> {
+        self.metadata
+            .additional_metadata()
+            .additional_metadata
+            .introspection_endpoint
+            .as_deref()
     }
 
     /// The RP-initiated logout endpoint, if the provider has one.

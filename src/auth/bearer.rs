@@ -1,0 +1,385 @@
+//! Access tokens: JWTs in `Authorization: Bearer` (validated against the issuer's JWKS) and
+//! opaque tokens (RFC 7662 introspection). Verified signatures and introspection answers are
+//! cached by token, never past `exp`; the claim checks (issuer, audience, times, route rules)
+//! run on every request.
+
+use super::rules;
+use crate::cache::BoundedCache;
+use crate::config::{ClientAuth, RouteAuth};
+use crate::metrics;
+use crate::oidc::provider::{Providers, error_chain};
+use base64::Engine;
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// A token whose signature (or introspection) succeeded.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// Index of the provider that issued it.
+    pub provider: usize,
+    /// Its claims (JWT payload or introspection response).
+    pub claims: Map<String, Value>,
+    /// Expiry (Unix seconds).
+    pub exp: u64,
+    /// Headers sent upstream for this token, computed once.
+    pub upstream_headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl VerifiedToken {
+    /// `sub`, if present.
+    pub fn sub(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+}
+
+/// Why a presented token was refused (always a 401 `invalid_token`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, or its parts do not decode.
+    #[error("the token is malformed")]
+    Malformed,
+    /// `iss` is not one of the route's providers.
+    #[error("the token's issuer is not accepted here")]
+    UnknownIssuer,
+    /// No key with the token's `kid`, even after fetching the keys again.
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    /// The token's `alg` is not the algorithm of its key.
+    #[error("the token's algorithm does not match its key")]
+    Algorithm,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    Signature,
+    /// Expired, or not yet valid.
+    #[error("the token is expired or not yet valid")]
+    Expired,
+    /// `exp` is missing.
+    #[error("the token has no expiry")]
+    NoExpiry,
+    /// `aud` has none of the accepted audiences.
+    #[error("the token is not meant for this service (audience)")]
+    Audience,
+    /// Introspection says the token is not active.
+    #[error("the token is not active")]
+    Inactive,
+    /// The provider (discovery, keys or introspection) could not be reached.
+    #[error("the token could not be checked right now")]
+    Unavailable,
+}
+
+/// Caches of verified JWTs and introspection answers.
+pub struct TokenCaches {
+    jwt: BoundedCache<Box<str>, Arc<VerifiedToken>>,
+    introspection: BoundedCache<Box<str>, Option<Arc<VerifiedToken>>>,
+}
+
+impl TokenCaches {
+    /// Caches of `capacity` entries each.
+    pub fn new(capacity: usize) -> TokenCaches {
+        TokenCaches {
+            jwt: BoundedCache::new(capacity),
+            introspection: BoundedCache::new(capacity),
+        }
+    }
+
+    /// Drops expired entries.
+    pub fn sweep(&self, now: u64) {
+        self.jwt.sweep(now);
+        self.introspection.sweep(now);
+    }
+}
+
+/// Whether `token` has the shape of a JWS (three base64url parts).
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Validates a JWT access token for a route.
+pub async fn verify_jwt(
+    providers: &Providers,
+    caches: &TokenCaches,
+    spec: &RouteAuth,
+    token: &str,
+    now: u64,
+) -> Result<Arc<VerifiedToken>, TokenError> {
+    let verified = match caches.jwt.get(token, now) {
+        Some(v) => v,
+        None => {
+            let v = verify_signature(providers, &spec.providers, token).await?;
+            caches.jwt.insert(token.into(), v.clone(), v.exp, now);
+            v
+        }
+    };
+    check_claims(providers, spec, &verified, now, true)?;
+    Ok(verified)
+}
+
+async fn verify_signature(
+    providers: &Providers,
+    allowed: &[usize],
+    token: &str,
+) -> Result<Arc<VerifiedToken>, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    let iss = unverified_issuer(token).ok_or(TokenError::Malformed)?;
+    // Keys are kept apart per issuer: the token's issuer picks whose keys may verify it.
+    let provider = *allowed
+        .iter()
+        .find(|&&p| providers.handle(p).is_some_and(|h| h.config.issuer == iss))
+        .ok_or(TokenError::UnknownIssuer)?;
+    let mut refetched = false;
+    loop {
+        let d = providers.get(provider).ok_or(TokenError::Unavailable)?;
+        let Some(key) = d.bearer_keys.find(header.kid.as_deref()) else {
+            if !refetched && providers.refresh_keys(provider).await {
+                refetched = true;
+                continue;
+            }
+            return Err(TokenError::UnknownKey);
+        };
+        if key.alg != header.alg {
+            return Err(TokenError::Algorithm);
+        }
+        let leeway = providers
+            .handle(provider)
+            .map_or(30, |h| h.config.leeway.as_secs());
+        let mut v = Validation::new(key.alg);
+        v.leeway = leeway;
+        v.validate_aud = false;
+        v.validate_nbf = true;
+        v.required_spec_claims = ["exp".to_owned()].into();
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
+                        TokenError::Expired
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => TokenError::NoExpiry,
+                    ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+                    ErrorKind::InvalidSignature => TokenError::Signature,
+                    _ => TokenError::Malformed,
+                }
+            })?;
+        let exp = data
+            .claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(TokenError::NoExpiry)?;
+        return Ok(Arc::new(VerifiedToken {
+            provider,
+            claims: data.claims,
+            exp,
+            upstream_headers: OnceLock::new(),
+        }));
+    }
+}
+
+/// `iss` of a token, before its signature is checked (only to pick the keys).
+fn unverified_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let mut v = Validation::new(Algorithm::RS256);
+    v.insecure_disable_signature_validation();
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    jsonwebtoken::decode::<Iss>(token, &DecodingKey::from_secret(&[]), &v)
+        .ok()
+        .map(|d| d.claims.iss)
+}
+
+/// The per-request checks on a verified token: times, issuer, audience.
+fn check_claims(
+    providers: &Providers,
+    spec: &RouteAuth,
+    t: &VerifiedToken,
+    now: u64,
+    jwt: bool,
+) -> Result<(), TokenError> {
+    let cfg = &providers
+        .handle(t.provider)
+        .ok_or(TokenError::Unavailable)?
+        .config;
+    let leeway = cfg.leeway.as_secs();
+    if now >= t.exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    let time = |k: &str| t.claims.get(k).and_then(Value::as_u64);
+    if time("nbf").is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        || time("iat").is_some_and(|iat| iat > now.saturating_add(leeway))
+    {
+        return Err(TokenError::Expired);
+    }
+    if let Some(iss) = t.claims.get("iss").and_then(Value::as_str)
+        && iss != cfg.issuer
+    {
+        return Err(TokenError::UnknownIssuer);
+    }
+    let audience_ok = if !spec.rules.audience.any_of.is_empty() {
+        rules::satisfied(&spec.rules.audience, &t.claims)
+    } else if jwt {
+        // Default: tokens meant for this client.
+        match t.claims.get("aud") {
+            Some(Value::String(a)) => *a == cfg.client_id,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&cfg.client_id)),
+            _ => false,
+        }
+    } else {
+        true
+    };
+    if !audience_ok {
+        return Err(TokenError::Audience);
+    }
+    Ok(())
+}
+
+/// Checks an opaque token at the first of the route's providers that has an introspection
+/// endpoint and knows the token.
+pub async fn introspect(
+    providers: &Providers,
+    caches: &TokenCaches,
+    spec: &RouteAuth,
+    token: &str,
+    now: u64,
+) -> Result<Arc<VerifiedToken>, TokenError> {
+    let verified = match caches.introspection.get(token, now) {
+        Some(Some(v)) => v,
+        Some(None) => return Err(TokenError::Inactive),
+        None => {
+            let mut answer = Err(TokenError::Unavailable);
+            for &p in &spec.providers {
+                answer = introspect_at(providers, p, token, now).await;
+                if answer.is_ok() {
+                    break;
+                }
+            }
+            let handle = providers
+                .handle(spec.providers[0])
+                .ok_or(TokenError::Unavailable)?;
+            match answer {
+                Ok(v) => {
+                    let cfg = &providers
+                        .handle(v.provider)
+                        .ok_or(TokenError::Unavailable)?
+                        .config;
+                    let until = v
+                        .exp
+                        .min(now.saturating_add(cfg.introspection_cache_ttl.as_secs()));
+                    caches
+                        .introspection
+                        .insert(token.into(), Some(v.clone()), until, now);
+                    v
+                }
+                Err(TokenError::Inactive) => {
+                    let until =
+                        now.saturating_add(handle.config.introspection_negative_ttl.as_secs());
+                    caches.introspection.insert(token.into(), None, until, now);
+                    return Err(TokenError::Inactive);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    check_claims(providers, spec, &verified, now, false)?;
+    Ok(verified)
+}
+
+async fn introspect_at(
+    providers: &Providers,
+    index: usize,
+    token: &str,
+    now: u64,
+) -> Result<Arc<VerifiedToken>, TokenError> {
+    let handle = providers.handle(index).ok_or(TokenError::Unavailable)?;
+    let cfg = &handle.config;
+    let d = providers.get(index).ok_or(TokenError::Unavailable)?;
+    let endpoint = d.introspection_endpoint().ok_or(TokenError::Unavailable)?;
+    let req = introspection_request(cfg, endpoint, token).ok_or(TokenError::Unavailable)?;
+    let start = Instant::now();
+    let resp = handle.http.send(req).await;
+    metrics::idp_request(&cfg.name, "introspection", start.elapsed());
+    let resp = resp.map_err(|e| {
+        tracing::warn!(provider = %cfg.name, "introspection failed: {}", error_chain(&e));
+        TokenError::Unavailable
+    })?;
+    if !resp.status().is_success() {
+        tracing::warn!(provider = %cfg.name, status = resp.status().as_u16(), "introspection refused");
+        return Err(TokenError::Unavailable);
+    }
+    let claims: Map<String, Value> =
+        serde_json::from_slice(resp.body()).map_err(|_| TokenError::Unavailable)?;
+    if claims.get("active") != Some(&Value::Bool(true)) {
+        return Err(TokenError::Inactive);
+    }
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| now.saturating_add(cfg.introspection_cache_ttl.as_secs()));
+    Ok(Arc::new(VerifiedToken {
+        provider: index,
+        claims,
+        exp,
+        upstream_headers: OnceLock::new(),
+    }))
+}
+
+/// The RFC 7662 request, authenticated as the provider's client.
+fn introspection_request(
+    cfg: &crate::config::Provider,
+    endpoint: &str,
+    token: &str,
+) -> Option<http::Request<Vec<u8>>> {
+    let mut form = openidconnect::url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token)
+        .append_pair("token_type_hint", "access_token");
+    let mut req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(endpoint)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::ACCEPT, "application/json");
+    let secret = cfg.client_secret.as_ref().map(|s| s.expose()).unwrap_or("");
+    match cfg.client_auth {
+        ClientAuth::Basic => {
+            // RFC 6749 section 2.3.1: form-encode id and secret, then Basic.
+            let enc = |s: &str| {
+                openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes())
+                    .collect::<String>()
+            };
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                enc(&cfg.client_id),
+                enc(secret)
+            ));
+            req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+        ClientAuth::Post => {
+            form.append_pair("client_id", &cfg.client_id)
+                .append_pair("client_secret", secret);
+        }
+    }
+    req.body(form.finish().into_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJh.eyJz.sig-_"));
+        assert!(!looks_like_jwt("opaque-token"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a.b.c d"));
+    }
+}
