@@ -87,7 +87,9 @@ fn bench_sessions(c: &mut Criterion) {
     for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
         let cfg = config(store, 100_000);
         let auth = OidcAuth::new(&cfg).unwrap().unwrap();
-        let oidc_gateway::config::Auth::Oidc(spec) = &cfg.routes[0].auth else { unreachable!() };
+        let oidc_gateway::config::Auth::Oidc(spec) = &cfg.routes[0].auth else {
+            unreachable!()
+        };
         let (_, pairs) = auth.store.create(session_data()).unwrap();
         let req = request_with(&pairs);
         let metrics = RouteMetrics::new("bench");

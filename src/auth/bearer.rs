@@ -109,6 +109,8 @@ pub async fn verify_jwt(
     now: u64,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let verified = match caches.jwt.get(token, now) {
+        // Verified earlier, maybe for another route: it must come from one of this route's providers.
+        Some(v) if !spec.providers.contains(&v.provider) => return Err(TokenError::UnknownIssuer),
         Some(v) => v,
         None => {
             let v = verify_signature(providers, &spec.providers, token).await?;
@@ -251,6 +253,9 @@ pub async fn introspect(
     now: u64,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let verified = match caches.introspection.get(token, now) {
+        Some(Some(v)) if !spec.providers.contains(&v.provider) => {
+            return Err(TokenError::UnknownIssuer);
+        }
         Some(Some(v)) => v,
         Some(None) => return Err(TokenError::Inactive),
         None => {

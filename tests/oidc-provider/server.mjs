@@ -13,6 +13,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import * as util from 'node:util';
 import { fileURLToPath } from 'node:url';
 
 // oidc-provider prints its NOTICEs with console.info (stdout) and prints an
@@ -156,7 +157,10 @@ if (opaqueResource) extraScopes.add('orders:read');
 // Keys
 // ---------------------------------------------------------------------------
 
-const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+// The asynchronous form on purpose: on Node 20, generateKeyPairSync can deadlock when a
+// garbage collection runs during the key generation (KeyGenJob's destructor takes a mutex the
+// synchronous job still holds); seen as an OP that never prints READY under load.
+const { privateKey } = await util.promisify(crypto.generateKeyPair)('rsa', { modulusLength: 2048 });
 const signingJwk = {
   ...privateKey.export({ format: 'jwk' }),
   kid: `test-op-${crypto.randomBytes(6).toString('hex')}`,

@@ -328,3 +328,24 @@ async fn userinfo(State(st): State<Arc<OpState>>) -> Json<serde_json::Value> {
     };
     Json(serde_json::json!({ "sub": sub, "email": "alice@example.com" }))
 }
+
+/// Signs `claims` as a JWT with a test key (`key1`, `key2` or `key3`), RS256, `kid` set.
+pub fn mint(claims: &serde_json::Value, kid: &str) -> String {
+    let pem = std::fs::read(format!("{KEYS}/{kid}.pem")).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+}
+
+/// An HS256 token whose HMAC key is the RSA public key of `kid` (algorithm confusion).
+pub fn mint_hs_with_public_key(claims: &serde_json::Value, kid: &str) -> String {
+    let public = std::fs::read(format!("{KEYS}/{kid}.pub.pem")).unwrap();
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(&public)).unwrap()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    now()
+}

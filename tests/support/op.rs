@@ -71,10 +71,11 @@ impl RealOp {
         });
         let issuer = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(i) => i,
-            Err(_) => {
+            Err(e) => {
+                let state = child.try_wait();
                 let _ = child.kill();
                 panic!(
-                    "the oidc-provider OP did not start:\n{}",
+                    "the oidc-provider OP did not start ({e:?}, process: {state:?}):\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
