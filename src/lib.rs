@@ -7,6 +7,8 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod crypto;
+pub mod demo;
+pub mod devidp;
 pub mod http;
 pub mod logging;
 pub mod metrics;

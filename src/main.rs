@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use oidc_gateway::config::Config;
+use oidc_gateway::demo;
 use oidc_gateway::server::{self, RunMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Run the whole product locally: the gateway, a built-in development OpenID Provider and a
+    /// demo upstream page, all on 127.0.0.1. DEVELOPMENT ONLY. No account anywhere needed.
+    Demo {
+        /// Gateway port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Development IdP port.
+        #[arg(long, default_value_t = 8081)]
+        idp_port: u16,
+        /// Demo upstream port.
+        #[arg(long, default_value_t = 8082)]
+        upstream_port: u16,
+        /// Metrics port.
+        #[arg(long, default_value_t = 9464)]
+        metrics_port: u16,
+        /// Print the equivalent configuration file and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Validate a configuration file: print a one-line summary and exit 0, or print every
     /// error (file:line:column: key: problem) and exit 1.
     Check {
@@ -69,6 +92,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo {
+            port,
+            idp_port,
+            upstream_port,
+            metrics_port,
+            print_config,
+            log_format,
+        } => {
+            let ports = demo::DemoPorts {
+                gateway: port,
+                idp: idp_port,
+                upstream: upstream_port,
+                metrics: metrics_port,
+            };
+            if print_config {
+                print!("{}", demo::printed_config(&ports));
+                return ExitCode::SUCCESS;
+            }
+            let _guard =
+                oidc_gateway::logging::init("info", matches!(log_format, LogFormat::Json), true);
+            pingora::tls::install_default_crypto_provider();
+            let server = match demo::build(&ports) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("{}", demo::banner(&ports));
+            server.run_forever();
+        }
         Command::Run {
             config,
             upgrade,

@@ -169,6 +169,22 @@ pub fn session_cache(hit: bool) {
     }
 }
 
+/// Creates a provider's and the session cache's main series at zero, so dashboards and alerts
+/// see them before the first login.
+pub fn init_provider(provider: &str) {
+    LazyLock::force(&CACHE_HIT);
+    LazyLock::force(&CACHE_MISS);
+    for result in ["started", "succeeded"] {
+        LOGINS.with_label_values(&[provider, result]);
+    }
+    for result in ["succeeded", "failed"] {
+        TOKEN_REFRESH.with_label_values(&[provider, result]);
+    }
+    for result in ["ok", "error"] {
+        JWKS_FETCH.with_label_values(&[provider, result]);
+    }
+}
+
 /// Records one call to a provider.
 pub fn idp_request(provider: &str, endpoint: &str, elapsed: std::time::Duration) {
     IDP_DURATION
@@ -251,6 +267,19 @@ impl RouteMetrics {
             duration: HTTP_DURATION.with_label_values(&[name]),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
             sessions: Default::default(),
+        }
+    }
+
+    /// Creates this route's session series at zero, so dashboards see them before traffic.
+    pub fn init_sessions(&self) {
+        for r in [
+            SessionResult::Hit,
+            SessionResult::Miss,
+            SessionResult::Expired,
+            SessionResult::Invalid,
+        ] {
+            self.sessions[r as usize]
+                .get_or_init(|| SESSION_LOOKUPS.with_label_values(&[&*self.name, r.label()]));
         }
     }
 

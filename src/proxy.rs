@@ -69,7 +69,13 @@ impl Gateway {
             route_metrics: config
                 .routes
                 .iter()
-                .map(|r| RouteMetrics::new(&r.name))
+                .map(|r| {
+                    let m = RouteMetrics::new(&r.name);
+                    if matches!(r.auth, Auth::Oidc(_)) {
+                        m.init_sessions();
+                    }
+                    m
+                })
                 .collect(),
             unrouted_metrics: RouteMetrics::new(access_log::UNROUTED),
             pools,
@@ -107,7 +113,7 @@ impl Gateway {
                     404,
                     "not_found",
                     "Not found",
-                    "No route matches this request.",
+                    "No route matches this request. Check the address.",
                     html,
                 )
             })?;

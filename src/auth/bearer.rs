@@ -184,18 +184,22 @@ async fn verify_signature(
 
 /// `iss` of a token, before its signature is checked (only to pick the keys).
 fn unverified_issuer(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Iss {
-        iss: String,
-    }
+    unverified_claims(token)?
+        .get("iss")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A JWT's claims WITHOUT checking its signature: only for choosing keys, or for display.
+pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     let mut v = Validation::new(Algorithm::RS256);
     v.insecure_disable_signature_validation();
     v.validate_exp = false;
     v.validate_aud = false;
     v.required_spec_claims.clear();
-    jsonwebtoken::decode::<Iss>(token, &DecodingKey::from_secret(&[]), &v)
+    jsonwebtoken::decode::<Map<String, Value>>(token, &DecodingKey::from_secret(&[]), &v)
         .ok()
-        .map(|d| d.claims.iss)
+        .map(|d| d.claims)
 }
 
 /// The per-request checks on a verified token: times, issuer, audience.

@@ -3,7 +3,7 @@
 
 use super::OidcAuth;
 use crate::http::redirect;
-use crate::http::responses::{Reply, wants_html};
+use crate::http::responses::{Action, Reply, wants_html};
 use crate::metrics;
 use crate::oidc::login::{LoginError, complete};
 use crate::oidc::logout::end_session_url;
@@ -318,7 +318,7 @@ impl OidcAuth {
         let again = return_to
             .and_then(redirect::same_origin_path)
             .unwrap_or("/");
-        Reply::page(status, title, detail, Some(("Try again", again)))
+        Reply::page(status, title, detail, &[Action::Link("Try again", again)])
     }
 }
 
@@ -332,7 +332,7 @@ fn attempt_return(
 }
 
 fn failure_page(status: u16, title: &str, detail: &str) -> Reply {
-    Reply::page(status, title, detail, Some(("Start again", "/")))
+    Reply::page(status, title, detail, &[Action::Link("Start again", "/")])
 }
 
 /// Query parameters, refusing duplicates (parameter pollution) and oversized queries.

@@ -14,7 +14,7 @@ use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite,
 use crate::http::cookies::CookieAttrs;
 use crate::http::headers::HeaderSet;
 use crate::http::redirect;
-use crate::http::responses::Reply;
+use crate::http::responses::{Action, Reply};
 use crate::metrics::{self, RouteMetrics};
 use crate::oidc::login::authorization_request;
 use crate::oidc::provider::Providers;
@@ -125,6 +125,9 @@ impl OidcAuth {
             return Ok(None);
         }
         let providers = Arc::new(Providers::new(&config.providers)?);
+        for p in &config.providers {
+            metrics::init_provider(&p.name);
+        }
         let settings_cache_size = settings.cache_size.max(1024);
         let attrs = config
             .providers
@@ -205,7 +208,14 @@ impl OidcAuth {
                 }
                 AuthMethod::AuthorizationCode => {
                     let provider = spec.providers[0];
-                    return Err(self.start_login(provider, req, return_to, clear_cookies, now));
+                    return Err(self.start_login(
+                        provider,
+                        &spec.realm,
+                        req,
+                        return_to,
+                        clear_cookies,
+                        now,
+                    ));
                 }
                 AuthMethod::Bearer => match token {
                     // An opaque token is left to introspection when the route accepts it.
@@ -382,11 +392,21 @@ impl OidcAuth {
             return Reply::redirect(header_value(target));
         }
         let reply = if html {
+            let logout = spec
+                .providers
+                .first()
+                .and_then(|&p| self.provider(p))
+                .map_or("/oauth2/logout", |p| p.logout_path.as_str());
             Reply::page(
                 403,
                 "Access denied",
-                &format!("{message} Ask your administrator for access."),
-                Some(("Sign out", "/")),
+                &format!(
+                    "{message} Ask your administrator for access, or sign in with another account."
+                ),
+                &[
+                    Action::Link("Back to the start page", "/"),
+                    Action::Post("Sign out", logout),
+                ],
             )
         } else {
             Reply::error(403, "insufficient_scope", "Access denied", message, false)
@@ -408,6 +428,7 @@ impl OidcAuth {
     fn start_login(
         &self,
         index: usize,
+        realm: &str,
         req: &RequestHeader,
         return_to: &str,
         mut cookies: Vec<http::HeaderValue>,
@@ -434,8 +455,7 @@ impl OidcAuth {
                 )
                 .with_header(
                     http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_str(&format!("Bearer realm=\"{}\"", cfg.name))
-                        .unwrap_or_else(|_| http::HeaderValue::from_static("Bearer")),
+                    header_value(&format!("Bearer realm=\"{}\"", quote(realm))),
                 )
             } else if let Some(d) = self.providers.get(index) {
                 let return_to = redirect::same_origin_path(return_to)

@@ -104,6 +104,8 @@ pub struct Provider {
     pub introspection_cache_ttl: Duration,
     /// How long an inactive (or failed) introspection result is reused.
     pub introspection_negative_ttl: Duration,
+    /// Extra CA certificates (PEM) trusted for calls to this provider.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Token endpoint client authentication.

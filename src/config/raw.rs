@@ -69,6 +69,8 @@ pub struct RawProvider {
     pub introspection_cache_ttl: Option<SStr>,
     #[serde(default)]
     pub introspection_negative_ttl: Option<SStr>,
+    #[serde(default)]
+    pub ca_file: Option<SStr>,
 }
 
 /// `[session]`

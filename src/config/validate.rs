@@ -257,6 +257,10 @@ impl Builder<'_> {
                 &key("introspection_cache_ttl"),
                 Duration::from_secs(300),
             ),
+            ca_file: raw
+                .ca_file
+                .as_ref()
+                .and_then(|f| self.existing_file(f, &key("ca_file"))),
             introspection_negative_ttl: self.duration(
                 &raw.introspection_negative_ttl,
                 &key("introspection_negative_ttl"),
@@ -393,6 +397,17 @@ impl Builder<'_> {
                 span.clone(),
                 format!("{key}.methods"),
                 "at least one method is required",
+            );
+        }
+        if let Some(pos) = methods
+            .iter()
+            .position(|m| *m == AuthMethod::AuthorizationCode)
+            && pos + 1 < methods.len()
+        {
+            self.err(
+                span.clone(),
+                format!("{key}.methods"),
+                "\"authorization_code\" answers the request itself (a redirect to sign in), so it must be the last method; the ones after it would never be tried",
             );
         }
         let optional = match t.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -1274,6 +1289,18 @@ impl Builder<'_> {
     fn duration(&mut self, raw: &Option<SStr>, key: &str, default: Duration) -> Duration {
         let Some(raw) = raw else { return default };
         match humantime::parse_duration(raw.get_ref()) {
+            Ok(d)
+                if d.is_zero()
+                    && !key.ends_with("grace_period")
+                    && !key.ends_with("shutdown_timeout") =>
+            {
+                self.err(
+                    raw.span(),
+                    key,
+                    "a zero duration is not allowed here (there is no \"0 means unlimited\")",
+                );
+                default
+            }
             Ok(d) => d,
             Err(_) => {
                 self.err(
@@ -1577,6 +1604,24 @@ auth = { provider = "okta" }
                 .contains("[session] with secrets is required"),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn authorization_code_must_be_last_and_zero_durations_are_refused() {
+        let src = OIDC
+            .replace(
+                "auth = { provider = \"okta\" }",
+                "auth = { provider = \"okta\", methods = [\"authorization_code\", \"bearer\"] }",
+            )
+            .replace("[[upstreams]]", "[[upstreams]]\nread_timeout = \"0s\"");
+        let errs = parse_str(&src).unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["upstreams[0].read_timeout", "routes[0].auth.methods"],
+            "{errs:#?}"
+        );
+        assert!(errs[1].message.contains("must be the last method"));
     }
 
     #[test]

@@ -6,6 +6,15 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+/// Something the user can do from a gateway page.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// A link: (text, same-origin href).
+    Link(&'a str, &'a str),
+    /// A button posting an empty form: (text, same-origin path).
+    Post(&'a str, &'a str),
+}
+
 /// Content-Security-Policy of every gateway page: no scripts, no external resources.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -42,26 +51,35 @@ impl Reply {
 
     /// A small HTML page. `title` and `detail` are escaped.
     pub fn html(status: u16, title: &str, detail: &str) -> Reply {
-        Reply::page(status, title, detail, None)
+        Reply::page(status, title, detail, &[])
     }
 
-    /// A small HTML page with an optional link (text, same-origin href) telling the user what
-    /// to do next. Everything is escaped.
-    pub fn page(status: u16, title: &str, detail: &str, action: Option<(&str, &str)>) -> Reply {
-        let action = action
-            .map(|(text, href)| {
-                format!(
-                    "<p><a class=\"button\" href=\"{}\">{}</a></p>",
-                    escape(href),
+    /// A small HTML page with what the user can do next. Everything is escaped.
+    pub fn page(status: u16, title: &str, detail: &str, actions: &[Action<'_>]) -> Reply {
+        let action: String = actions
+            .iter()
+            .map(|a| match a {
+                Action::Link(text, href) => {
+                    format!("<a class=\"button\" href=\"{}\">{}</a> ", escape(href), escape(text))
+                }
+                Action::Post(text, path) => format!(
+                    "<form method=\"post\" action=\"{}\"><button class=\"button\" type=\"submit\">{}</button></form> ",
+                    escape(path),
                     escape(text)
-                )
+                ),
             })
-            .unwrap_or_default();
+            .collect();
+        let action = if action.is_empty() {
+            action
+        } else {
+            format!("<div class=\"actions\">{action}</div>")
+        };
         let body = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
 <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
 h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}\
-.button{{display:inline-block;padding:.5rem 1rem;border-radius:.3rem;background:#2457c5;color:#fff;text-decoration:none}}</style></head>\
+.button{{display:inline-block;padding:.5rem 1rem;border-radius:.3rem;background:#2457c5;color:#fff;text-decoration:none;border:0;font:inherit;cursor:pointer}}\
+.actions form{{display:inline;margin:0}}</style></head>\
 <body><h1>{title}</h1><p>{detail}</p>{action}<p class=\"code\">HTTP {status} &middot; oidc-gateway</p></body></html>\n",
             title = escape(title),
             detail = escape(detail),

@@ -32,9 +32,23 @@ pub struct IdpHttp {
 }
 
 impl IdpHttp {
-    /// A client with the given timeouts.
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<IdpHttp, String> {
-        let client = reqwest::Client::builder()
+    /// A client with the given timeouts, also trusting the CA certificates in `ca_file` (PEM).
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<IdpHttp, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(connect_timeout)
             .timeout(timeout)

@@ -140,31 +140,11 @@ pub async fn complete(
 
     let sub = claims.subject().as_str().to_owned();
     let mut identity = identity_claims(&claims);
-    // Granted scopes, for `scopes_required` rules on session routes.
-    if let Some(scopes) = token.scopes() {
-        let granted: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-        identity.insert("scope".into(), granted.join(" ").into());
+    if let Some(scope) = scope_claim(&token) {
+        identity.insert("scope".into(), scope);
     }
-    if cfg.use_userinfo && d.client.user_info_url().is_some() {
-        let start = Instant::now();
-        let request = d
-            .client
-            .user_info(
-                token.access_token().clone(),
-                Some(SubjectIdentifier::new(sub.clone())),
-            )
-            .map_err(|e| LoginError::UserInfo(e.to_string()))?;
-        let result: Result<UserInfoClaims, _> = request.request_async(&handle.http).await;
-        metrics::idp_request(&cfg.name, "userinfo", start.elapsed());
-        match result {
-            Ok(info) => {
-                if let Ok(serde_json::Value::Object(extra)) = serde_json::to_value(&info) {
-                    identity.extend(extra);
-                }
-            }
-            Err(UserInfoError::ClaimsVerification(_)) => return Err(LoginError::UserInfoSubject),
-            Err(e) => return Err(LoginError::UserInfo(error_chain(&e))),
-        }
+    if let Some(extra) = userinfo(handle, &d, token.access_token(), &sub).await? {
+        identity.extend(extra);
     }
 
     Ok(SessionData {
@@ -178,4 +158,43 @@ pub async fn complete(
         created_at: now,
         renewed_at: now,
     })
+}
+
+/// The userinfo claims for `sub`, when the provider has the endpoint and it is enabled; its
+/// `sub` must be the same (checked by `openidconnect`).
+pub(crate) async fn userinfo(
+    handle: &super::provider::ProviderHandle,
+    d: &Discovered,
+    access_token: &openidconnect::AccessToken,
+    sub: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, LoginError> {
+    let cfg = &handle.config;
+    if !cfg.use_userinfo || d.client.user_info_url().is_none() {
+        return Ok(None);
+    }
+    let start = Instant::now();
+    let request = d
+        .client
+        .user_info(
+            access_token.clone(),
+            Some(SubjectIdentifier::new(sub.to_owned())),
+        )
+        .map_err(|e| LoginError::UserInfo(e.to_string()))?;
+    let result: Result<UserInfoClaims, _> = request.request_async(&handle.http).await;
+    metrics::idp_request(&cfg.name, "userinfo", start.elapsed());
+    match result {
+        Ok(info) => match serde_json::to_value(&info) {
+            Ok(serde_json::Value::Object(claims)) => Ok(Some(claims)),
+            _ => Ok(None),
+        },
+        Err(UserInfoError::ClaimsVerification(_)) => Err(LoginError::UserInfoSubject),
+        Err(e) => Err(LoginError::UserInfo(error_chain(&e))),
+    }
+}
+
+/// Granted scopes as a `scope` claim, for `scopes_required` on session routes.
+pub(crate) fn scope_claim(token: &super::types::TokenResponse) -> Option<serde_json::Value> {
+    let scopes = token.scopes()?;
+    let granted: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    Some(granted.join(" ").into())
 }

@@ -123,8 +123,12 @@ impl Providers {
             .map(|(index, config)| {
                 Ok(ProviderHandle {
                     index,
-                    http: IdpHttp::new(config.connect_timeout, config.timeout)
-                        .map_err(|e| format!("provider {}: {e}", config.name))?,
+                    http: IdpHttp::new(
+                        config.connect_timeout,
+                        config.timeout,
+                        config.ca_file.as_deref(),
+                    )
+                    .map_err(|e| format!("provider {}: {e}", config.name))?,
                     config: config.clone(),
                     jwks_gate: tokio::sync::Mutex::new(JwksGate {
                         last_attempt: None,

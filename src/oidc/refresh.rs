@@ -1,6 +1,7 @@
 //! Refreshing an expired access token with the refresh token. A new ID token in the response is
 //! validated (same subject) and refreshes the claims; its absence is fine.
 
+use super::login::{scope_claim, userinfo};
 use super::provider::{Providers, error_chain};
 use super::verify::{identity_claims, verify_id_token};
 use crate::metrics;
@@ -40,8 +41,18 @@ pub async fn refresh(
         if claims.subject().as_str() != old.sub {
             return Err("the refreshed ID token names another subject".into());
         }
-        data.claims.extend(identity_claims(&claims));
+        // Fresh claims replace the old ones: a group removed at the provider is gone here too.
+        data.claims = identity_claims(&claims);
         data.id_token = id_token.to_string();
+    }
+    if let Some(info) = userinfo(handle, &d, token.access_token(), &old.sub)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        data.claims.extend(info);
+    }
+    if let Some(scope) = scope_claim(&token) {
+        data.claims.insert("scope".into(), scope);
     }
     data.access_token = token.access_token().secret().clone();
     data.expires_at = token.expires_in().map(|d| now.saturating_add(d.as_secs()));

@@ -85,50 +85,38 @@ impl Browser {
             if (300..400).contains(&status)
                 && let Some(loc) = headers.get("location")
             {
-                let next = reqwest::Url::parse(&url)
-                    .unwrap()
-                    .join(loc.to_str().unwrap())
-                    .unwrap();
-                url = next.to_string();
+                url = resolve(&url, loc.to_str().unwrap());
                 method = reqwest::Method::GET;
                 continue;
             }
             let body = resp.text().await.unwrap_or_default();
-            let is_interaction = url.contains("/interaction/");
-            if status == 200 && is_interaction && body.contains("name=\"password\"") {
+            let page = |url, body| Page {
+                url,
+                status,
+                headers: headers.clone(),
+                body,
+                trail: trail.clone(),
+            };
+            // A sign-in form (the real OP's or the development IdP's): fill it in.
+            if status == 200 && body.contains("name=\"password\"") {
                 let Some((user, pass)) = credentials else {
-                    return Page {
-                        url,
-                        status,
-                        headers,
-                        body,
-                        trail,
-                    };
+                    return page(url, body);
                 };
                 if body.contains("Invalid username or password") {
-                    return Page {
-                        url,
-                        status,
-                        headers,
-                        body,
-                        trail,
-                    };
+                    return page(url, body);
                 }
-                let base = url
-                    .split('?')
-                    .next()
-                    .unwrap()
-                    .trim_end_matches('/')
-                    .to_owned();
-                url = format!("{base}/login");
+                let mut fields = hidden_fields(&body);
+                fields.push(("username".into(), user.into()));
+                fields.push(("password".into(), pass.into()));
+                let action = form_action(&body)
+                    .unwrap_or_else(|| format!("{}/login", url.split('?').next().unwrap()));
+                url = resolve(&url, &action);
                 method = reqwest::Method::POST;
-                form = Some(vec![
-                    ("username".into(), user.into()),
-                    ("password".into(), pass.into()),
-                ]);
+                form = Some(fields);
                 continue;
             }
-            if status == 200 && is_interaction && body.contains("/confirm") {
+            // The real OP's consent page.
+            if status == 200 && url.contains("/interaction/") && body.contains("/confirm") {
                 let base = url
                     .split('?')
                     .next()
@@ -140,13 +128,7 @@ impl Browser {
                 form = Some(Vec::new());
                 continue;
             }
-            return Page {
-                url,
-                status,
-                headers,
-                body,
-                trail,
-            };
+            return page(url, body);
         }
         panic!("too many redirects: {trail:?}");
     }
@@ -161,6 +143,30 @@ impl Browser {
             .await
             .unwrap()
     }
+}
+
+fn resolve(base: &str, href: &str) -> String {
+    reqwest::Url::parse(base)
+        .unwrap()
+        .join(href)
+        .unwrap()
+        .to_string()
+}
+
+/// Every `<input type="hidden" name=".." value="..">` of an HTML page.
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input")
+        .skip(1)
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| {
+            let tag = &tag[..tag.find('>')?];
+            let attr = |a: &str| {
+                let at = tag.find(&format!("{a}=\""))? + a.len() + 2;
+                Some(tag[at..at + tag[at..].find('"')?].to_owned())
+            };
+            Some((attr("name")?, attr("value").unwrap_or_default()))
+        })
+        .collect()
 }
 
 /// The value of `name="<field>" value="..."` in an HTML form.

@@ -108,7 +108,13 @@ fn router(id: String, hits: Arc<AtomicUsize>) -> axum::Router {
         .fallback(any(move |req: Request| {
             let id = id.clone();
             hits.fetch_add(1, Ordering::SeqCst);
-            async move { echo_request(&id, req).into_response() }
+            async move {
+                if req.uri().path().ends_with(".html") {
+                    html_page(&req).into_response()
+                } else {
+                    echo_request(&id, req).into_response()
+                }
+            }
         }))
 }
 
@@ -123,6 +129,33 @@ async fn echo(mut socket: WebSocket) {
             return;
         }
     }
+}
+
+/// A page for real-browser tests: who the upstream was told the user is, and a sign-out button.
+fn html_page(req: &Request) -> axum::response::Html<String> {
+    let user = req
+        .headers()
+        .get("x-auth-request-user")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("nobody");
+    let email = req
+        .headers()
+        .get("x-auth-request-email")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    axum::response::Html(format!(
+        "<!doctype html><html><head><title>Test app</title></head><body><h1 id=\"user\">{}</h1><p id=\"email\">{}</p>\
+<p id=\"path\">{}</p><form method=\"post\" action=\"/oauth2/logout\"><button id=\"logout\" type=\"submit\">Sign out</button></form></body></html>",
+        esc(user),
+        esc(email),
+        esc(req.uri().path())
+    ))
 }
 
 fn echo_request(id: &str, req: Request) -> Json<serde_json::Value> {

@@ -1,0 +1,341 @@
+//! Real-browser end-to-end tests: Debian's chromium driven through chromedriver (WebDriver) by
+//! `thirtyfour`. Sign in at the real `oidc-provider` OP and at the demo's development IdP, reload,
+//! sign out, and check the protected page asks for a login again. Screenshots of every step are
+//! written to `target/browser-screenshots/`. If the browser cannot start, the test fails.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+use thirtyfour::prelude::*;
+
+const SECRET: &str = "browser-test-session-secret-0123456789abcdef";
+
+struct Chrome {
+    driver: WebDriver,
+    chromedriver: Child,
+    shots: PathBuf,
+    step: std::cell::Cell<u32>,
+    _profile: tempfile::TempDir,
+}
+
+impl Chrome {
+    async fn start(name: &str) -> Chrome {
+        let port = free_port();
+        let chromedriver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed (Debian package chromium-driver); .ci/run installs it");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary("/usr/bin/chromium").unwrap();
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1100,850",
+        ] {
+            caps.add_arg(arg).unwrap();
+        }
+        caps.add_arg(&format!("--user-data-dir={}", profile.path().display()))
+            .unwrap();
+        let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
+            .await
+            .expect("chromium must start (Debian package chromium)");
+        let shots = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/browser-screenshots")
+            .join(name);
+        std::fs::create_dir_all(&shots).unwrap();
+        Chrome {
+            driver,
+            chromedriver,
+            shots,
+            step: std::cell::Cell::new(0),
+            _profile: profile,
+        }
+    }
+
+    async fn shot(&self, what: &str) {
+        self.step.set(self.step.get() + 1);
+        let path = self
+            .shots
+            .join(format!("{:02}-{what}.png", self.step.get()));
+        self.driver.screenshot(&path).await.unwrap();
+    }
+
+    async fn url(&self) -> String {
+        self.driver.current_url().await.unwrap().to_string()
+    }
+
+    /// Waits until the current URL starts with `prefix`.
+    async fn wait_url(&self, prefix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.url().await;
+            if url.starts_with(prefix) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never reached {prefix}; at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn el(&self, by: By) -> WebElement {
+        self.driver
+            .query(by)
+            .wait(Duration::from_secs(15), Duration::from_millis(100))
+            .first()
+            .await
+            .unwrap()
+    }
+
+    async fn text(&self, by: By) -> String {
+        self.el(by).await.text().await.unwrap()
+    }
+
+    async fn quit(mut self) {
+        let _ = self.driver.clone().quit().await;
+        let _ = self.chromedriver.kill();
+        let _ = self.chromedriver.wait();
+    }
+}
+
+async fn sign_in(c: &Chrome, user: &str, password: &str) {
+    c.el(By::Name("username"))
+        .await
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.el(By::Name("password"))
+        .await
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.shot("credentials-typed").await;
+    c.el(By::Id("submit")).await.click().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_login_reload_logout_against_the_real_op() {
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let op = RealOp::start(&op_config(&origin, 3600));
+    let body = format!(
+        r#"
+[session]
+secrets = ["{SECRET}"]
+[[providers]]
+name = "op"
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "gateway-secret-0123456789"
+redirect_uri = "{origin}/oauth2/callback"
+logout_redirect_uri = "{origin}/bye"
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+[[routes]]
+name = "app"
+paths = ["/app"]
+upstream = "app"
+auth = {{ provider = "op" }}
+[[routes]]
+name = "public"
+paths = ["/bye"]
+upstream = "app"
+"#,
+        issuer = op.issuer,
+        up = up.address()
+    );
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        port: Some(port),
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client()
+        .get(gw.url("/app/"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 302
+    {
+        assert!(Instant::now() < deadline, "provider never discovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let c = Chrome::start("real-op").await;
+    let page = format!("{origin}/app/index.html");
+    c.driver.goto(&page).await.unwrap();
+    c.wait_url(&format!("{}/interaction/", op.issuer)).await;
+    c.shot("op-login-page").await;
+    sign_in(&c, "alice", "wonderland").await;
+    // The OP asks for consent once.
+    c.el(By::Id("submit")).await;
+    if c.url().await.starts_with(&op.issuer) {
+        c.shot("op-consent-page").await;
+        c.el(By::Id("submit")).await.click().await.unwrap();
+    }
+    c.wait_url(&page).await;
+    assert_eq!(c.text(By::Id("user")).await, "alice-id");
+    assert_eq!(c.text(By::Id("email")).await, "alice@example.com");
+    c.shot("signed-in-upstream-page").await;
+
+    // Reload: served from the session, no visit to the OP.
+    let before = op.request_count().await;
+    c.driver.refresh().await.unwrap();
+    assert_eq!(c.text(By::Id("user")).await, "alice-id");
+    assert_eq!(
+        op.request_count().await,
+        before,
+        "a reload must not involve the OP"
+    );
+    c.shot("reloaded").await;
+
+    // Sign out: the gateway ends the session and hands over to the OP's end_session.
+    c.el(By::Id("logout")).await.click().await.unwrap();
+    c.wait_url(&format!("{}/session/end", op.issuer)).await;
+    c.shot("op-logout-confirm").await;
+    c.el(By::Id("submit")).await.click().await.unwrap();
+    c.wait_url(&format!("{origin}/bye")).await;
+    c.shot("after-logout").await;
+
+    // The protected page asks for a login again.
+    c.driver.goto(&page).await.unwrap();
+    c.wait_url(&format!("{}/interaction/", op.issuer)).await;
+    assert!(
+        c.driver
+            .source()
+            .await
+            .unwrap()
+            .contains("name=\"password\"")
+    );
+    c.shot("login-required-again").await;
+
+    // The gateway's own pages, as a browser sees them.
+    c.driver
+        .goto(format!("{origin}/nothing-here"))
+        .await
+        .unwrap();
+    assert!(
+        c.driver
+            .source()
+            .await
+            .unwrap()
+            .contains("No route matches")
+    );
+    c.shot("gateway-404-page").await;
+    c.driver
+        .goto(format!(
+            "{origin}/oauth2/callback?code=x&state=forged-state-value-xx"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        c.driver
+            .source()
+            .await
+            .unwrap()
+            .contains("does not belong to a sign-in")
+    );
+    c.shot("gateway-callback-error-page").await;
+    c.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_login_reload_logout_with_the_demo() {
+    let (gwp, idp, upp, mp) = (free_port(), free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let mut demo = Command::new(BIN)
+        .args([
+            "demo",
+            "--port",
+            &gwp.to_string(),
+            "--idp-port",
+            &idp.to_string(),
+        ])
+        .args([
+            "--upstream-port",
+            &upp.to_string(),
+            "--metrics-port",
+            &mp.to_string(),
+        ])
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let origin = format!("http://127.0.0.1:{gwp}");
+    let idp_origin = format!("http://127.0.0.1:{idp}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client()
+            .get(format!("{origin}/"))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            && r.status() == 302
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let c = Chrome::start("demo").await;
+    c.driver.goto(format!("{origin}/")).await.unwrap();
+    c.wait_url(&format!("{idp_origin}/authorize")).await;
+    c.shot("dev-idp-login-page").await;
+    sign_in(&c, "alice", "wonderland").await;
+    c.wait_url(&format!("{origin}/")).await;
+    assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.shot("demo-app-signed-in").await;
+    c.driver.refresh().await.unwrap();
+    assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.driver.goto(format!("{origin}/admin")).await.unwrap();
+    assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.el(By::Id("logout")).await.click().await.unwrap();
+    c.wait_url(&format!("{origin}/public")).await;
+    c.shot("demo-after-logout").await;
+    c.driver.goto(format!("{origin}/")).await.unwrap();
+    c.wait_url(&format!("{idp_origin}/authorize")).await;
+    assert!(
+        c.driver
+            .source()
+            .await
+            .unwrap()
+            .contains("name=\"password\"")
+    );
+    c.shot("demo-login-required-again").await;
+
+    // Bob may sign in but is not an admin: the gateway's 403 page.
+    sign_in(&c, "bob", "builder").await;
+    c.wait_url(&format!("{origin}/")).await;
+    c.driver.goto(format!("{origin}/admin")).await.unwrap();
+    assert!(c.driver.source().await.unwrap().contains("Access denied"));
+    c.shot("gateway-403-page").await;
+    c.quit().await;
+    let _ = demo.kill();
+    let _ = demo.wait();
+}

@@ -1,0 +1,207 @@
+//! `oidc-gateway demo`: one command runs the gateway, the development IdP and the demo upstream.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A running `oidc-gateway demo`.
+pub struct Demo {
+    pub origin: String,
+    pub idp: String,
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    pub fn start() -> Demo {
+        let (gw, idp, up, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("demo.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "demo",
+                "--port",
+                &gw.to_string(),
+                "--idp-port",
+                &idp.to_string(),
+            ])
+            .args([
+                "--upstream-port",
+                &up.to_string(),
+                "--metrics-port",
+                &metrics.to_string(),
+            ])
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        let d = Demo {
+            origin: format!("http://127.0.0.1:{gw}"),
+            idp: format!("http://127.0.0.1:{idp}"),
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", gw)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", idp)).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "demo did not start:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the gateway has discovered the development IdP.
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = client()
+                .get(format!("{}/", self.origin))
+                .header("Accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 302 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo gateway never reached its IdP:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn print_config_is_a_valid_config() {
+    let out = Command::new(BIN)
+        .args(["demo", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SESSION_SECRET", "0123456789abcdef0123456789abcdef-check")
+        .env("CLIENT_SECRET", "client-secret")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_signs_in_shows_identity_and_enforces_rules() {
+    let demo = Demo::start();
+    assert!(
+        demo.log().contains("sign in as alice / wonderland"),
+        "banner missing:\n{}",
+        demo.log()
+    );
+    demo.ready().await;
+
+    let alice = Browser::new();
+    let page = alice
+        .navigate(&format!("{}/", demo.origin), Some(("alice", "wonderland")))
+        .await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, demo.log());
+    assert!(page.body.contains("Hello, alice"), "{}", page.body);
+    assert!(page.body.contains("alice@example.com"));
+    assert!(page.body.contains("Access token claims"));
+    assert!(
+        !page.body.contains("eyJ"),
+        "a raw token was rendered into the page"
+    );
+    assert_eq!(
+        alice
+            .navigate(&format!("{}/admin", demo.origin), None)
+            .await
+            .status,
+        200
+    );
+    let wrong = Browser::new()
+        .navigate(&format!("{}/", demo.origin), Some(("alice", "not-it")))
+        .await;
+    assert!(wrong.body.contains("Invalid username or password"));
+
+    let bob = Browser::new();
+    assert_eq!(
+        bob.navigate(&format!("{}/", demo.origin), Some(("bob", "builder")))
+            .await
+            .status,
+        200
+    );
+    let denied = bob.navigate(&format!("{}/admin", demo.origin), None).await;
+    assert_eq!(denied.status, 403);
+    assert!(denied.body.contains("Access denied"));
+
+    // The API route with a client-credentials token from the development IdP.
+    let token: serde_json::Value = client()
+        .post(format!("{}/token", demo.idp))
+        .basic_auth("demo-api-client", Some("demo-api-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "demo-api"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let at = token["access_token"].as_str().unwrap();
+    let r = client()
+        .get(format!("{}/api/x", demo.origin))
+        .bearer_auth(at)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(format!("{}/api/x", demo.origin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Logout goes through the IdP's end_session and lands on the public page.
+    let out = alice.post(&format!("{}/oauth2/logout", demo.origin)).await;
+    assert_eq!(out.status(), 302);
+    let end = out.headers()["location"].to_str().unwrap().to_owned();
+    let landed = alice.navigate(&end, None).await;
+    assert_eq!(landed.url, format!("{}/public", demo.origin));
+    let again = alice.navigate(&format!("{}/", demo.origin), None).await;
+    assert!(
+        again.body.contains("name=\"password\""),
+        "the IdP asks for the password again"
+    );
+}
