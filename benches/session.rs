@@ -55,17 +55,14 @@ fn session_data() -> SessionData {
     SessionData {
         provider: "okta".into(),
         sub: "00u1a2b3c4d5e6f7g8h9".into(),
-        claims: serde_json::json!({
+        claims: oidc_gateway::session::Claims::derive(&jwt, serde_json::json!({
             "email": "alice@example.com", "name": "Alice Liddell", "groups": ["admins", "readers"],
             "preferred_username": "alice"
-        })
-        .as_object()
-        .unwrap()
-        .clone(),
-        id_token: jwt.clone(),
-        access_token: jwt,
+        }).as_object().unwrap().clone()),
+        id_token: jwt.as_str().into(),
+        access_token: jwt.into(),
         expires_at: Some(now + 3600),
-        refresh_token: Some("r".repeat(40)),
+        refresh_token: Some("r".repeat(40).into()),
         created_at: now,
         renewed_at: now,
     }

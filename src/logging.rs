@@ -1,19 +1,127 @@
 //! Log setup: `tracing` for our own events and, through its `log` bridge, Pingora's.
+//!
+//! Request threads never write to stdout themselves: each line is appended to a shared buffer
+//! that a flusher thread writes out ten times a second. A channel-per-line writer (such as
+//! `tracing_appender::non_blocking`) wakes its writer thread for every line, and on a busy
+//! proxy those cross-thread wake-ups cost more than the logging itself. Nothing is dropped: if
+//! the buffer grows past a bound (stdout is slow), the writing thread flushes it itself.
 
-use tracing_appender::non_blocking::WorkerGuard;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How often buffered lines are written out.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Beyond this many buffered bytes the writing thread flushes them itself.
+const MAX_BUFFERED: usize = 256 * 1024;
+
+struct Shared {
+    buf: Mutex<Vec<u8>>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn flush(&self) {
+        let out = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+        if !out.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&out);
+            let _ = stdout.flush();
+        }
+    }
+}
+
+/// A `MakeWriter` appending each line to the shared buffer.
+#[derive(Clone)]
+pub struct BatchWriter(Arc<Shared>);
+
+/// One line being written.
+pub struct BatchLine<'a>(&'a Shared);
+
+impl Write for BatchLine<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut buf = self.0.buf.lock().unwrap_or_else(|e| e.into_inner());
+            buf.extend_from_slice(data);
+            buf.len() > MAX_BUFFERED
+        };
+        if full {
+            self.0.flush();
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchWriter {
+    type Writer = BatchLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        BatchLine(&self.0)
+    }
+}
+
+/// Keeps the flusher running; flushes what is left when dropped.
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.shared.flush();
+    }
+}
+
+/// A batching writer and the guard that runs its flusher thread.
+pub fn batch_writer() -> (BatchWriter, LogGuard) {
+    let shared = Arc::new(Shared {
+        buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+        stop: Mutex::new(false),
+        wake: Condvar::new(),
+    });
+    let s = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("log-flusher".into())
+        .spawn(move || {
+            let mut stop = s.stop.lock().unwrap_or_else(|e| e.into_inner());
+            while !*stop {
+                stop = s
+                    .wake
+                    .wait_timeout(stop, FLUSH_EVERY)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+                drop(stop);
+                s.flush();
+                stop = s.stop.lock().unwrap_or_else(|e| e.into_inner());
+            }
+        })
+        .ok();
+    (BatchWriter(shared.clone()), LogGuard { shared, thread })
+}
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level`. With `background`, lines are
-/// written by a separate thread so request threads never block on stdout; keep the returned
-/// guard alive until exit so buffered lines are flushed.
-pub fn init(level: &str, json: bool, background: bool) -> Option<WorkerGuard> {
+/// batched and written by a flusher thread (keep the returned guard alive until exit); without
+/// (daemon mode, where a fork would lose that thread) they are written directly.
+pub fn init(level: &str, json: bool, background: bool) -> Option<LogGuard> {
     // Pingora's load balancer logs every health flip with a full peer dump; the gateway logs
     // the same event in one line, so keep Pingora's to errors unless asked otherwise.
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("pingora_load_balancing=error,{level}")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = if background {
-        let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+        let (w, g) = batch_writer();
         (
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
             Some(g),
@@ -37,4 +145,24 @@ pub fn init(level: &str, json: bool, background: bool) -> Option<WorkerGuard> {
         eprintln!("logging was already set up: {e}");
     }
     guard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_buffered_then_flushed_in_order() {
+        let (w, guard) = batch_writer();
+        for i in 0..3 {
+            let mut line = w.make_writer();
+            line.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        assert_eq!(&*w.0.buf.lock().unwrap(), b"line 0\nline 1\nline 2\n");
+        drop(guard);
+        assert!(
+            w.0.buf.lock().unwrap().is_empty(),
+            "dropping the guard flushes"
+        );
+    }
 }

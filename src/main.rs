@@ -61,6 +61,20 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Run only the development OpenID Provider (DEVELOPMENT ONLY), for trying the configuration
+    /// `demo --print-config` prints with `oidc-gateway run`. The `demo` client's secret is read
+    /// from the CLIENT_SECRET environment variable, as that configuration expects.
+    DevIdp {
+        /// IdP port.
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+        /// Port of the gateway whose callback is registered for the `demo` client.
+        #[arg(long, default_value_t = 8080)]
+        gateway_port: u16,
+        /// Lifetime of the access tokens it issues, in seconds.
+        #[arg(long, default_value_t = 300)]
+        access_token_ttl: u64,
+    },
     /// Validate a configuration file: print a one-line summary and exit 0, or print every
     /// error (file:line:column: key: problem) and exit 1.
     Check {
@@ -121,6 +135,35 @@ fn main() -> ExitCode {
                 }
             };
             println!("{}", demo::banner(&ports));
+            server.run_forever();
+        }
+        Command::DevIdp {
+            port,
+            gateway_port,
+            access_token_ttl,
+        } => {
+            let Ok(secret) = std::env::var("CLIENT_SECRET") else {
+                eprintln!(
+                    "set CLIENT_SECRET to the demo client's secret (the same value the gateway's config uses)"
+                );
+                return ExitCode::FAILURE;
+            };
+            let _guard = oidc_gateway::logging::init("info", false, true);
+            let ports = demo::DemoPorts {
+                gateway: gateway_port,
+                idp: port,
+                ..Default::default()
+            };
+            let server = match demo::dev_idp_server(&ports, &secret, access_token_ttl) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!(
+                "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder"
+            );
             server.run_forever();
         }
         Command::Run {

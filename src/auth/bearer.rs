@@ -10,7 +10,7 @@ use crate::metrics;
 use crate::oidc::provider::{Providers, error_chain};
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -25,7 +25,7 @@ pub struct VerifiedToken {
     /// Expiry (Unix seconds).
     pub exp: u64,
     /// Headers sent upstream for this token, computed once.
-    pub upstream_headers: OnceLock<Vec<(HeaderName, HeaderValue)>>,
+    pub upstream_headers: OnceLock<Box<[(HeaderName, HeaderValue)]>>,
 }
 
 impl VerifiedToken {
@@ -192,14 +192,7 @@ fn unverified_issuer(token: &str) -> Option<String> {
 
 /// A JWT's claims WITHOUT checking its signature: only for choosing keys, or for display.
 pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
-    let mut v = Validation::new(Algorithm::RS256);
-    v.insecure_disable_signature_validation();
-    v.validate_exp = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    jsonwebtoken::decode::<Map<String, Value>>(token, &DecodingKey::from_secret(&[]), &v)
-        .ok()
-        .map(|d| d.claims)
+    crate::oidc::verify::jwt_payload(token)
 }
 
 /// The per-request checks on a verified token: times, issuer, audience.

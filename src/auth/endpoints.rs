@@ -260,7 +260,10 @@ impl OidcAuth {
                 ..
             } => {
                 self.store.destroy(&session);
-                (Some(session.data.id_token.clone()), cookies_present)
+                (
+                    Some(session.data.id_token.text().into_owned()),
+                    cookies_present,
+                )
             }
             Lookup::Invalid { cookies_present } => (None, cookies_present),
             Lookup::Absent => (None, 0),
@@ -295,7 +298,7 @@ impl OidcAuth {
                 &serde_json::json!({
                     "sub": d.sub,
                     "provider": d.provider,
-                    "claims": d.claims,
+                    "claims": d.claims(),
                     "session": {
                         "created_at": d.created_at,
                         "expires_at": d.created_at.saturating_add(self.store.timeouts.absolute.as_secs()),

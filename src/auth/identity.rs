@@ -70,18 +70,18 @@ pub fn session_headers(
     let mut out = Vec::new();
     if let Some((name, prefix)) = &cfg.upstream_access_token_header {
         let value = match prefix {
-            Some(p) => format!("{p} {}", session.data.access_token),
-            None => session.data.access_token.clone(),
+            Some(p) => format!("{p} {}", session.data.access_token.text()),
+            None => session.data.access_token.text().into_owned(),
         };
         push(&mut out, name, &value);
     }
     if let Some(name) = &cfg.upstream_id_token_header {
-        push(&mut out, name, &session.data.id_token);
+        push(&mut out, name, &session.data.id_token.text());
     }
     out.extend(claim_headers(
         cfg,
         Some(&session.data.sub),
-        &session.data.claims,
+        session.data.claims(),
     ));
     out
 }

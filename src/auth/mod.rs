@@ -71,7 +71,7 @@ impl Identity {
     /// The claims rules are checked against.
     pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
         match &self.credential {
-            Credential::Session(s) => Some(&s.data.claims),
+            Credential::Session(s) => Some(s.data.claims()),
             Credential::Token(t) => Some(&t.claims),
             Credential::Anonymous => None,
         }
@@ -311,8 +311,16 @@ impl OidcAuth {
         mut id: Identity,
     ) -> Result<Identity, Reply> {
         let is_token = matches!(id.credential, Credential::Token(_));
-        let claims = id.claims().cloned().unwrap_or_default();
-        if let Some(rule) = rules::first_failure(&spec.rules, &claims, is_token) {
+        // The credential is shared (Arc): borrow its claims from a clone of the handle rather
+        // than copying the map on every request.
+        let credential_handle = id.credential.clone();
+        let empty = serde_json::Map::new();
+        let claims = match &credential_handle {
+            Credential::Session(s) => s.data.claims(),
+            Credential::Token(t) => &t.claims,
+            Credential::Anonymous => &empty,
+        };
+        if let Some(rule) = rules::first_failure(&spec.rules, claims, is_token) {
             return Err(self.forbidden(
                 spec,
                 req,
@@ -324,7 +332,7 @@ impl OidcAuth {
             ));
         }
         if let Some(mapping) = &spec.consumer {
-            match consumers::find(&self.consumers, mapping, &claims) {
+            match consumers::find(&self.consumers, mapping, claims) {
                 Some(i) => {
                     if !consumers::in_groups(&self.consumers[i], &mapping.groups_required) {
                         return Err(self.forbidden(
@@ -350,12 +358,12 @@ impl OidcAuth {
         let credential = spec
             .credential_claim
             .as_ref()
-            .and_then(|p| rules::claim(&claims, p))
+            .and_then(|p| rules::claim(claims, p))
             .and_then(crate::session::claim_string);
         let groups = spec
             .authenticated_groups_claim
             .as_ref()
-            .and_then(|p| rules::claim(&claims, p))
+            .and_then(|p| rules::claim(claims, p))
             .and_then(crate::session::claim_string);
         id.extra_headers = consumers::headers(
             id.consumer.map(|i| &self.consumers[i]),
@@ -501,15 +509,15 @@ impl OidcAuth {
                 self.providers
                     .list
                     .iter()
-                    .find(|p| p.config.name == s.data.provider)
+                    .find(|p| *p.config.name == *s.data.provider)
                     .map(|p| {
                         s.upstream_headers
-                            .get_or_init(|| identity::session_headers(&p.config, s))
+                            .get_or_init(|| identity::session_headers(&p.config, s).into())
                     })
             }
             Credential::Token(t) => self.provider(t.provider).map(|cfg| {
                 t.upstream_headers
-                    .get_or_init(|| identity::token_headers(cfg, t))
+                    .get_or_init(|| identity::token_headers(cfg, t).into())
             }),
             Credential::Anonymous => None,
         };

@@ -54,7 +54,7 @@ impl OidcAuth {
         // A session from another provider never satisfies this route.
         let Some(index) = spec.providers.iter().copied().find(|&p| {
             self.provider(p)
-                .is_some_and(|c| c.name == session.data.provider)
+                .is_some_and(|c| *c.name == *session.data.provider)
         }) else {
             route_metrics.session(SessionResult::Invalid);
             return SessionOutcome::None(Vec::new());

@@ -61,7 +61,10 @@ fn config_text(p: &DemoPorts, secrets: Option<&Secrets>) -> String {
     format!(
         r#"# The configuration `oidc-gateway demo` runs, as a config file. The provider here is the
 # built-in development IdP (http://127.0.0.1:{idp}); to use a real one, change [[providers]].
-# Run it with:  SESSION_SECRET=$(openssl rand -base64 48) CLIENT_SECRET=... oidc-gateway run --config FILE
+# Run it with the development IdP alone:
+#   export SESSION_SECRET=$(openssl rand -base64 48) CLIENT_SECRET=$(openssl rand -base64 24)
+#   oidc-gateway dev-idp --port {idp} --gateway-port {gw} &
+#   oidc-gateway run --config FILE
 
 [server]
 listen = ["127.0.0.1:{gw}"]
@@ -158,6 +161,29 @@ pub fn build(p: &DemoPorts) -> Result<Server, String> {
     let text = config_text(p, Some(&secrets));
     let config = Config::parse(&text, Path::new("<demo>"))
         .map_err(|e| format!("demo configuration: {e}"))?;
+    let (idp, idp_addr) = dev_idp(p, &secrets.client, 300)?;
+    let mut server = server::build(config, RunMode::default())?;
+    let mut idp_service = Service::new("development IdP".to_owned(), HttpServer::new_app(idp));
+    idp_service.add_tcp(&idp_addr.to_string());
+    idp_service.threads = Some(1);
+    server.add_service(idp_service);
+    let mut app = Service::new(
+        "demo upstream".to_owned(),
+        HttpServer::new_app(upstream::DemoUpstream),
+    );
+    app.add_tcp(&format!("127.0.0.1:{}", p.upstream));
+    app.threads = Some(1);
+    server.add_service(app);
+    Ok(server)
+}
+
+/// The development IdP the demo (and `oidc-gateway dev-idp`) runs: client `demo` registered for
+/// the gateway on `p.gateway`, the machine client for the API route, and alice and bob.
+fn dev_idp(
+    p: &DemoPorts,
+    client_secret: &str,
+    access_token_ttl: u64,
+) -> Result<(DevIdp, SocketAddr), String> {
     let gw = p.gateway;
     let idp_addr = SocketAddr::from(([127, 0, 0, 1], p.idp));
     devidp::check_loopback(&idp_addr)?;
@@ -166,7 +192,7 @@ pub fn build(p: &DemoPorts) -> Result<Server, String> {
         clients: vec![
             DevClient {
                 id: "demo".into(),
-                secret: secrets.client.clone(),
+                secret: client_secret.to_owned(),
                 redirect_uris: vec![format!("http://127.0.0.1:{gw}/oauth2/callback")],
                 post_logout_redirect_uris: vec![format!("http://127.0.0.1:{gw}/public")],
             },
@@ -196,21 +222,32 @@ pub fn build(p: &DemoPorts) -> Result<Server, String> {
                 &["readers"],
             ),
         ],
-        access_token_ttl: 300,
+        access_token_ttl,
     })?;
+    Ok((idp, idp_addr))
+}
 
-    let mut server = server::build(config, RunMode::default())?;
-    let mut idp_service = Service::new("development IdP".to_owned(), HttpServer::new_app(idp));
-    idp_service.add_tcp(&idp_addr.to_string());
-    idp_service.threads = Some(1);
-    server.add_service(idp_service);
-    let mut app = Service::new(
-        "demo upstream".to_owned(),
-        HttpServer::new_app(upstream::DemoUpstream),
-    );
-    app.add_tcp(&format!("127.0.0.1:{}", p.upstream));
-    app.threads = Some(1);
-    server.add_service(app);
+/// Only the development IdP, for running the `--print-config` configuration (or your own) with
+/// `oidc-gateway run`: `oidc-gateway dev-idp` with `CLIENT_SECRET` set as in that config.
+pub fn dev_idp_server(
+    p: &DemoPorts,
+    client_secret: &str,
+    access_token_ttl: u64,
+) -> Result<Server, String> {
+    let (idp, addr) = dev_idp(p, client_secret, access_token_ttl)?;
+    let conf = pingora::server::configuration::ServerConf {
+        threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: format!("/tmp/oidc-gateway-dev-idp-{}.pid", p.idp),
+        upgrade_sock: format!("/tmp/oidc-gateway-dev-idp-{}.sock", p.idp),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = Service::new("development IdP".to_owned(), HttpServer::new_app(idp));
+    service.add_tcp(&addr.to_string());
+    server.add_service(service);
     Ok(server)
 }
 

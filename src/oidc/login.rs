@@ -40,7 +40,7 @@ pub fn authorization_request(
         nonce: nonce.secret().clone(),
         verifier: verifier.secret().clone(),
         return_to,
-        provider: cfg.name.clone(),
+        provider: cfg.name.as_str().into(),
         created_at: now,
     };
     (url.to_string(), st)
@@ -148,13 +148,13 @@ pub async fn complete(
     }
 
     Ok(SessionData {
-        provider: cfg.name.clone(),
-        sub,
-        claims: identity,
-        id_token: id_token.to_string(),
-        access_token: token.access_token().secret().clone(),
+        provider: cfg.name.as_str().into(),
+        sub: sub.into(),
+        claims: crate::session::Claims::derive(&id_token.to_string(), identity),
+        id_token: id_token.to_string().into(),
+        access_token: token.access_token().secret().as_str().into(),
         expires_at: token.expires_in().map(|d| now.saturating_add(d.as_secs())),
-        refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+        refresh_token: token.refresh_token().map(|r| r.secret().as_str().into()),
         created_at: now,
         renewed_at: now,
     })

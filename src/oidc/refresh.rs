@@ -24,7 +24,7 @@ pub async fn refresh(
     let start = Instant::now();
     let result = d
         .client
-        .exchange_refresh_token(&RefreshToken::new(rt.clone()))
+        .exchange_refresh_token(&RefreshToken::new(rt.text().into_owned()))
         .map_err(|e| e.to_string())?
         .request_async(&handle.http)
         .await;
@@ -32,33 +32,35 @@ pub async fn refresh(
     let token = result.map_err(|e| error_chain(&e))?;
 
     let mut data = old.clone();
+    let mut claims = old.claims().clone();
     if let Some(id_token) = token.id_token() {
         // Refreshed ID tokens carry no nonce of ours.
         let any_nonce = |_: Option<&Nonce>| Ok(());
-        let (claims, _) = verify_id_token(providers, index, id_token, any_nonce)
+        let (verified, _) = verify_id_token(providers, index, id_token, any_nonce)
             .await
             .map_err(|e| e.to_string())?;
-        if claims.subject().as_str() != old.sub {
+        if verified.subject().as_str() != &*old.sub {
             return Err("the refreshed ID token names another subject".into());
         }
         // Fresh claims replace the old ones: a group removed at the provider is gone here too.
-        data.claims = identity_claims(&claims);
-        data.id_token = id_token.to_string();
+        claims = identity_claims(&verified);
+        data.id_token = id_token.to_string().into();
     }
     if let Some(info) = userinfo(handle, &d, token.access_token(), &old.sub)
         .await
         .map_err(|e| e.to_string())?
     {
-        data.claims.extend(info);
+        claims.extend(info);
     }
     if let Some(scope) = scope_claim(&token) {
-        data.claims.insert("scope".into(), scope);
+        claims.insert("scope".into(), scope);
     }
-    data.access_token = token.access_token().secret().clone();
+    data.claims = crate::session::Claims::derive(&data.id_token.text(), claims);
+    data.access_token = token.access_token().secret().as_str().into();
     data.expires_at = token.expires_in().map(|d| now.saturating_add(d.as_secs()));
     // Providers that rotate refresh tokens send a new one; others keep the old one valid.
     if let Some(rt) = token.refresh_token() {
-        data.refresh_token = Some(rt.secret().clone());
+        data.refresh_token = Some(rt.secret().as_str().into());
     }
     data.renewed_at = now;
     Ok(data)

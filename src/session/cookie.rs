@@ -99,12 +99,13 @@ pub fn read<'a>(headers: &'a http::HeaderMap, name: &str) -> Read<'a> {
     let invalid = Read::Invalid {
         cookies_present: present,
     };
-    let (count, first) = match base.split_once('~') {
-        Some((c, rest)) => match c.parse::<usize>() {
-            Ok(c) if (2..=MAX_CHUNKS).contains(&c) => (c, rest),
+    // "<count>~" can only be the first two bytes (MAX_CHUNKS < 10); never scan the whole value.
+    let (count, first) = match base.as_bytes() {
+        [c @ b'0'..=b'9', b'~', ..] => match usize::from(c - b'0') {
+            c if (2..=MAX_CHUNKS).contains(&c) => (c, &base[2..]),
             _ => return invalid,
         },
-        None => (1, base),
+        _ => (1, base),
     };
     let mut parts = [""; MAX_CHUNKS];
     parts[0] = first;
@@ -214,8 +215,13 @@ mod tests {
             Read::Invalid { cookies_present: 3 }
         ));
         assert!(split("s", &"y".repeat(CHUNK_SIZE * MAX_CHUNKS + 1)).is_none());
-        let bad = vec![("s".to_owned(), "99~abc".to_owned())];
-        assert!(matches!(read(&headers(&bad), "s"), Read::Invalid { .. }));
+        for bad_count in ["9~abc", "1~abc", "0~abc"] {
+            let bad = vec![("s".to_owned(), bad_count.to_owned())];
+            assert!(
+                matches!(read(&headers(&bad), "s"), Read::Invalid { .. }),
+                "{bad_count}"
+            );
+        }
         let huge = vec![("s".to_owned(), "z".repeat(CHUNK_SIZE + 100))];
         assert!(matches!(read(&headers(&huge), "s"), Read::Invalid { .. }));
         assert!(matches!(read(&headers(&[]), "s"), Read::Absent));

@@ -7,6 +7,9 @@
 
 pub mod cookie;
 pub mod store;
+pub mod token;
+
+pub use token::Token;
 
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -20,23 +23,118 @@ pub type Sid = [u8; 16];
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SessionData {
     /// Name of the provider that authenticated the user.
-    pub provider: String,
+    pub provider: Box<str>,
     /// Subject (`sub`) at that provider.
-    pub sub: String,
+    pub sub: Box<str>,
     /// Identity claims (ID token and userinfo), without token bookkeeping fields.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: Claims,
     /// The raw ID token (for `id_token_hint` at logout and an optional upstream header).
-    pub id_token: String,
+    pub id_token: Token,
     /// The access token passed upstream.
-    pub access_token: String,
+    pub access_token: Token,
     /// When the access token expires (Unix seconds), if the provider said.
     pub expires_at: Option<u64>,
     /// Refresh token, if the provider issued one.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Token>,
     /// Login time (Unix seconds): the absolute timeout counts from here.
     pub created_at: u64,
     /// Last renewal (Unix seconds): the rolling timeout counts from here.
     pub renewed_at: u64,
+}
+
+/// Identity claims. The session keeps its ID token anyway, so only what the ID token does not
+/// say (userinfo additions, granted scopes) is stored, as compact JSON; the full map is built on
+/// first use. Most sessions in a large memory store are idle, and a parsed map costs several
+/// times its JSON text.
+#[derive(Default)]
+pub struct Claims {
+    /// Claims not in the ID token (or different from it), as a JSON object.
+    extra: Box<str>,
+    // Boxed: an unparsed session pays one pointer, not the map's inline size.
+    parsed: OnceLock<Box<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl Claims {
+    /// Claims `full` for a session holding `id_token`.
+    pub fn derive(id_token: &str, full: serde_json::Map<String, serde_json::Value>) -> Claims {
+        let base = crate::oidc::verify::stored_id_token_claims(id_token);
+        let extra: serde_json::Map<String, serde_json::Value> = full
+            .into_iter()
+            .filter(|(k, v)| base.get(k) != Some(v))
+            .collect();
+        Claims::from_extra(extra)
+    }
+
+    fn from_extra(extra: serde_json::Map<String, serde_json::Value>) -> Claims {
+        let json = if extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&extra).unwrap_or_default()
+        };
+        Claims {
+            extra: json.into_boxed_str(),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    fn map(&self, id_token: &Token) -> &serde_json::Map<String, serde_json::Value> {
+        self.parsed.get_or_init(|| {
+            let mut m = crate::oidc::verify::stored_id_token_claims(&id_token.text());
+            if !self.extra.is_empty()
+                && let Ok(extra) =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.extra)
+            {
+                m.extend(extra);
+            }
+            Box::new(m)
+        })
+    }
+}
+
+impl Clone for Claims {
+    fn clone(&self) -> Self {
+        Claims {
+            extra: self.extra.clone(),
+            parsed: OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.extra == other.extra
+    }
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Claims(+{})", &self.extra)
+    }
+}
+
+/// On the wire (the cookie store's sealed cookie) only the extra claims travel.
+impl Serialize for Claims {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let extra: serde_json::Map<String, serde_json::Value> = if self.extra.is_empty() {
+            serde_json::Map::new()
+        } else {
+            serde_json::from_str(&self.extra).map_err(serde::ser::Error::custom)?
+        };
+        extra.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Map::deserialize(d).map(Claims::from_extra)
+    }
+}
+
+impl SessionData {
+    /// Every identity claim: the ID token's, plus userinfo's and the granted `scope`.
+    pub fn claims(&self) -> &serde_json::Map<String, serde_json::Value> {
+        self.claims.map(&self.id_token)
+    }
 }
 
 /// Why a session no longer counts.
@@ -81,7 +179,7 @@ pub struct Session {
     pub cookie_value: Option<Box<str>>,
     last_seen: AtomicU64,
     /// Headers sent upstream for this session, computed once.
-    pub upstream_headers: OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+    pub upstream_headers: OnceLock<Box<[(http::HeaderName, http::HeaderValue)]>>,
 }
 
 impl Session {
@@ -136,7 +234,7 @@ impl Session {
 
     /// A claim by name, as a string (numbers and booleans are formatted; arrays joined by ",").
     pub fn claim_str(&self, name: &str) -> Option<String> {
-        claim_string(self.data.claims.get(name)?)
+        claim_string(self.data.claims().get(name)?)
     }
 }
 
@@ -169,12 +267,15 @@ mod tests {
         SessionData {
             provider: "p".into(),
             sub: "alice".into(),
-            claims: serde_json::json!({"email": "a@example.com", "groups": ["x", "y"]})
-                .as_object()
-                .unwrap()
-                .clone(),
-            id_token: "id".into(),
-            access_token: "at".into(),
+            claims: Claims::derive(
+                "id",
+                serde_json::json!({"email": "a@example.com", "groups": ["x", "y"]})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            id_token: Token::new("id"),
+            access_token: Token::new("at"),
             expires_at: Some(created + 300),
             refresh_token: None,
             created_at: created,

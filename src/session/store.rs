@@ -10,6 +10,7 @@ use crate::http::cookies::{self, CookieAttrs};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use dashmap::DashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// Cookie (name, value) pairs to set.
@@ -56,7 +57,9 @@ pub struct SessionStore {
     name: String,
     /// The configured timeouts.
     pub timeouts: Timeouts,
-    registry: DashMap<Sid, Arc<Session>>,
+    /// Keyed by the first 64 bits of the session id (random, so they need no hashing); the
+    /// full id is compared on every hit. Half the key size matters at a million sessions.
+    registry: DashMap<u64, Arc<Session>, BuildHasherDefault<RandomKeyHasher>>,
     capacity: usize,
     /// Cookie-store sessions logged out here, until they would have expired anyway.
     revoked: DashMap<Sid, u64>,
@@ -78,7 +81,7 @@ impl SessionStore {
                 rolling: settings.rolling_timeout,
                 idle: settings.idling_timeout,
             },
-            registry: DashMap::new(),
+            registry: DashMap::default(),
             capacity,
             revoked: DashMap::new(),
         }
@@ -115,7 +118,11 @@ impl SessionStore {
         if self.revoked.contains_key(&sid) {
             return invalid;
         }
-        let cached = self.registry.get(&sid).map(|e| e.value().clone());
+        let cached = self
+            .registry
+            .get(&key(&sid))
+            .map(|e| e.value().clone())
+            .filter(|s| s.sid == sid);
         match self.kind {
             SessionStoreKind::Memory { .. } => match cached {
                 Some(session) if presented.len() == SID_LEN => Lookup::Found {
@@ -193,7 +200,8 @@ impl SessionStore {
     /// Ends a session here: deleted from memory, and (cookie store) its id refused until it
     /// would have expired anyway, so a copied cookie stops working on this instance too.
     pub fn destroy(&self, session: &Session) {
-        self.registry.remove(&session.sid);
+        self.registry
+            .remove_if(&key(&session.sid), |_, s| s.sid == session.sid);
         if self.kind == SessionStoreKind::Cookie {
             let until = session
                 .data
@@ -261,7 +269,7 @@ impl SessionStore {
         if self.registry.len() >= self.capacity {
             self.evict();
         }
-        self.registry.insert(session.sid, session);
+        self.registry.insert(key(&session.sid), session);
     }
 
     /// Makes room: expired sessions first, then arbitrary ones (about 1/16 of the capacity).
@@ -270,14 +278,14 @@ impl SessionStore {
         let target = self.capacity - self.capacity / 16 - 1;
         if self.registry.len() > target {
             let excess = self.registry.len() - target;
-            let doomed: Vec<Sid> = self
+            let doomed: Vec<u64> = self
                 .registry
                 .iter()
                 .take(excess)
                 .map(|e| *e.key())
                 .collect();
-            for sid in doomed {
-                self.registry.remove(&sid);
+            for k in doomed {
+                self.registry.remove(&k);
             }
         }
     }
@@ -293,6 +301,31 @@ impl SessionStore {
         }
         let json = self.sealer.open(self.aad(sid_b64).as_bytes(), sealed)?;
         serde_json::from_slice(&json).ok()
+    }
+}
+
+/// The registry key of a session id.
+fn key(sid: &Sid) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&sid[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Session ids are random: their first 64 bits are already a uniform hash.
+#[derive(Default)]
+pub struct RandomKeyHasher(u64);
+
+impl std::hash::Hasher for RandomKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -335,7 +368,7 @@ mod tests {
         SessionData {
             provider: "p".into(),
             sub: "alice".into(),
-            claims: Default::default(),
+            claims: crate::session::Claims::default(),
             id_token: "id".into(),
             access_token: "at".into(),
             expires_at: None,
@@ -458,7 +491,7 @@ mod tests {
         assert_eq!(s2.sid, s.sid);
         assert_ne!(old_pairs, new_pairs);
         match store.lookup(&headers(&old_pairs)) {
-            Lookup::Found { session, .. } => assert_eq!(session.data.access_token, "new"),
+            Lookup::Found { session, .. } => assert_eq!(session.data.access_token.text(), "new"),
             other => panic!("{other:?}"),
         }
     }

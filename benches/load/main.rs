@@ -1,0 +1,755 @@
+//! End-to-end load benchmark, side by side in one run on 127.0.0.1:
+//!
+//! - a fast upstream and Debian's nginx as a plain reverse proxy (the baseline peer);
+//! - the gateway (the real binary) with three routes to the same upstream: no auth, session
+//!   (cookie store) and bearer JWT; the development IdP to log in once and mint a token;
+//! - `wrk` against each target, several rounds, then one table with req/s, p50/p99, the
+//!   gateway's peak RSS and the ratios that matter;
+//! - logins per second (full code flow; gateway time per login net of IdP calls, from its
+//!   own metrics) and memory per in-memory session.
+//!
+//! `cargo bench --bench load` runs it fully (release build). Under `cargo test` (no `--bench`
+//! argument) or with `--quick` it runs each target for 1 s and only checks that every row
+//! answered as expected, so CI keeps it working without running it for long.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oidc-gateway");
+const SESSION_SECRET: &str = "load-test-session-secret-0123456789abcdef";
+const CLIENT_SECRET: &str = "load-test-client-secret";
+
+struct Opts {
+    /// `--hold N`: after setup, print the targets and the gateway's PID and wait N seconds
+    /// (for profiling with perf/wrk by hand), then stop.
+    hold: Option<u64>,
+    quick: bool,
+    seconds: u32,
+    rounds: usize,
+    connections: u32,
+    logins: usize,
+    session_counts: Vec<usize>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--quick");
+    let hold = args
+        .iter()
+        .position(|a| a == "--hold")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    let opts = if quick {
+        Opts {
+            hold,
+            quick,
+            seconds: 1,
+            rounds: 1,
+            connections: 50,
+            logins: 10,
+            session_counts: vec![10_000],
+        }
+    } else {
+        Opts {
+            hold,
+            quick,
+            seconds: 8,
+            rounds: 3,
+            connections: 50,
+            logins: 200,
+            session_counts: vec![100_000, 1_000_000],
+        }
+    };
+    for tool in ["wrk", "nginx"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{tool} is required (Debian packages wrk and nginx-light; .ci/run installs them)"
+        );
+    }
+    if args.iter().any(|a| a == "--memory-only") {
+        // A sample ES256 access token of the dev IdP's size (387 bytes).
+        let b64 =
+            |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+        let token = format!(
+            "{}.{}.{}",
+            b64(br#"{"typ":"at+jwt","alg":"ES256","kid":"dev-bEXXlQHX"}"#),
+            b64(&[b'e'; 192]),
+            b64(&[7u8; 64])
+        );
+        for &n in &opts.session_counts {
+            let (n, mib, per) = session_memory(n, &token);
+            println!(
+                "memory store: {n} sessions = {mib:.0} MiB RSS growth, {per:.0} bytes per session"
+            );
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(&opts));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops its process when dropped, so an assertion never leaves servers behind. SIGTERM first:
+/// an nginx master killed outright would leave its workers running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    Proc(
+        cmd.stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+struct Ports {
+    upstream: u16,
+    nginx: u16,
+    gateway: u16,
+    idp: u16,
+    metrics: u16,
+}
+
+async fn run(o: &Opts) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Ports {
+        upstream: free_port(),
+        nginx: free_port(),
+        gateway: free_port(),
+        idp: free_port(),
+        metrics: free_port(),
+    };
+
+    let _nginx = start_nginx(d, &p);
+    let _idp = spawn(
+        Command::new(BIN)
+            .args([
+                "dev-idp",
+                "--port",
+                &p.idp.to_string(),
+                "--gateway-port",
+                &p.gateway.to_string(),
+            ])
+            // Tokens outlive the run: a refresh in the middle would measure the IdP, not the gateway.
+            .args(["--access-token-ttl", "7200"])
+            .env("CLIENT_SECRET", CLIENT_SECRET),
+        &d.join("idp.log"),
+    );
+    let config = d.join("gateway.toml");
+    std::fs::write(&config, gateway_config(d, &p)).unwrap();
+    let gateway = spawn(
+        Command::new(BIN).args(["run", "--config"]).arg(&config),
+        &d.join("gateway.log"),
+    );
+    for (port, what) in [
+        (p.upstream, "upstream"),
+        (p.nginx, "nginx"),
+        (p.idp, "dev IdP"),
+        (p.gateway, "gateway"),
+    ] {
+        wait_port(port, what);
+    }
+    let origin = format!("http://127.0.0.1:{}", p.gateway);
+    let idp = format!("http://127.0.0.1:{}", p.idp);
+    wait_discovered(&origin).await;
+
+    let cookie = login(&origin, "/session/").await;
+    let token = mint_token(&idp).await;
+    let targets: Vec<(&str, String, Option<String>)> = vec![
+        (
+            "nginx (plain proxy)",
+            format!("http://127.0.0.1:{}/", p.nginx),
+            None,
+        ),
+        ("gateway, no auth", format!("{origin}/noauth/"), None),
+        (
+            "gateway, session",
+            format!("{origin}/session/"),
+            Some(format!("Cookie: {cookie}")),
+        ),
+        (
+            "gateway, bearer",
+            format!("{origin}/bearer/"),
+            Some(format!("Authorization: Bearer {token}")),
+        ),
+    ];
+    // Every target must answer 200 before it is measured.
+    for (name, url, header) in &targets {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some((k, v)) = header.as_deref().and_then(|h| h.split_once(": ")) {
+            req = req.header(k, v);
+        }
+        let status = req.send().await.unwrap().status();
+        assert_eq!(status, 200, "{name} does not answer 200");
+    }
+
+    if let Some(secs) = o.hold {
+        println!("gateway pid {}", gateway.0.id());
+        for (name, url, header) in &targets {
+            println!(
+                "{name}: wrk -t2 -c50 -d10s --latency {} {url}",
+                header
+                    .as_ref()
+                    .map(|h| format!("-H '{h}'"))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        return;
+    }
+
+    // Warm up connections and caches, then measure in rounds (targets interleaved).
+    for (_, url, header) in &targets {
+        wrk(url, header.as_deref(), 1, o.connections);
+    }
+    let mut results: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
+    for _ in 0..o.rounds {
+        for (i, (name, url, header)) in targets.iter().enumerate() {
+            let r = wrk(url, header.as_deref(), o.seconds, o.connections);
+            assert_eq!(
+                r.errors, 0,
+                "{name}: {} non-2xx/3xx responses or socket errors",
+                r.errors
+            );
+            assert!(r.requests > 0, "{name}: no requests completed");
+            results[i].push(r);
+        }
+    }
+    let peak_rss = peak_rss_kib(gateway.0.id());
+    let med: Vec<Wrk> = results.iter().map(|rs| median(rs)).collect();
+
+    let (logins_per_sec, gateway_ms_per_login) = logins(&origin, &p, o.logins).await;
+    let memory: Vec<(usize, f64, f64)> = o
+        .session_counts
+        .iter()
+        .map(|&n| session_memory(n, &token))
+        .collect();
+
+    println!();
+    println!(
+        "oidc-gateway load benchmark — {} round(s) x {} s per target, wrk -t2 -c{}, all on 127.0.0.1{}",
+        o.rounds,
+        o.seconds,
+        o.connections,
+        if o.quick {
+            " (QUICK MODE: a smoke test, not a measurement)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10}",
+        "target", "req/s", "p50", "p99"
+    );
+    for ((name, _, _), r) in targets.iter().zip(&med) {
+        println!(
+            "{name:<22} {:>10.0} {:>8.2}ms {:>8.2}ms",
+            r.rps, r.p50_ms, r.p99_ms
+        );
+    }
+    let (nginx, noauth, session, bearer) = (&med[0], &med[1], &med[2], &med[3]);
+    println!();
+    println!("ratios (same run):");
+    report(
+        "session / no-auth",
+        session.rps / noauth.rps,
+        ">= 0.95",
+        session.rps / noauth.rps >= 0.95,
+    );
+    report(
+        "bearer / no-auth",
+        bearer.rps / noauth.rps,
+        ">= 0.90",
+        bearer.rps / noauth.rps >= 0.90,
+    );
+    report(
+        "no-auth / nginx",
+        noauth.rps / nginx.rps,
+        ">= 0.60",
+        noauth.rps / nginx.rps >= 0.60,
+    );
+    let dp99 = session.p99_ms - noauth.p99_ms;
+    println!(
+        "  {:<28} {:>+8.2} ms  (target <= 1 ms) {}",
+        "p99 session - p99 no-auth",
+        dp99,
+        mark(dp99 <= 1.0)
+    );
+    println!("gateway peak RSS: {:.1} MiB", peak_rss as f64 / 1024.0);
+    println!(
+        "logins: {logins_per_sec:.0}/s end to end with the dev IdP ({} logins, 4 at a time); gateway time per login net of IdP calls: {gateway_ms_per_login:.2} ms",
+        o.logins
+    );
+    for (n, mib, per) in &memory {
+        println!(
+            "memory store: {n} sessions = {mib:.0} MiB RSS growth, {per:.0} bytes per session"
+        );
+    }
+    drop(gateway);
+}
+
+fn report(what: &str, ratio: f64, target: &str, ok: bool) {
+    println!(
+        "  {what:<28} {ratio:>8.2}x     (target {target}) {}",
+        mark(ok)
+    );
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISSED" }
+}
+
+fn start_nginx(dir: &Path, p: &Ports) -> Proc {
+    let conf = format!(
+        r#"daemon off;
+worker_processes 2;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  upstream backend {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{up}; location / {{ return 200 "hello from the upstream\n"; }} }}
+  server {{
+    listen 127.0.0.1:{px};
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"#,
+        dir = dir.display(),
+        up = p.upstream,
+        px = p.nginx
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    spawn(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir),
+        &dir.join("nginx.log"),
+    )
+}
+
+fn gateway_config(dir: &Path, p: &Ports) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:{gw}"]
+pid_file = "{dir}/gw.pid"
+upgrade_socket = "{dir}/gw.sock"
+grace_period = "1s"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[session]
+secrets = ["{SESSION_SECRET}"]
+
+[[providers]]
+name = "dev"
+issuer = "http://127.0.0.1:{idp}"
+client_id = "demo"
+client_secret = "{CLIENT_SECRET}"
+redirect_uri = "http://127.0.0.1:{gw}/oauth2/callback"
+
+[[upstreams]]
+name = "up"
+targets = ["127.0.0.1:{up}"]
+
+[[routes]]
+name = "noauth"
+paths = ["/noauth"]
+upstream = "up"
+
+[[routes]]
+name = "session"
+paths = ["/session"]
+upstream = "up"
+auth = {{ provider = "dev" }}
+
+[[routes]]
+name = "bearer"
+paths = ["/bearer"]
+upstream = "up"
+auth = {{ provider = "dev", methods = ["bearer"], audience_required = ["demo-api"] }}
+"#,
+        dir = dir.display(),
+        gw = p.gateway,
+        metrics = p.metrics,
+        idp = p.idp,
+        up = p.upstream
+    )
+}
+
+fn client(jar: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    if jar {
+        b = b.cookie_store(true);
+    }
+    b.build().unwrap()
+}
+
+async fn wait_discovered(origin: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client(false)
+            .get(format!("{origin}/session/"))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 302 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never discovered the dev IdP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One full authorization-code login as alice; returns the gateway's session cookie header.
+async fn login(origin: &str, path: &str) -> String {
+    let c = client(true);
+    let start = c
+        .get(format!("{origin}{path}"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let authorize = location(&start);
+    let form = c
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let request = form
+        .split("name=\"request\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("login form");
+    let idp_origin = authorize.split("/authorize").next().unwrap().to_owned();
+    let after = c
+        .post(format!("{idp_origin}/login"))
+        .form(&[
+            ("request", request),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let callback = location(&after);
+    let back = c.get(&callback).send().await.unwrap();
+    assert_eq!(back.status(), 302, "callback failed");
+    let cookies: Vec<String> = back
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .filter(|c| c.starts_with("oidc_session") && !c.contains("_login_"))
+        .collect();
+    assert!(!cookies.is_empty(), "no session cookie");
+    cookies.join("; ")
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .expect("a redirect")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn mint_token(idp: &str) -> String {
+    let v: serde_json::Value = client(false)
+        .post(format!("{idp}/token"))
+        .basic_auth("demo-api-client", Some("demo-api-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "demo-api"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().expect("a token").to_owned()
+}
+
+#[derive(Clone, Debug)]
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    errors: u64,
+}
+
+fn wrk(url: &str, header: Option<&str>, seconds: u32, connections: u32) -> Wrk {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    let ms = |v: &str| {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = num.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            _ => f64::NAN,
+        }
+    };
+    let socket_errors: u64 = field("Socket errors:")
+        .map(|s| {
+            s.split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Wrk {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        p50_ms: field("50%").map_or(f64::NAN, |v| ms(&v)),
+        p99_ms: field("99%").map_or(f64::NAN, |v| ms(&v)),
+        requests: text
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0),
+        errors: field("Non-2xx or 3xx responses:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            + socket_errors,
+    }
+}
+
+fn median(rs: &[Wrk]) -> Wrk {
+    let mut sorted = rs.to_vec();
+    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    sorted[sorted.len() / 2].clone()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let mut s = String::new();
+    let _ = std::fs::File::open(format!("/proc/{pid}/status"))
+        .and_then(|mut f| f.read_to_string(&mut s));
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Logins per second (4 at a time), and the gateway's own time per login: its callback
+/// latency minus the time its calls to the IdP took, both from its metrics.
+async fn logins(origin: &str, p: &Ports, n: usize) -> (f64, f64) {
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", p.metrics);
+    let before = scrape(&metrics_url).await;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let origin = origin.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(4) {
+                login(&origin, &format!("/session/{i}")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let per_sec = n as f64 / start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = scrape(&metrics_url).await;
+    let delta = |series: &str| sum_series(&after, series) - sum_series(&before, series);
+    let callback_seconds =
+        delta("oidc_gateway_http_request_duration_seconds_sum{route=\"_gateway\"}");
+    let idp_seconds = delta("oidc_gateway_idp_request_duration_seconds_sum{endpoint=\"token\"")
+        + delta("oidc_gateway_idp_request_duration_seconds_sum{endpoint=\"userinfo\"");
+    (
+        per_sec,
+        (callback_seconds - idp_seconds) * 1000.0 / n as f64,
+    )
+}
+
+async fn scrape(url: &str) -> String {
+    client(false)
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Sum of every sample whose line starts with `prefix` (labels may follow).
+fn sum_series(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Resident memory of `n` memory-store sessions shaped like the dev IdP's (ES256 tokens),
+/// measured in this process: (MiB, bytes per session).
+fn session_memory(n: usize, access_token: &str) -> (usize, f64, f64) {
+    use oidc_gateway::config::{SameSite, Secret, SessionSettings, SessionStoreKind};
+    use oidc_gateway::session::store::SessionStore;
+    use oidc_gateway::session::{SessionData, now};
+    let settings = SessionSettings {
+        store: SessionStoreKind::Memory {
+            max_sessions: n + 1,
+        },
+        secrets: vec![Secret::new(SESSION_SECRET)],
+        cookie_name: "s".into(),
+        cookie_path: "/".into(),
+        cookie_domain: None,
+        same_site: SameSite::Lax,
+        rolling_timeout: Duration::from_secs(3600),
+        idling_timeout: Duration::from_secs(3600),
+        absolute_timeout: Duration::from_secs(86400),
+        cache_size: 0,
+        login_timeout: Duration::from_secs(600),
+        max_login_cookies: 5,
+        userinfo_path: "/oauth2/userinfo".into(),
+    };
+    let store = SessionStore::new(&settings);
+    // An ID token shaped like the dev IdP's (ES256, these claims; about 600 bytes). The store
+    // never checks signatures, so this one is not signed.
+    let identity = serde_json::json!({
+        "sub": "alice-0001", "email": "alice@example.com", "email_verified": true, "name": "Alice Liddell",
+        "preferred_username": "alice", "groups": ["admins", "readers"], "auth_time": 1_795_900_000u64
+    });
+    let mut payload = identity.clone();
+    for (k, v) in [
+        ("iss", "http://127.0.0.1:8081"),
+        ("aud", "demo"),
+        ("nonce", "Po5vm6IWNltZlI2aoEFjEQ"),
+    ] {
+        payload[k] = v.into();
+    }
+    payload["iat"] = 1_795_900_000u64.into();
+    payload["exp"] = 1_795_903_600u64.into();
+    let b64 =
+        |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+    let b64_bytes =
+        |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+    let id_token = format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"ES256","kid":"dev-bEXXlQHX","typ":"JWT"}"#),
+        b64(&payload.to_string()),
+        b64_bytes(&[7u8; 64])
+    );
+    let mut claims = identity;
+    claims["scope"] = "openid email profile".into();
+    let before = resident_bytes();
+    let now = now();
+    for i in 0..n {
+        let data = SessionData {
+            provider: "dev".into(),
+            sub: format!("user-{i:08}").into(),
+            claims: oidc_gateway::session::Claims::derive(
+                &id_token,
+                claims.as_object().unwrap().clone(),
+            ),
+            id_token: id_token.as_str().into(),
+            access_token: access_token.into(),
+            expires_at: Some(now + 300),
+            refresh_token: Some("r".repeat(43).into()),
+            created_at: now,
+            renewed_at: now,
+        };
+        store.create(data).unwrap();
+    }
+    let grown = resident_bytes().saturating_sub(before) as f64;
+    assert_eq!(store.len(), n);
+    (n, grown / (1024.0 * 1024.0), grown / n as f64)
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
