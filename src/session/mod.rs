@@ -212,7 +212,11 @@ impl Session {
 
     /// Records a request at `now`.
     pub fn touch(&self, now: u64) {
-        self.last_seen.fetch_max(now, Ordering::Relaxed);
+        // Read first: most requests land in the same second, and skipping the write keeps the
+        // cache line shared between cores instead of bouncing it on every request.
+        if self.last_seen.load(Ordering::Relaxed) < now {
+            self.last_seen.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Last request seen (Unix seconds).
