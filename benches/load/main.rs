@@ -2,7 +2,8 @@
 //!
 //! - a fast upstream and Debian's nginx as a plain reverse proxy (the baseline peer);
 //! - the gateway (the real binary) with three routes to the same upstream: no auth, session
-//!   (cookie store) and bearer JWT; the development IdP to log in once and mint a token;
+//!   (cookie store) and bearer JWT; the development IdP to log in once and mint a token; as a
+//!   control, the no-auth route carrying the session cookie (bytes without the check);
 //! - `wrk` against each target, several rounds, then one table with req/s, p50/p99, the
 //!   gateway's peak RSS and the ratios that matter;
 //! - logins per second (full code flow; gateway time per login net of IdP calls, from its
@@ -223,6 +224,13 @@ async fn run(o: &Opts) {
             format!("{origin}/bearer/"),
             Some(format!("Authorization: Bearer {token}")),
         ),
+        // A control, not a target: the no-auth route carrying the same session cookie, to
+        // separate what checking a session costs from what carrying its bytes costs.
+        (
+            "no auth + same cookie",
+            format!("{origin}/noauth/"),
+            Some(format!("Cookie: {cookie}")),
+        ),
     ];
     // Every target must answer 200 before it is measured.
     for (name, url, header) in &targets {
@@ -362,6 +370,12 @@ async fn run(o: &Opts) {
         noauth.rps / nginx.rps,
         ">= 0.60",
         judge(noauth.rps / nginx.rps >= 0.60),
+    );
+    report(
+        "session / no-auth + cookie",
+        session.rps / med[4].rps,
+        "none; a control",
+        "",
     );
     let memory_ratio = memory_med[1].rps / memory_med[0].rps;
     report(
