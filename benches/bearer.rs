@@ -1,18 +1,19 @@
 //! Bearer JWT checks on the request path: with the verified signature cached (the common case)
 //! and cold (RS256 signature verification). Target: the cached path under 2 µs.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{KEYS, idp_metadata};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use oidc_gateway::auth::OidcAuth;
 use oidc_gateway::auth::bearer::{TokenCaches, verify_jwt};
 use oidc_gateway::config::{Auth, Config};
 use oidc_gateway::metrics::RouteMetrics;
 use oidc_gateway::oidc::provider::Discovered;
-use oidc_gateway::oidc::types::Metadata;
 use oidc_gateway::session::now;
 use pingora::http::RequestHeader;
 use std::path::Path;
-
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
 
 fn bench(c: &mut Criterion) {
     let cfg = Config::parse(
@@ -39,21 +40,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
         unreachable!()
     };
     let auth = OidcAuth::new(&cfg).unwrap().unwrap();
-    let jwk: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{KEYS}/key1.jwk.json")).unwrap())
-            .unwrap();
-    let metadata: Metadata = serde_json::from_value(serde_json::json!({
-        "issuer": "https://idp.example.com",
-        "authorization_endpoint": "https://idp.example.com/authorize",
-        "token_endpoint": "https://idp.example.com/token",
-        "jwks_uri": "https://idp.example.com/jwks",
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-    }))
-    .unwrap();
-    let metadata =
-        metadata.set_jwks(serde_json::from_value(serde_json::json!({ "keys": [jwk] })).unwrap());
+    let metadata = idp_metadata();
     auth.providers
         .install(0, Discovered::new(&cfg.providers[0], metadata).unwrap());
 

@@ -1,20 +1,22 @@
 //! The authenticated hot path: checking a session on every request, and validating an ID token
 //! (done at login and refresh). Target: a cached session check under 1 µs.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{KEYS, idp_metadata};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use oidc_gateway::auth::OidcAuth;
 use oidc_gateway::config::Config;
 use oidc_gateway::metrics::RouteMetrics;
 use oidc_gateway::oidc::provider::Discovered;
-use oidc_gateway::oidc::types::{IdToken, Metadata};
+use oidc_gateway::oidc::types::IdToken;
 use oidc_gateway::oidc::verify::verify_once;
 use oidc_gateway::session::store::{Lookup, SessionStore};
 use oidc_gateway::session::{SessionData, now};
 use pingora::http::RequestHeader;
 use std::path::Path;
 use std::str::FromStr;
-
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
 
 fn config(store: &str, cache_size: usize) -> Config {
     let toml = format!(
@@ -130,21 +132,7 @@ fn bench_sessions(c: &mut Criterion) {
 fn bench_id_token(c: &mut Criterion) {
     let cfg = config("cookie", 10);
     let provider = &cfg.providers[0];
-    let jwk: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{KEYS}/key1.jwk.json")).unwrap())
-            .unwrap();
-    let metadata: Metadata = serde_json::from_value(serde_json::json!({
-        "issuer": "https://idp.example.com",
-        "authorization_endpoint": "https://idp.example.com/authorize",
-        "token_endpoint": "https://idp.example.com/token",
-        "jwks_uri": "https://idp.example.com/jwks",
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-    }))
-    .unwrap();
-    let metadata =
-        metadata.set_jwks(serde_json::from_value(serde_json::json!({ "keys": [jwk] })).unwrap());
+    let metadata = idp_metadata();
     let discovered = Discovered::new(provider, metadata).unwrap();
     let now = now();
     let claims = serde_json::json!({

@@ -92,6 +92,32 @@ async fn login(s: &Setup, b: &Browser) -> Page {
     b.navigate(&format!("{}/app/private", s.origin), None).await
 }
 
+/// Starts a login for `path` in `b` and lets the OP answer the authorization request: returns
+/// the login cookie the gateway set (`name=value`) and the callback URL the OP redirected to.
+async fn begin_login(s: &Setup, b: &Browser, path: &str) -> (String, String) {
+    let first = b
+        .client
+        .get(format!("{}{path}", s.origin))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 302);
+    let login_cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
+    let callback = b.client.get(&authorize).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (login_cookie, callback)
+}
+
 async fn assert_refused(attack: Attack, status: u16, reason: &str) {
     let s = start(attack);
     let b = Browser::new();
@@ -362,19 +388,7 @@ async fn callback_without_a_login_cookie_is_refused_login_csrf() {
     wait_discovered(&s).await;
     // An attacker's own valid callback, delivered to a victim browser that never started a login.
     let attacker = Browser::new();
-    let first = attacker
-        .client
-        .get(format!("{}/app/x", s.origin))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
-    let to_callback = attacker.client.get(&authorize).send().await.unwrap();
-    let callback = to_callback.headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (_, callback) = begin_login(&s, &attacker, "/app/x").await;
     let victim = Browser::new();
     let page = victim.navigate(&callback, None).await;
     assert_eq!(page.status, 400, "{}", page.body);
@@ -392,18 +406,7 @@ async fn state_mismatch_and_duplicate_parameters_are_refused() {
     let s = start(Attack::None);
     wait_discovered(&s).await;
     let b = Browser::new();
-    let first = b
-        .client
-        .get(format!("{}/app/x", s.origin))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
-    let callback = b.client.get(&authorize).send().await.unwrap().headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (_, callback) = begin_login(&s, &b, "/app/x").await;
     let state = callback.split("state=").nth(1).unwrap().to_owned();
     // Same cookie name (first 16 characters), different state.
     let forged_state = format!("{}XXXXXX", &state[..16]);
@@ -423,25 +426,7 @@ async fn a_replayed_callback_is_refused() {
     let s = start(Attack::None);
     wait_discovered(&s).await;
     let b = Browser::new();
-    let first = b
-        .client
-        .get(format!("{}/app/x", s.origin))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let login_cookie = first.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let authorize = first.headers()["location"].to_str().unwrap().to_owned();
-    let callback = b.client.get(&authorize).send().await.unwrap().headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (login_cookie, callback) = begin_login(&s, &b, "/app/x").await;
     let ok = b.navigate(&callback, None).await;
     assert_eq!(ok.status, 200);
     let token_calls = s.op.state.token_requests.load(Ordering::SeqCst);
@@ -468,19 +453,7 @@ async fn several_tabs_can_log_in_at_once() {
     let b = Browser::new();
     let mut callbacks = Vec::new();
     for tab in ["one", "two", "three"] {
-        let first = b
-            .client
-            .get(format!("{}/app/{tab}", s.origin))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(first.status(), 302);
-        let authorize = first.headers()["location"].to_str().unwrap().to_owned();
-        let cb = b.client.get(&authorize).send().await.unwrap().headers()["location"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (_, cb) = begin_login(&s, &b, &format!("/app/{tab}")).await;
         callbacks.push((tab, cb));
     }
     assert_eq!(
