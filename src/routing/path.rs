@@ -57,6 +57,8 @@ fn is_canonical(b: &[u8]) -> bool {
                     return false;
                 }
             }
+            // A segment with an empty name ("/;x") is dropped like "//", as Tomcat does.
+            b';' if prev_slash => return false,
             _ if !is_safe(c) => return false,
             _ => {}
         }
@@ -198,6 +200,9 @@ mod tests {
         assert_eq!(canon("/a/../b").unwrap(), "/b");
         assert_eq!(canon("/a/./b").unwrap(), "/a/b");
         assert_eq!(canon("/../../etc/passwd").unwrap(), "/etc/passwd");
+        // An empty-named segment with parameters would otherwise hide "/admin" from routing.
+        assert_eq!(canon("/;x/admin").unwrap(), "/admin");
+        assert_eq!(canon("/;").unwrap(), "/");
         assert_eq!(canon("//a///b").unwrap(), "/a/b");
         assert_eq!(canon("/a/b/..").unwrap(), "/a");
         assert_eq!(canon("/a/..").unwrap(), "/");
