@@ -372,6 +372,64 @@ async fn an_idle_session_needs_a_new_login() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
+    // Renewal every second (a quarter of the idle timeout).
+    let s = setup(3600, "idling_timeout = \"4s\"").await;
+    let b = Browser::new();
+    let url = format!("{}/app/renew", s.origin);
+    assert_eq!(
+        b.navigate(&url, Some(("alice", "wonderland"))).await.status,
+        200
+    );
+    let session_cookies = || {
+        b.cookie_header(&s.origin)
+            .split("; ")
+            .filter(|c| c.starts_with("oidc_session") && !c.contains("_login_"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let old = session_cookies();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.navigate(&url, None).await.status, 200);
+    assert_ne!(
+        session_cookies(),
+        old,
+        "the session was renewed: a new cookie"
+    );
+
+    // A client that never stores cookies (a script, a load generator) keeps the old one: it
+    // is opened once, then recognised from memory like the current one.
+    let cache = |m: &str, result: &str| {
+        metric_value(
+            m,
+            &format!("oidc_gateway_session_cache_total{{result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = s.gw.metrics().await;
+    for _ in 0..5 {
+        let r = client()
+            .get(&url)
+            .header("Cookie", &old)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", s.gw.log());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = s.gw.metrics().await;
+    assert_eq!(
+        (
+            cache(&after, "miss") - cache(&before, "miss"),
+            cache(&after, "hit") - cache(&before, "hit")
+        ),
+        (1.0, 4.0),
+        "one decryption, then cache hits\n{after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn memory_store_keeps_only_an_id_in_the_cookie() {
     let s = setup(3600, "store = \"memory\"").await;
     let b = Browser::new();

@@ -1,6 +1,7 @@
 //! End-to-end load benchmark, side by side in one run on 127.0.0.1:
 //!
-//! - a fast upstream and Debian's nginx as a plain reverse proxy (the baseline peer);
+//! - a fast upstream and Debian's nginx as a plain reverse proxy (the baseline peer), and a
+//!   minimal Pingora proxy with default settings (the second baseline, `bare.rs`);
 //! - the gateway (the real binary) with three routes to the same upstream: no auth, session
 //!   (cookie store) and bearer JWT; the development IdP to log in once and mint a token; as a
 //!   control, the no-auth route carrying the session cookie (bytes without the check);
@@ -18,6 +19,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod bare;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,6 +43,14 @@ struct Opts {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-pingora") {
+        let port = |k: usize| args.get(i + k).and_then(|p| p.parse().ok());
+        let (Some(listen), Some(upstream)) = (port(1), port(2)) else {
+            panic!("usage: --bare-pingora LISTEN_PORT UPSTREAM_PORT");
+        };
+        bare::serve(listen, upstream);
+        return;
+    }
     let quick = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--quick");
     let hold = args
         .iter()
@@ -156,6 +167,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> Proc {
 struct Ports {
     upstream: u16,
     nginx: u16,
+    bare: u16,
     gateway: u16,
     idp: u16,
     metrics: u16,
@@ -167,12 +179,21 @@ async fn run(o: &Opts) {
     let p = Ports {
         upstream: free_port(),
         nginx: free_port(),
+        bare: free_port(),
         gateway: free_port(),
         idp: free_port(),
         metrics: free_port(),
     };
 
     let _nginx = start_nginx(d, &p);
+    let _bare = spawn(
+        Command::new(std::env::current_exe().unwrap()).args([
+            "--bare-pingora",
+            &p.bare.to_string(),
+            &p.upstream.to_string(),
+        ]),
+        &d.join("bare-pingora.log"),
+    );
     let _idp = spawn(
         Command::new(BIN)
             .args([
@@ -196,6 +217,7 @@ async fn run(o: &Opts) {
     for (port, what) in [
         (p.upstream, "upstream"),
         (p.nginx, "nginx"),
+        (p.bare, "bare Pingora"),
         (p.idp, "dev IdP"),
         (p.gateway, "gateway"),
     ] {
@@ -211,6 +233,11 @@ async fn run(o: &Opts) {
         (
             "nginx (plain proxy)",
             format!("http://127.0.0.1:{}/", p.nginx),
+            None,
+        ),
+        (
+            "bare Pingora proxy",
+            format!("http://127.0.0.1:{}/", p.bare),
             None,
         ),
         ("gateway, no auth", format!("{origin}/noauth/"), None),
@@ -342,7 +369,7 @@ async fn run(o: &Opts) {
             r.rps, r.p50_ms, r.p99_ms
         );
     }
-    let (nginx, noauth, session, bearer) = (&med[0], &med[1], &med[2], &med[3]);
+    let (nginx, bare, noauth, session, bearer) = (&med[0], &med[1], &med[2], &med[3], &med[4]);
     println!();
     println!(
         "ratios (same run){}:",
@@ -372,8 +399,14 @@ async fn run(o: &Opts) {
         judge(noauth.rps / nginx.rps >= 0.60),
     );
     report(
+        "no-auth / bare Pingora",
+        noauth.rps / bare.rps,
+        ">= 1.00",
+        judge(noauth.rps / bare.rps >= 1.0),
+    );
+    report(
         "session / no-auth + cookie",
-        session.rps / med[4].rps,
+        session.rps / med[5].rps,
         "none; a control",
         "",
     );

@@ -168,6 +168,9 @@ impl Timeouts {
     }
 }
 
+/// Cookie values one cache entry recognises: its own and the three most recent older ones.
+const MAX_COOKIE_VALUES: usize = 4;
+
 /// A live session.
 #[derive(Debug)]
 pub struct Session {
@@ -175,8 +178,9 @@ pub struct Session {
     pub sid: Sid,
     /// Its contents.
     pub data: SessionData,
-    /// Exact cookie value this entry was sealed into (cookie store), to recognise it on a hit.
-    pub cookie_value: Option<Box<str>>,
+    /// Cookie store: the exact cookie value this entry was sealed into, then older cookies of
+    /// the same session that were opened since, so a request carrying one is a cache hit.
+    cookie_values: Box<[Box<str>]>,
     last_seen: AtomicU64,
     /// Headers sent upstream for this session, computed once.
     pub upstream_headers: OnceLock<Box<[(http::HeaderName, http::HeaderValue)]>>,
@@ -189,9 +193,31 @@ impl Session {
         Session {
             sid,
             data,
-            cookie_value,
+            cookie_values: cookie_value.into_iter().collect(),
             last_seen: AtomicU64::new(seen),
             upstream_headers: OnceLock::new(),
+        }
+    }
+
+    /// Whether a cookie value matching `equals` is known to open to this entry.
+    pub fn has_cookie(&self, equals: impl Fn(&str) -> bool) -> bool {
+        self.cookie_values.iter().any(|v| equals(v))
+    }
+
+    /// This entry, also recognising `older`: a cookie of this session from before it was
+    /// renewed, which a client that never stores new cookies (a script, a load generator) or a
+    /// request already in flight keeps sending. Without it every such request would decrypt the
+    /// cookie again. Bounded: the newest few are kept.
+    pub fn recognising(&self, older: Box<str>) -> Session {
+        let mut values = self.cookie_values.to_vec();
+        values.insert(1.min(values.len()), older);
+        values.truncate(MAX_COOKIE_VALUES);
+        Session {
+            sid: self.sid,
+            data: self.data.clone(),
+            cookie_values: values.into_boxed_slice(),
+            last_seen: AtomicU64::new(self.last_seen()),
+            upstream_headers: self.upstream_headers.clone(),
         }
     }
 

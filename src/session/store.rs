@@ -134,11 +134,10 @@ impl SessionStore {
             },
             SessionStoreKind::Cookie => {
                 // A plain comparison is fine: reaching it requires the secret session id.
-                if let Some(session) = cached.as_ref().filter(|s| {
-                    s.cookie_value
-                        .as_deref()
-                        .is_some_and(|v| presented.equals(v))
-                }) {
+                if let Some(session) = cached
+                    .as_ref()
+                    .filter(|s| s.has_cookie(|v| presented.equals(v)))
+                {
                     return Lookup::Found {
                         session: session.clone(),
                         cache_hit: true,
@@ -153,7 +152,7 @@ impl SessionStore {
                 // the newer state in memory wins.
                 if let Some(session) = cached.filter(|s| s.data.renewed_at >= data.renewed_at) {
                     return Lookup::Found {
-                        session,
+                        session: self.recognise(session, value),
                         cache_hit: false,
                         cookies_present,
                     };
@@ -288,6 +287,20 @@ impl SessionStore {
                 self.registry.remove(&k);
             }
         }
+    }
+
+    /// Replaces the cached `session` by one that also recognises the older cookie `value`
+    /// (which has just been opened and belongs to it), unless the entry changed meanwhile.
+    fn recognise(&self, session: Arc<Session>, value: String) -> Arc<Session> {
+        let Some(mut entry) = self.registry.get_mut(&key(&session.sid)) else {
+            return session;
+        };
+        if !Arc::ptr_eq(entry.value(), &session) {
+            return session;
+        }
+        let updated = Arc::new(session.recognising(value.into_boxed_str()));
+        *entry.value_mut() = updated.clone();
+        updated
     }
 
     fn aad(&self, sid_b64: &str) -> String {
@@ -490,9 +503,58 @@ mod tests {
         let (s2, new_pairs) = store.update(s.sid, d).unwrap();
         assert_eq!(s2.sid, s.sid);
         assert_ne!(old_pairs, new_pairs);
-        match store.lookup(&headers(&old_pairs)) {
-            Lookup::Found { session, .. } => assert_eq!(session.data.access_token.text(), "new"),
-            other => panic!("{other:?}"),
+        // The old cookie is opened once, then recognised from memory; the new one still is.
+        for (pairs, hit) in [
+            (&old_pairs, false),
+            (&old_pairs, true),
+            (&new_pairs, true),
+            (&old_pairs, true),
+        ] {
+            match store.lookup(&headers(pairs)) {
+                Lookup::Found {
+                    session, cache_hit, ..
+                } => {
+                    assert_eq!(session.data.access_token.text(), "new");
+                    assert_eq!(cache_hit, hit);
+                }
+                other => panic!("{other:?}"),
+            }
         }
+        // Logging out refuses the old cookie as well.
+        let Lookup::Found { session, .. } = store.lookup(&headers(&old_pairs)) else {
+            panic!("not found");
+        };
+        store.destroy(&session);
+        assert!(matches!(
+            store.lookup(&headers(&old_pairs)),
+            Lookup::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn an_entry_recognises_only_a_few_older_cookies() {
+        let store = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        let (s, first) = store.create(data()).unwrap();
+        let mut old = vec![first];
+        for i in 1..=5 {
+            let mut d = s.data.clone();
+            d.renewed_at += i;
+            old.push(store.update(s.sid, d).unwrap().1);
+        }
+        let current = old.pop().unwrap();
+        for pairs in &old {
+            assert!(matches!(
+                store.lookup(&headers(pairs)),
+                Lookup::Found { .. }
+            ));
+        }
+        let hit = |pairs| match store.lookup(&headers(pairs)) {
+            Lookup::Found { cache_hit, .. } => cache_hit,
+            other => panic!("{other:?}"),
+        };
+        assert!(hit(&current));
+        // The three most recently seen older cookies are kept; the earliest two were dropped.
+        assert!(old[2..].iter().all(|p| hit(p)));
+        assert!(!hit(&old[0]));
     }
 }
