@@ -249,6 +249,15 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn hs256_keyed_with_the_client_secret_is_refused_unless_allowed() {
+    assert_refused(Attack::HsWithClientSecret, 401, "id_token_signature").await;
+
+    let s = start_with(Attack::HsWithClientSecret, "allow_hmac_id_tokens = true");
+    let page = login(&s, &Browser::new()).await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn at_hash_mismatch_is_refused() {
     assert_refused(Attack::BadAtHash, 401, "at_hash_mismatch").await;
 }

@@ -439,7 +439,7 @@ async fn memory_store_keeps_only_an_id_in_the_cookie() {
         200
     );
     let cookie = session_cookie(&b, &s.origin);
-    assert_eq!(cookie.len(), 22, "a 128-bit id, nothing else: {cookie}");
+    assert_eq!(cookie.len(), 43, "a 256-bit id, nothing else: {cookie}");
     assert_eq!(b.navigate(&url, None).await.status, 200);
     let out = b.post(&format!("{}/oauth2/logout", s.origin)).await;
     assert_eq!(out.status(), 302);

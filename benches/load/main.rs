@@ -304,7 +304,7 @@ async fn run(o: &Opts) {
     let peak_rss = peak_rss_kib(gateway.0.id());
     let med: Vec<Wrk> = results.iter().map(|rs| median(rs)).collect();
 
-    // The same gateway with the memory store: the session cookie is a 22-byte id instead of
+    // The same gateway with the memory store: the session cookie is a 43-byte id instead of
     // the sealed session, which separates the cost of checking a session from that of carrying
     // a few kilobytes of cookie on every request.
     drop(gateway);

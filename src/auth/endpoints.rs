@@ -275,7 +275,7 @@ impl OidcAuth {
             .or_else(|| cfg.logout_redirect_uri.clone());
         let mut reply = match target.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
             Some(location) => Reply::redirect(location),
-            None => Reply::empty(204),
+            None => signed_out(wants_html(&req.headers)),
         };
         for c in self.store.expire_chunks(0, cookies_present.max(1), attrs) {
             reply = reply.with_header(http::header::SET_COOKIE, c);
@@ -356,9 +356,35 @@ fn unique_params(query: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// The answer to a logout with nowhere to send the browser: a page that says so (a bare 204
+/// would leave the browser on the signed-in page), or 204 for scripts.
+fn signed_out(html: bool) -> Reply {
+    if !html {
+        return Reply::empty(204);
+    }
+    Reply::page(
+        200,
+        "Signed out",
+        "You are signed out of this site. You may still be signed in at your identity provider.",
+        &[Action::Link("Sign in again", "/")],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logout_with_nowhere_to_go_shows_a_page_to_browsers() {
+        let page = signed_out(true);
+        assert_eq!(page.status, 200);
+        let body = String::from_utf8_lossy(&page.body);
+        assert!(
+            body.contains("Signed out") && body.contains("href=\"/\""),
+            "{body}"
+        );
+        assert_eq!(signed_out(false).status, 204);
+    }
 
     #[test]
     fn duplicated_parameters_are_refused() {

@@ -56,6 +56,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub use_userinfo: Option<bool>,
     #[serde(default)]
+    pub allow_hmac_id_tokens: Option<bool>,
+    #[serde(default)]
     pub timeout: Option<SStr>,
     #[serde(default)]
     pub connect_timeout: Option<SStr>,

@@ -54,7 +54,10 @@ impl Discovered {
         let mut algs: Vec<CoreJwsSigningAlgorithm> = metadata
             .id_token_signing_alg_values_supported()
             .iter()
+            // `none` never; HMAC (keyed with the client secret, which the OP and every holder
+            // of the secret share) only when asked for, even if the provider advertises it.
             .filter(|a| **a != CoreJwsSigningAlgorithm::None)
+            .filter(|a| cfg.allow_hmac_id_tokens || !is_hmac(a))
             .cloned()
             .collect();
         if algs.is_empty() {
@@ -234,6 +237,15 @@ impl Providers {
             }
         }
     }
+}
+
+fn is_hmac(alg: &CoreJwsSigningAlgorithm) -> bool {
+    matches!(
+        alg,
+        CoreJwsSigningAlgorithm::HmacSha256
+            | CoreJwsSigningAlgorithm::HmacSha384
+            | CoreJwsSigningAlgorithm::HmacSha512
+    )
 }
 
 /// Renders an error with its causes, for logs.

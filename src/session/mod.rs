@@ -1,6 +1,6 @@
 //! Sessions: what a successful login leaves behind, and the timeouts that end it.
 //!
-//! A session is identified by a random 128-bit id. The cookie store seals the whole session into
+//! A session is identified by a random 256-bit id. The cookie store seals the whole session into
 //! the cookie (`store.rs`, `cookie.rs`) and keeps recently seen ones in memory; the memory store
 //! keeps sessions in this process and the cookie carries only the id. Either way the hot path is
 //! one in-memory lookup, with no call to the identity provider.
@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A session id: 128 random bits.
-pub type Sid = [u8; 16];
+/// A session id: 256 random bits.
+pub type Sid = [u8; 32];
 
 /// What a session knows. This is what the cookie store seals into the cookie.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -321,14 +321,14 @@ mod tests {
 
     #[test]
     fn timeouts_are_enforced() {
-        let s = Session::new([0; 16], data(1_000), None);
+        let s = Session::new([0; 32], data(1_000), None);
         assert_eq!(s.check(1_050, &T), Ok(()));
         assert_eq!(s.check(1_100, &T), Err(Expiry::Idle));
         s.touch(1_090);
         assert_eq!(s.check(1_150, &T), Ok(()));
         let mut d = data(1_000);
         d.renewed_at = 1_000;
-        let s = Session::new([0; 16], d, None);
+        let s = Session::new([0; 32], d, None);
         for t in (1_000..1_400).step_by(50) {
             s.touch(t);
         }
@@ -336,14 +336,14 @@ mod tests {
         let mut d = data(1_000);
         d.renewed_at = 1_950;
         assert_eq!(
-            Session::new([0; 16], d, None).check(2_000, &T),
+            Session::new([0; 32], d, None).check(2_000, &T),
             Err(Expiry::Absolute)
         );
     }
 
     #[test]
     fn renewal_and_token_expiry() {
-        let s = Session::new([0; 16], data(1_000), None);
+        let s = Session::new([0; 32], data(1_000), None);
         assert_eq!(T.renew_after(), 25);
         assert!(!s.needs_renewal(1_024, &T));
         assert!(s.needs_renewal(1_025, &T));
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn claims_format_for_headers() {
-        let s = Session::new([0; 16], data(1), None);
+        let s = Session::new([0; 32], data(1), None);
         assert_eq!(s.claim_str("email").as_deref(), Some("a@example.com"));
         assert_eq!(s.claim_str("groups").as_deref(), Some("x,y"));
         assert_eq!(s.claim_str("missing"), None);

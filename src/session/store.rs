@@ -20,7 +20,7 @@ pub type CookiePairs = Vec<(String, String)>;
 pub type Stored = (Arc<Session>, CookiePairs);
 
 /// Length of a base64url session id.
-const SID_LEN: usize = 22;
+const SID_LEN: usize = 43;
 
 /// The result of looking for a session in a request.
 #[derive(Debug)]
@@ -171,7 +171,7 @@ impl SessionStore {
     /// Stores a new session under a fresh id (never one the browser brought). Returns the
     /// session and the cookies to set.
     pub fn create(&self, data: SessionData) -> Result<Stored, TooLarge> {
-        self.store(random_bytes::<16>(), data)
+        self.store(random_bytes::<32>(), data)
     }
 
     /// Replaces a session's contents (renewal, token refresh), keeping its id.
@@ -343,9 +343,9 @@ impl std::hash::Hasher for RandomKeyHasher {
 }
 
 fn decode_sid(s: &str) -> Option<Sid> {
-    let mut out = [0u8; 16];
+    let mut out = [0u8; 32];
     match B64.decode_slice(s, &mut out) {
-        Ok(16) => Some(out),
+        Ok(32) => Some(out),
         _ => None,
     }
 }

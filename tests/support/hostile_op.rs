@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The client secret the gateway is configured with (the OP does not check it; the
+/// `HsWithClientSecret` attack signs with it).
+pub const CLIENT_SECRET: &[u8] = b"gateway-secret";
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
 
 /// The one thing the OP gets wrong.
@@ -41,6 +44,8 @@ pub enum Attack {
     AlgNone,
     /// HS256 with the RSA public key as the HMAC secret (and the OP advertises HS256).
     HsWithPublicKey,
+    /// HS256 keyed with the client secret (and the OP advertises HS256).
+    HsWithClientSecret,
     /// Signed by a key the JWKS never contains.
     UnknownKid,
     /// The discovery document names another issuer.
@@ -182,7 +187,7 @@ async fn discovery(State(st): State<Arc<OpState>>) -> Json<serde_json::Value> {
     };
     let algs: Vec<&str> = match attack(&st) {
         Attack::AlgNone => vec!["RS256", "none"],
-        Attack::HsWithPublicKey => vec!["RS256", "HS256"],
+        Attack::HsWithPublicKey | Attack::HsWithClientSecret => vec!["RS256", "HS256"],
         _ => vec!["RS256"],
     };
     Json(serde_json::json!({
@@ -291,6 +296,11 @@ async fn token(
             let mut h = Header::new(Algorithm::HS256);
             h.kid = Some(kid.into());
             jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(&public)).unwrap()
+        }
+        Attack::HsWithClientSecret => {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some(kid.into());
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(CLIENT_SECRET)).unwrap()
         }
         _ => {
             let pem = std::fs::read(format!("{KEYS}/{kid}.pem")).unwrap();
