@@ -373,8 +373,8 @@ async fn an_idle_session_needs_a_new_login() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
-    // Renewal every second (a quarter of the idle timeout).
-    let s = setup(3600, "idling_timeout = \"4s\"").await;
+    // Renewal every two seconds (a quarter of the idle timeout).
+    let s = setup(3600, "idling_timeout = \"8s\"").await;
     let b = Browser::new();
     let url = format!("{}/app/renew", s.origin);
     assert_eq!(
@@ -389,7 +389,7 @@ async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
             .join("; ")
     };
     let old = session_cookies();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(b.navigate(&url, None).await.status, 200);
     assert_ne!(
         session_cookies(),
@@ -398,7 +398,8 @@ async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
     );
 
     // A client that never stores cookies (a script, a load generator) keeps the old one: it
-    // is opened once, then recognised from memory like the current one.
+    // is opened once, then recognised from memory like the current one. (On a slow machine
+    // the session may be renewed again meanwhile; each renewal costs one more opening.)
     let cache = |m: &str, result: &str| {
         metric_value(
             m,
@@ -408,7 +409,7 @@ async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = s.gw.metrics().await;
-    for _ in 0..5 {
+    for _ in 0..10 {
         let r = client()
             .get(&url)
             .header("Cookie", &old)
@@ -419,13 +420,13 @@ async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after = s.gw.metrics().await;
-    assert_eq!(
-        (
-            cache(&after, "miss") - cache(&before, "miss"),
-            cache(&after, "hit") - cache(&before, "hit")
-        ),
-        (1.0, 4.0),
-        "one decryption, then cache hits\n{after}"
+    let (misses, hits) = (
+        cache(&after, "miss") - cache(&before, "miss"),
+        cache(&after, "hit") - cache(&before, "hit"),
+    );
+    assert!(
+        (1.0..=3.0).contains(&misses) && misses + hits == 10.0,
+        "one decryption (per renewal), then cache hits: {misses} misses, {hits} hits\n{after}"
     );
 }
 
