@@ -313,8 +313,19 @@ async fn browser_login_reload_logout_with_the_demo() {
     c.shot("demo-app-signed-in").await;
     c.driver.refresh().await.unwrap();
     assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.shot("demo-app-reloaded").await;
     c.driver.goto(format!("{origin}/admin")).await.unwrap();
     assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.shot("demo-admin-as-alice").await;
+    // A browser on the API route (bearer tokens only): the gateway's 401 page, saying why.
+    c.driver.goto(format!("{origin}/api/orders")).await.unwrap();
+    let page = c.driver.source().await.unwrap();
+    assert!(
+        page.contains("Sign-in required") && page.contains("Authorization: Bearer"),
+        "{page}"
+    );
+    c.shot("gateway-401-page").await;
+    c.driver.goto(format!("{origin}/admin")).await.unwrap();
     c.el(By::Id("logout")).await.click().await.unwrap();
     c.wait_url(&format!("{origin}/public")).await;
     c.shot("demo-after-logout").await;

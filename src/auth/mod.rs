@@ -296,7 +296,7 @@ impl OidcAuth {
             None => (
                 format!("Bearer realm=\"{realm}\""),
                 "unauthorized",
-                "This request needs credentials.".to_owned(),
+                "This address needs credentials: send an access token in the Authorization header (Authorization: Bearer <token>).".to_owned(),
             ),
         };
         Reply::error(401, code, "Sign-in required", &message, html)
