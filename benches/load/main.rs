@@ -168,9 +168,12 @@ struct Ports {
     upstream: u16,
     nginx: u16,
     bare: u16,
+    bare2: u16,
     gateway: u16,
     idp: u16,
     metrics: u16,
+    gateway2: u16,
+    metrics2: u16,
 }
 
 async fn run(o: &Opts) {
@@ -180,20 +183,26 @@ async fn run(o: &Opts) {
         upstream: free_port(),
         nginx: free_port(),
         bare: free_port(),
+        bare2: free_port(),
         gateway: free_port(),
+        gateway2: free_port(),
         idp: free_port(),
         metrics: free_port(),
+        metrics2: free_port(),
     };
 
     let _nginx = start_nginx(d, &p);
-    let _bare = spawn(
-        Command::new(std::env::current_exe().unwrap()).args([
-            "--bare-pingora",
-            &p.bare.to_string(),
-            &p.upstream.to_string(),
-        ]),
-        &d.join("bare-pingora.log"),
-    );
+    let bare = |port: u16| {
+        spawn(
+            Command::new(std::env::current_exe().unwrap()).args([
+                "--bare-pingora",
+                &port.to_string(),
+                &p.upstream.to_string(),
+            ]),
+            &d.join(format!("bare-pingora-{port}.log")),
+        )
+    };
+    let (_bare, _bare2) = (bare(p.bare), bare(p.bare2));
     let _idp = spawn(
         Command::new(BIN)
             .args([
@@ -214,22 +223,44 @@ async fn run(o: &Opts) {
         Command::new(BIN).args(["run", "--config"]).arg(&config),
         &d.join("gateway.log"),
     );
+    // A second, identical gateway (same secrets, so it accepts the same cookies): the partner
+    // in paired runs, so a route is never paired with another route of the same process.
+    let config2 = d.join("gateway2.toml");
+    let text2 = gateway_config(d, &p, "cookie")
+        .replace(
+            &format!("127.0.0.1:{}", p.gateway),
+            &format!("127.0.0.1:{}", p.gateway2),
+        )
+        .replace(
+            &format!("127.0.0.1:{}", p.metrics),
+            &format!("127.0.0.1:{}", p.metrics2),
+        )
+        .replace("/gw.", "/gw2.");
+    std::fs::write(&config2, text2).unwrap();
+    let _gateway2 = spawn(
+        Command::new(BIN).args(["run", "--config"]).arg(&config2),
+        &d.join("gateway2.log"),
+    );
     for (port, what) in [
         (p.upstream, "upstream"),
         (p.nginx, "nginx"),
         (p.bare, "bare Pingora"),
+        (p.bare2, "second bare Pingora"),
         (p.idp, "dev IdP"),
         (p.gateway, "gateway"),
+        (p.gateway2, "second gateway"),
     ] {
         wait_port(port, what);
     }
     let origin = format!("http://127.0.0.1:{}", p.gateway);
     let idp = format!("http://127.0.0.1:{}", p.idp);
     wait_discovered(&origin).await;
+    let origin2 = format!("http://127.0.0.1:{}", p.gateway2);
+    wait_discovered(&origin2).await;
 
     let cookie = login(&origin, "/session/").await;
     let token = mint_token(&idp).await;
-    let targets: Vec<(&str, String, Option<String>)> = vec![
+    let targets: Vec<Target> = vec![
         (
             "nginx (plain proxy)",
             format!("http://127.0.0.1:{}/", p.nginx),
@@ -304,6 +335,44 @@ async fn run(o: &Opts) {
     let peak_rss = peak_rss_kib(gateway.0.id());
     let med: Vec<Wrk> = results.iter().map(|rs| median(rs)).collect();
 
+    // The same ratios from paired runs (see `paired`), always two processes: the first two
+    // pairs (a process against its twin) show the method's noise.
+    let pair_seconds = if o.quick { 1 } else { 6 };
+    let bare2: Target = (
+        "second bare Pingora",
+        format!("http://127.0.0.1:{}/", p.bare2),
+        None,
+    );
+    let noauth2: Target = (
+        "second gateway, no auth",
+        format!("{origin2}/noauth/"),
+        None,
+    );
+    wrk(&bare2.1, None, 1, o.connections);
+    wrk(&noauth2.1, None, 1, o.connections);
+    let pair = |a: &Target, b: &Target| paired(a, b, o.rounds, pair_seconds, o.connections);
+    let pairs: Vec<(&str, f64, Option<f64>)> = vec![
+        ("bare Pingora / its twin", pair(&targets[1], &bare2), None),
+        ("no-auth / its twin", pair(&targets[2], &noauth2), None),
+        ("session / no-auth", pair(&targets[3], &noauth2), Some(0.95)),
+        ("bearer / no-auth", pair(&targets[4], &noauth2), Some(0.90)),
+        (
+            "no-auth + cookie / no-auth",
+            pair(&targets[5], &noauth2),
+            None,
+        ),
+        (
+            "no-auth / bare Pingora",
+            pair(&targets[2], &targets[1]),
+            Some(1.0),
+        ),
+        (
+            "no-auth / nginx",
+            pair(&targets[2], &targets[0]),
+            Some(0.60),
+        ),
+    ];
+
     // The same gateway with the memory store: the session cookie is a 43-byte id instead of
     // the sealed session, which separates the cost of checking a session from that of carrying
     // a few kilobytes of cookie on every request.
@@ -339,6 +408,13 @@ async fn run(o: &Opts) {
         }
     }
     let memory_med: Vec<Wrk> = memory_results.iter().map(|rs| median(rs)).collect();
+    // Its partner: the second gateway's no-auth route (the store plays no part there).
+    let memory_session: Target = (
+        "gateway, session (memory)",
+        memory_targets[1].0.clone(),
+        memory_targets[1].1.clone(),
+    );
+    let memory_paired = pair(&memory_session, &noauth2);
 
     let (logins_per_sec, gateway_ms_per_login) = logins(&origin, &p, o.logins).await;
     let memory: Vec<(usize, f64, f64)> = o
@@ -429,6 +505,25 @@ async fn run(o: &Opts) {
         dp99,
         judge(dp99 <= 1.0)
     );
+    println!(
+        "paired ratios: two processes loaded at the same moment (wrk -t1 -c{} each), median of \
+         {} x {} s; a route of one gateway is paired with the no-auth route of its twin:",
+        o.connections / 2,
+        o.rounds,
+        pair_seconds
+    );
+    for (what, ratio, target) in
+        pairs
+            .iter()
+            .copied()
+            .chain([("session / no-auth, memory st.", memory_paired, Some(0.95))])
+    {
+        match target {
+            Some(t) => report(what, ratio, &format!(">= {t:.2}"), judge(ratio >= t)),
+            None if what.contains("twin") => report(what, ratio, "1.00: the method's noise", ""),
+            None => report(what, ratio, "none; a control", ""),
+        }
+    }
     println!("gateway peak RSS: {:.1} MiB", peak_rss as f64 / 1024.0);
     println!(
         "logins: {logins_per_sec:.0}/s end to end with the dev IdP ({} logins, 4 at a time); gateway time per login net of IdP calls: {gateway_ms_per_login:.2} ms",
@@ -650,9 +745,53 @@ struct Wrk {
 }
 
 fn wrk(url: &str, header: Option<&str>, seconds: u32, connections: u32) -> Wrk {
+    wrk_threads(2, url, header, seconds, connections)
+}
+
+/// The median over `rounds` of `a`'s req/s divided by `b`'s, both loaded **at the same moment**
+/// (one `wrk` thread and half the connections each). Both then meet the same machine state, so
+/// the ratio measures what a request costs each of them; on this shared VM back-to-back runs of
+/// one target vary by ±20%, a pair by about ±5%.
+fn paired(a: &Target, b: &Target, rounds: usize, seconds: u32, connections: u32) -> f64 {
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let (ra, rb) = std::thread::scope(|s| {
+                let one = move |t: &Target| {
+                    wrk_threads(1, &t.1, t.2.as_deref(), seconds, connections / 2)
+                };
+                let ha = s.spawn(move || one(a));
+                let hb = s.spawn(move || one(b));
+                (ha.join().unwrap(), hb.join().unwrap())
+            });
+            for (t, r) in [(a, &ra), (b, &rb)] {
+                assert!(
+                    r.errors == 0 && r.requests > 0,
+                    "{}: {} errors, {} requests in a paired run",
+                    t.0,
+                    r.errors,
+                    r.requests
+                );
+            }
+            ra.rps / rb.rps
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
+/// A load target: name, URL and an optional header line.
+type Target = (&'static str, String, Option<String>);
+
+fn wrk_threads(
+    threads: u32,
+    url: &str,
+    header: Option<&str>,
+    seconds: u32,
+    connections: u32,
+) -> Wrk {
     let mut cmd = Command::new("wrk");
     cmd.args([
-        "-t2",
+        &format!("-t{threads}"),
         &format!("-c{connections}"),
         &format!("-d{seconds}s"),
         "--latency",
