@@ -9,13 +9,27 @@ use std::time::{Duration, Instant};
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_oidc-gateway");
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 for a process the test starts, which binds it a moment later.
+///
+/// Not `bind(0)`: the kernel hands a just-released port out again, so two tests running in
+/// parallel could both be given it (seen in CI: one test's login landed on another's metrics
+/// listener). Instead each test process counts through its own window of ports below the
+/// kernel's ephemeral range (32768+, where `bind(0)` and outgoing connections take theirs),
+/// never handing a port out twice, and checks each is free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 60) * 200;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "ran out of test ports");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running gateway process.
