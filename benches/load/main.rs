@@ -114,12 +114,13 @@ fn main() {
     rt.block_on(run(&opts));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free ports: each is held until all are chosen, as the kernel may hand a
+/// just-released port out again.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 fn wait_port(port: u16, what: &str) {
@@ -179,16 +180,27 @@ struct Ports {
 async fn run(o: &Opts) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let [
+        upstream,
+        nginx,
+        bare,
+        bare2,
+        gateway,
+        gateway2,
+        idp,
+        metrics,
+        metrics2,
+    ] = free_ports();
     let p = Ports {
-        upstream: free_port(),
-        nginx: free_port(),
-        bare: free_port(),
-        bare2: free_port(),
-        gateway: free_port(),
-        gateway2: free_port(),
-        idp: free_port(),
-        metrics: free_port(),
-        metrics2: free_port(),
+        upstream,
+        nginx,
+        bare,
+        bare2,
+        gateway,
+        gateway2,
+        idp,
+        metrics,
+        metrics2,
     };
 
     let _nginx = start_nginx(d, &p);
@@ -351,7 +363,7 @@ async fn run(o: &Opts) {
     wrk(&bare2.1, None, 1, o.connections);
     wrk(&noauth2.1, None, 1, o.connections);
     let pair = |a: &Target, b: &Target| paired(a, b, o.rounds, pair_seconds, o.connections);
-    let pairs: Vec<(&str, f64, Option<f64>)> = vec![
+    let mut pairs: Vec<Ratio> = vec![
         ("bare Pingora / its twin", pair(&targets[1], &bare2), None),
         ("no-auth / its twin", pair(&targets[2], &noauth2), None),
         ("session / no-auth", pair(&targets[3], &noauth2), Some(0.95)),
@@ -455,43 +467,20 @@ async fn run(o: &Opts) {
             ""
         }
     );
-    let judge = |ok: bool| if o.quick { "" } else { mark(ok) };
-    report(
-        "session / no-auth",
-        session.rps / noauth.rps,
-        ">= 0.95",
-        judge(session.rps / noauth.rps >= 0.95),
-    );
-    report(
-        "bearer / no-auth",
-        bearer.rps / noauth.rps,
-        ">= 0.90",
-        judge(bearer.rps / noauth.rps >= 0.90),
-    );
-    report(
-        "no-auth / nginx",
-        noauth.rps / nginx.rps,
-        ">= 0.60",
-        judge(noauth.rps / nginx.rps >= 0.60),
-    );
-    report(
-        "no-auth / bare Pingora",
-        noauth.rps / bare.rps,
-        ">= 1.00",
-        judge(noauth.rps / bare.rps >= 1.0),
-    );
-    report(
-        "session / no-auth + cookie",
-        session.rps / med[5].rps,
-        "none; a control",
-        "",
-    );
-    let memory_ratio = memory_med[1].rps / memory_med[0].rps;
-    report(
-        "session / no-auth, memory st.",
-        memory_ratio,
-        ">= 0.95",
-        judge(memory_ratio >= 0.95),
+    report_ratios(
+        &[
+            ("session / no-auth", session.rps / noauth.rps, Some(0.95)),
+            ("bearer / no-auth", bearer.rps / noauth.rps, Some(0.90)),
+            ("no-auth / nginx", noauth.rps / nginx.rps, Some(0.60)),
+            ("no-auth / bare Pingora", noauth.rps / bare.rps, Some(1.0)),
+            ("session / no-auth + cookie", session.rps / med[5].rps, None),
+            (
+                "session / no-auth, memory st.",
+                memory_med[1].rps / memory_med[0].rps,
+                Some(0.95),
+            ),
+        ],
+        !o.quick,
     );
     println!(
         "  (session cookie: {} bytes with the cookie store, {} with the memory store)",
@@ -503,7 +492,7 @@ async fn run(o: &Opts) {
         "  {:<30} {:>+6.2} ms  (target <= 1 ms) {}",
         "p99 session - p99 no-auth",
         dp99,
-        judge(dp99 <= 1.0)
+        if o.quick { "" } else { mark(dp99 <= 1.0) }
     );
     println!(
         "paired ratios: two processes loaded at the same moment (wrk -t1 -c{} each), median of \
@@ -512,18 +501,8 @@ async fn run(o: &Opts) {
         o.rounds,
         pair_seconds
     );
-    for (what, ratio, target) in
-        pairs
-            .iter()
-            .copied()
-            .chain([("session / no-auth, memory st.", memory_paired, Some(0.95))])
-    {
-        match target {
-            Some(t) => report(what, ratio, &format!(">= {t:.2}"), judge(ratio >= t)),
-            None if what.contains("twin") => report(what, ratio, "1.00: the method's noise", ""),
-            None => report(what, ratio, "none; a control", ""),
-        }
-    }
+    pairs.push(("session / no-auth, memory st.", memory_paired, Some(0.95)));
+    report_ratios(&pairs, !o.quick);
     println!("gateway peak RSS: {:.1} MiB", peak_rss as f64 / 1024.0);
     println!(
         "logins: {logins_per_sec:.0}/s end to end with the dev IdP ({} logins, 4 at a time); gateway time per login net of IdP calls: {gateway_ms_per_login:.2} ms",
@@ -537,8 +516,21 @@ async fn run(o: &Opts) {
     drop(gateway);
 }
 
-fn report(what: &str, ratio: f64, target: &str, verdict: &str) {
-    println!("  {what:<30} {ratio:>6.2}x     (target {target}) {verdict}");
+/// One line of a ratio table: what, the ratio, its target (`None`: a control or a calibration).
+type Ratio = (&'static str, f64, Option<f64>);
+
+fn report_ratios(rows: &[Ratio], judged: bool) {
+    for &(what, ratio, target) in rows {
+        let (target, verdict) = match target {
+            Some(t) => (
+                format!(">= {t:.2}"),
+                if judged { mark(ratio >= t) } else { "" },
+            ),
+            None if what.contains("twin") => ("1.00: the method's noise".to_owned(), ""),
+            None => ("none; a control".to_owned(), ""),
+        };
+        println!("  {what:<30} {ratio:>6.2}x     (target {target}) {verdict}");
+    }
 }
 
 fn mark(ok: bool) -> &'static str {
