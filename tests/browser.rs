@@ -84,16 +84,23 @@ impl Chrome {
 
     /// Waits until the current URL starts with `prefix`.
     async fn wait_url(&self, prefix: &str) {
+        self.wait_until(prefix, |url| url.starts_with(prefix)).await;
+    }
+
+    /// Waits until the current URL is exactly `url` (a prefix such as the origin's `/` would
+    /// also match the callback, before its redirect has landed).
+    async fn wait_at(&self, url: &str) {
+        self.wait_until(url, |u| u == url).await;
+    }
+
+    async fn wait_until(&self, what: &str, reached: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let url = self.url().await;
-            if url.starts_with(prefix) {
+            if reached(&url) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "never reached {prefix}; at {url}"
-            );
+            assert!(Instant::now() < deadline, "never reached {what}; at {url}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -308,7 +315,7 @@ async fn browser_login_reload_logout_with_the_demo() {
     c.wait_url(&format!("{idp_origin}/authorize")).await;
     c.shot("dev-idp-login-page").await;
     sign_in(&c, "alice", "wonderland").await;
-    c.wait_url(&format!("{origin}/")).await;
+    c.wait_at(&format!("{origin}/")).await;
     assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
     c.shot("demo-app-signed-in").await;
     c.driver.refresh().await.unwrap();
@@ -342,7 +349,7 @@ async fn browser_login_reload_logout_with_the_demo() {
 
     // Bob may sign in but is not an admin: the gateway's 403 page.
     sign_in(&c, "bob", "builder").await;
-    c.wait_url(&format!("{origin}/")).await;
+    c.wait_at(&format!("{origin}/")).await;
     c.driver.goto(format!("{origin}/admin")).await.unwrap();
     assert!(c.driver.source().await.unwrap().contains("Access denied"));
     c.shot("gateway-403-page").await;
