@@ -45,6 +45,17 @@ pub enum Credential {
     Anonymous,
 }
 
+impl Credential {
+    /// The claims it carries (none for the anonymous consumer).
+    pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        match self {
+            Credential::Session(s) => Some(s.data.claims()),
+            Credential::Token(t) => Some(&t.claims),
+            Credential::Anonymous => None,
+        }
+    }
+}
+
 /// An authenticated (and authorized) request.
 #[derive(Debug)]
 pub struct Identity {
@@ -70,11 +81,7 @@ impl Identity {
 
     /// The claims rules are checked against.
     pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
-        match &self.credential {
-            Credential::Session(s) => Some(s.data.claims()),
-            Credential::Token(t) => Some(&t.claims),
-            Credential::Anonymous => None,
-        }
+        self.credential.claims()
     }
 
     /// The subject, for logs.
@@ -315,11 +322,7 @@ impl OidcAuth {
         // than copying the map on every request.
         let credential_handle = id.credential.clone();
         let empty = serde_json::Map::new();
-        let claims = match &credential_handle {
-            Credential::Session(s) => s.data.claims(),
-            Credential::Token(t) => &t.claims,
-            Credential::Anonymous => &empty,
-        };
+        let claims = credential_handle.claims().unwrap_or(&empty);
         if let Some(rule) = rules::first_failure(&spec.rules, claims, is_token) {
             return Err(self.forbidden(
                 spec,
