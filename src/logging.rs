@@ -3,34 +3,99 @@
 //! Request threads never write to stdout themselves: each line is appended to a shared buffer
 //! that a flusher thread writes out ten times a second. A channel-per-line writer (such as
 //! `tracing_appender::non_blocking`) wakes its writer thread for every line, and on a busy
-//! proxy those cross-thread wake-ups cost more than the logging itself. Nothing is dropped: if
-//! the buffer grows past a bound (stdout is slow), the writing thread flushes it itself.
+//! proxy those cross-thread wake-ups cost more than the logging itself. Two buffers take turns
+//! (one filling, one being written), so neither is regrown from empty after every flush.
+//! Nothing is dropped: past a soft bound the flusher is woken early; past a hard bound (stdout
+//! is slow) the writing thread flushes itself, which is the only back-pressure.
+//!
+//! Access-log lines skip `tracing`'s formatter: [`access_line`] hands the line, already
+//! formatted by `access_log`, straight to the same sink.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How often buffered lines are written out.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Beyond this many buffered bytes the flusher is woken before its time.
+const SOFT_MAX_BUFFERED: usize = 512 * 1024;
 /// Beyond this many buffered bytes the writing thread flushes them itself.
-const MAX_BUFFERED: usize = 256 * 1024;
+const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 
 struct Shared {
+    /// Lines waiting to be written.
     buf: Mutex<Vec<u8>>,
+    /// The other buffer: held while it is written out, so flushes never overlap.
+    out: Mutex<Vec<u8>>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
 
 impl Shared {
+    fn new() -> Self {
+        Shared {
+            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            out: Mutex::new(Vec::with_capacity(64 * 1024)),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn append(&self, data: &[u8]) {
+        let len = {
+            let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+            buf.extend_from_slice(data);
+            buf.len()
+        };
+        if len > MAX_BUFFERED {
+            self.flush();
+        } else if len > SOFT_MAX_BUFFERED && len - data.len() <= SOFT_MAX_BUFFERED {
+            self.wake.notify_one();
+        }
+    }
+
     fn flush(&self) {
-        let out = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(
+            &mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut *out,
+        );
         if !out.is_empty() {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(&out);
             let _ = stdout.flush();
+            out.clear();
         }
+    }
+}
+
+/// Where access-log lines go, and in which format; set once by [`init`].
+struct AccessSink {
+    json: bool,
+    /// The batching buffer, or `None` to write each line to stdout at once.
+    batch: Option<Arc<Shared>>,
+}
+
+static ACCESS_SINK: OnceLock<AccessSink> = OnceLock::new();
+
+/// Whether access lines should be JSON objects; `None` before [`init`] (nothing is written then).
+pub fn access_json() -> Option<bool> {
+    ACCESS_SINK.get().map(|s| s.json)
+}
+
+/// Writes one formatted access-log line (ending in a newline) to the log's sink.
+pub fn access_line(line: &[u8]) {
+    match ACCESS_SINK.get() {
+        Some(AccessSink {
+            batch: Some(shared),
+            ..
+        }) => shared.append(line),
+        Some(AccessSink { batch: None, .. }) => {
+            let _ = std::io::stdout().lock().write_all(line);
+        }
+        None => {}
     }
 }
 
@@ -43,14 +108,7 @@ pub struct BatchLine<'a>(&'a Shared);
 
 impl Write for BatchLine<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let full = {
-            let mut buf = self.0.buf.lock().unwrap_or_else(|e| e.into_inner());
-            buf.extend_from_slice(data);
-            buf.len() > MAX_BUFFERED
-        };
-        if full {
-            self.0.flush();
-        }
+        self.0.append(data);
         Ok(data.len())
     }
 
@@ -86,11 +144,7 @@ impl Drop for LogGuard {
 
 /// A batching writer and the guard that runs its flusher thread.
 pub fn batch_writer() -> (BatchWriter, LogGuard) {
-    let shared = Arc::new(Shared {
-        buf: Mutex::new(Vec::with_capacity(64 * 1024)),
-        stop: Mutex::new(false),
-        wake: Condvar::new(),
-    });
+    let shared = Arc::new(Shared::new());
     let s = shared.clone();
     let thread = std::thread::Builder::new()
         .name("log-flusher".into())
@@ -122,11 +176,16 @@ pub fn init(level: &str, json: bool, background: bool) -> Option<LogGuard> {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = if background {
         let (w, g) = batch_writer();
+        let _ = ACCESS_SINK.set(AccessSink {
+            json,
+            batch: Some(w.0.clone()),
+        });
         (
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
             Some(g),
         )
     } else {
+        let _ = ACCESS_SINK.set(AccessSink { json, batch: None });
         (
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
             None,

@@ -395,6 +395,98 @@ async fn metrics_count_requests_by_route_and_status() {
     );
 }
 
+/// The access log through the running binary: every field, no query string, JSON with
+/// `--log-format json`, and the level filter still applied (`RUST_LOG=warn` keeps only 5xx).
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_lines_in_text_and_json_never_with_the_query() {
+    let a = TestUpstream::start("a");
+    let dead = free_port();
+    let body = format!(
+        "[[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n[[upstreams]]\nname = \"dead\"\ntargets = [\"127.0.0.1:{dead}\"]\nretries = 0\n\
+         [[routes]]\nname = \"app\"\npaths = [\"/app\"]\nupstream = \"a\"\n\
+         [[routes]]\nname = \"dead\"\npaths = [\"/dead\"]\nupstream = \"dead\"\n",
+        a.address()
+    );
+    let start = |args: &'static [&'static str], env: &'static [(&'static str, &'static str)]| {
+        GatewayProcess::start_with(GatewayOptions {
+            body: &body,
+            args,
+            env,
+            ..Default::default()
+        })
+    };
+    let (text, json, quiet) = (
+        start(&[], &[]),
+        start(&["--log-format", "json"], &[]),
+        start(&[], &[("RUST_LOG", "warn")]),
+    );
+    let client = client();
+    for gw in [&text, &json, &quiet] {
+        let r = client
+            .get(gw.url("/app/x?code=SECRET-CODE"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = client.get(gw.url("/dead")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+    }
+    // Lines are flushed ten times a second.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let log = text.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("INFO access: request") && l.contains("route=\"app\""))
+        .unwrap_or_else(|| panic!("no access line:\n{log}"));
+    for field in [
+        "method=\"GET\"",
+        "path=\"/app/x\"",
+        "status=200",
+        "upstream=\"a\"",
+        &format!("target=\"{}\"", a.address()),
+        "client=127.0.0.1",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN access: request") && l.contains("status=502")),
+        "{log}"
+    );
+
+    let log = json.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    let ok = lines
+        .iter()
+        .find(|v| v["route"] == "app")
+        .unwrap_or_else(|| panic!("no JSON access line:\n{log}"));
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["path"], "/app/x");
+    assert_eq!(ok["upstream_target"], a.address());
+    assert!(ok["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["level"] == "WARN" && v["status"] == 502)
+    );
+
+    let log = quiet.log();
+    assert!(
+        !log.contains("INFO access") && log.contains("WARN access: request"),
+        "RUST_LOG=warn keeps only the 5xx line:\n{log}"
+    );
+    for log in [text.log(), json.log(), quiet.log()] {
+        assert!(!log.contains("SECRET-CODE"), "query string logged:\n{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn read_timeout_is_a_504_and_refused_connect_a_502() {
     let a = TestUpstream::start("a");

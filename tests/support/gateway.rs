@@ -58,6 +58,8 @@ pub struct GatewayOptions<'a> {
     pub port: Option<u16>,
     /// Extra environment variables for the process.
     pub env: &'a [(&'a str, &'a str)],
+    /// Extra arguments after `run --config FILE`.
+    pub args: &'a [&'a str],
 }
 
 impl Default for GatewayOptions<'_> {
@@ -68,6 +70,7 @@ impl Default for GatewayOptions<'_> {
             grace_period: "1s",
             port: None,
             env: &[],
+            args: &[],
         }
     }
 }
@@ -97,7 +100,7 @@ impl GatewayProcess {
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("gateway-1.log");
-        let child = spawn(&config_path, &log_path, false, opts.env);
+        let child = spawn(&config_path, &log_path, opts.args, opts.env);
         let mut gw = GatewayProcess {
             port,
             metrics_port,
@@ -114,7 +117,7 @@ impl GatewayProcess {
     /// sockets, which it gets when this one receives SIGQUIT.
     pub fn start_upgrade(&self) -> GatewayProcess {
         let log_path = self.dir.path().join("gateway-2.log");
-        let child = spawn(&self.config_path, &log_path, true, &[]);
+        let child = spawn(&self.config_path, &log_path, &["--upgrade"], &[]);
         GatewayProcess {
             port: self.port,
             metrics_port: self.metrics_port,
@@ -204,16 +207,13 @@ impl Drop for GatewayProcess {
 fn spawn(
     config: &std::path::Path,
     log: &std::path::Path,
-    upgrade: bool,
+    args: &[&str],
     env: &[(&str, &str)],
 ) -> Child {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.arg("run").arg("--config").arg(config);
-    if upgrade {
-        cmd.arg("--upgrade");
-    }
+    cmd.arg("run").arg("--config").arg(config).args(args);
     cmd.env("RUST_LOG", "info")
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
