@@ -5,6 +5,7 @@
 //! keeps sessions in this process and the cookie carries only the id. Either way the hot path is
 //! one in-memory lookup, with no call to the identity provider.
 
+pub mod codec;
 pub mod cookie;
 pub mod store;
 pub mod token;

@@ -2,6 +2,7 @@
 //! for the memory store it is the truth, for the cookie store a cache of decrypted cookies, so a
 //! request normally costs one lookup and one comparison, not a decryption.
 
+use super::codec;
 use super::cookie::{self, Read};
 use super::{Session, SessionData, Sid, Timeouts};
 use crate::config::{SessionSettings, SessionStoreKind};
@@ -184,8 +185,8 @@ impl SessionStore {
         let (value, cookie_value) = match self.kind {
             SessionStoreKind::Memory { .. } => (sid_b64, None),
             SessionStoreKind::Cookie => {
-                let json = serde_json::to_vec(&data).map_err(|_| TooLarge(0))?;
-                let sealed = self.sealer.seal(self.aad(&sid_b64).as_bytes(), &json);
+                let plain = codec::encode(&data).ok_or(TooLarge(0))?;
+                let sealed = self.sealer.seal(self.aad(&sid_b64).as_bytes(), &plain);
                 let v = format!("{sid_b64}.{sealed}");
                 (v.clone(), Some(v.into_boxed_str()))
             }
@@ -312,8 +313,7 @@ impl SessionStore {
         if decode_sid(sid_b64)? != *sid {
             return None;
         }
-        let json = self.sealer.open(self.aad(sid_b64).as_bytes(), sealed)?;
-        serde_json::from_slice(&json).ok()
+        codec::decode(&self.sealer.open(self.aad(sid_b64).as_bytes(), sealed)?)
     }
 }
 
@@ -420,6 +420,20 @@ mod tests {
                 assert!(!cache_hit);
                 assert_eq!(session.data, s.data);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cookie_sealed_before_compression_still_opens() {
+        let store = SessionStore::new(&settings(SessionStoreKind::Cookie, SECRET));
+        let sid = random_bytes::<32>();
+        let sid_b64 = B64.encode(sid);
+        let json = serde_json::to_vec(&data()).unwrap();
+        let sealed = store.sealer.seal(store.aad(&sid_b64).as_bytes(), &json);
+        let pairs = cookie::split("s", &format!("{sid_b64}.{sealed}")).unwrap();
+        match store.lookup(&headers(&pairs)) {
+            Lookup::Found { session, .. } => assert_eq!(session.data, data()),
             other => panic!("{other:?}"),
         }
     }
