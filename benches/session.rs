@@ -92,6 +92,11 @@ fn bench_sessions(c: &mut Criterion) {
         let (_, pairs) = auth.store.create(session_data()).unwrap();
         let req = request_with(&pairs);
         let metrics = RouteMetrics::new("bench");
+        // Calls that may reach the provider (refresh, JWKS refetch, introspection) are boxed,
+        // so the future built on every request stays small: inline, it was 4 KB, copied around
+        // on every request (`cargo test` runs this check too).
+        let size = std::mem::size_of_val(&auth.authenticate(spec, &req, "/app", &metrics));
+        assert!(size <= 1024, "authenticate's future is {size} bytes");
         c.bench_function(
             &format!("session check: {label}, cache hit (full authenticate)"),
             |b| {

@@ -103,7 +103,9 @@ impl Gateway {
             && let Some(endpoint) = oidc.endpoint(&canonical)
         {
             ctx.own_endpoint = true;
-            return Err(oidc.serve(endpoint, req).await);
+            // Boxed: the callback's token exchange is a future of kilobytes, which inline would
+            // be moved around on every request of every route.
+            return Err(Box::pin(oidc.serve(endpoint, req)).await);
         }
 
         let m = self

@@ -123,7 +123,9 @@ pub async fn verify_jwt(
         Some(v) if !spec.providers.contains(&v.provider) => return Err(TokenError::UnknownIssuer),
         Some(v) => v,
         None => {
-            let v = verify_signature(providers, &spec.providers, token).await?;
+            // Boxed: it may refetch the JWKS, a future of kilobytes that would otherwise be
+            // moved around on every request, cached or not.
+            let v = Box::pin(verify_signature(providers, &spec.providers, token)).await?;
             caches.jwt.insert(key, v.clone(), v.exp, now);
             v
         }
@@ -269,7 +271,7 @@ pub async fn introspect(
         None => {
             let mut answer = Err(TokenError::Unavailable);
             for &p in &spec.providers {
-                answer = introspect_at(providers, p, token, now).await;
+                answer = Box::pin(introspect_at(providers, p, token, now)).await;
                 if answer.is_ok() {
                     break;
                 }

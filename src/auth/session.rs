@@ -71,7 +71,9 @@ impl OidcAuth {
 
         if session.access_token_expired(now, leeway) {
             if session.data.refresh_token.is_some()
-                && let Some((fresh, pairs)) = self.refresh(index, &session).await
+                // Boxed, like every call that may go to the provider: its future is kilobytes,
+                // and inline it would be moved around on every request, not just on refresh.
+                && let Some((fresh, pairs)) = Box::pin(self.refresh(index, &session)).await
             {
                 return SessionOutcome::Valid(
                     fresh,
