@@ -75,7 +75,7 @@ pub fn log(e: &Entry<'_>) {
 }
 
 thread_local! {
-    static LINE: RefCell<Line> = const { RefCell::new(Line { buf: Vec::new(), second: u64::MAX, prefix: [0; 20], stamp: [0; 27] }) };
+    static LINE: RefCell<Line> = const { RefCell::new(Line::new()) };
 }
 
 /// A thread's line buffer, and its timestamp rendering cached per second.
@@ -90,6 +90,15 @@ struct Line {
 }
 
 impl Line {
+    const fn new() -> Line {
+        Line {
+            buf: Vec::new(),
+            second: u64::MAX,
+            prefix: [0; 20],
+            stamp: [0; 27],
+        }
+    }
+
     fn stamp(&mut self, now: SystemTime) {
         let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         if since.as_secs() != self.second {
@@ -222,12 +231,7 @@ mod tests {
     }
 
     fn line(json: bool, e: &Entry<'_>, at: SystemTime) -> String {
-        let mut l = Line {
-            buf: Vec::new(),
-            second: u64::MAX,
-            prefix: [0; 20],
-            stamp: [0; 27],
-        };
+        let mut l = Line::new();
         l.stamp(at);
         if json {
             l.json(e)
@@ -292,12 +296,7 @@ mod tests {
 
     #[test]
     fn the_cached_second_is_rendered_again_when_the_second_changes() {
-        let mut l = Line {
-            buf: Vec::new(),
-            second: u64::MAX,
-            prefix: [0; 20],
-            stamp: [0; 27],
-        };
+        let mut l = Line::new();
         l.stamp(UNIX_EPOCH + Duration::from_secs(AT));
         l.stamp(UNIX_EPOCH + Duration::from_millis(AT * 1000 + 1_500));
         assert_eq!(&l.stamp[..], b"2026-11-29T02:36:35.500000Z");
