@@ -49,6 +49,25 @@ impl Token {
         (token.text() == text).then_some(token)
     }
 
+    /// The compact form, for a sealed cookie (`from_compact` reads it back).
+    pub fn compact(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A token from its compact form; `None` when `bytes` is not one.
+    pub fn from_compact(bytes: &[u8]) -> Option<Token> {
+        let valid = match bytes.split_first()? {
+            (&VERBATIM, text) => std::str::from_utf8(text).is_ok(),
+            (&JWS, rest) => rest.split_at_checked(8).is_some_and(|(lens, parts)| {
+                let h = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
+                let p = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
+                h.checked_add(p).is_some_and(|n| n <= parts.len())
+            }),
+            _ => false,
+        };
+        valid.then(|| Token(bytes.into()))
+    }
+
     /// The token as text.
     pub fn text(&self) -> Cow<'_, str> {
         match self.0.split_first() {
@@ -145,6 +164,32 @@ mod tests {
         ] {
             assert_eq!(Token::new(s).text(), s, "{s}");
         }
+    }
+
+    #[test]
+    fn compact_form_round_trips_and_is_checked() {
+        for s in ["eyJhIjoxfQ.eyJiIjoyfQ.c2ln", "opaque-token_123", ""] {
+            let t = Token::new(s);
+            assert_eq!(Token::from_compact(t.compact()).unwrap().text(), s);
+        }
+        let jws = Token::new("eyJhIjoxfQ.eyJiIjoyfQ.c2ln");
+        let bytes = jws.compact();
+        assert!(Token::from_compact(&[]).is_none());
+        assert!(Token::from_compact(&[9, b'x']).is_none(), "unknown tag");
+        assert!(
+            Token::from_compact(&[VERBATIM, 0xff]).is_none(),
+            "not UTF-8"
+        );
+        assert!(
+            Token::from_compact(&bytes[..5]).is_none(),
+            "lengths cut short"
+        );
+        let mut long = bytes.to_vec();
+        long[1] = 200;
+        assert!(
+            Token::from_compact(&long).is_none(),
+            "parts longer than the token"
+        );
     }
 
     #[test]
