@@ -105,6 +105,23 @@ impl Chrome {
         }
     }
 
+    /// Waits until the page holds `text`: the URL changes before the new page has loaded, so
+    /// reading the page right after `wait_at` can still see the old one.
+    async fn wait_text(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let page = self.driver.source().await.unwrap();
+            if page.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {text:?}: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn el(&self, by: By) -> WebElement {
         self.driver
             .query(by)
@@ -316,13 +333,13 @@ async fn browser_login_reload_logout_with_the_demo() {
     c.shot("dev-idp-login-page").await;
     sign_in(&c, "alice", "wonderland").await;
     c.wait_at(&format!("{origin}/")).await;
-    assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.wait_text("Hello, alice").await;
     c.shot("demo-app-signed-in").await;
     c.driver.refresh().await.unwrap();
-    assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.wait_text("Hello, alice").await;
     c.shot("demo-app-reloaded").await;
     c.driver.goto(format!("{origin}/admin")).await.unwrap();
-    assert!(c.driver.source().await.unwrap().contains("Hello, alice"));
+    c.wait_text("Hello, alice").await;
     c.shot("demo-admin-as-alice").await;
     // A browser on the API route (bearer tokens only): the gateway's 401 page, saying why.
     c.driver.goto(format!("{origin}/api/orders")).await.unwrap();
@@ -351,7 +368,7 @@ async fn browser_login_reload_logout_with_the_demo() {
     sign_in(&c, "bob", "builder").await;
     c.wait_at(&format!("{origin}/")).await;
     c.driver.goto(format!("{origin}/admin")).await.unwrap();
-    assert!(c.driver.source().await.unwrap().contains("Access denied"));
+    c.wait_text("Access denied").await;
     c.shot("gateway-403-page").await;
     c.quit().await;
     let _ = demo.kill();

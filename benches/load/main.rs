@@ -51,6 +51,16 @@ fn main() {
         bare::serve(listen, upstream);
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--memory-child") {
+        let (Some(n), Some(state)) = (
+            args.get(i + 1).and_then(|n| n.parse().ok()),
+            args.get(i + 2),
+        ) else {
+            panic!("usage: --memory-child SESSIONS idle|active");
+        };
+        println!("{}", session_memory(n, state == "idle"));
+        return;
+    }
     let quick = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--quick");
     let hold = args
         .iter()
@@ -89,21 +99,7 @@ fn main() {
         );
     }
     if args.iter().any(|a| a == "--memory-only") {
-        // A sample ES256 access token of the dev IdP's size (387 bytes).
-        let b64 =
-            |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
-        let token = format!(
-            "{}.{}.{}",
-            b64(br#"{"typ":"at+jwt","alg":"ES256","kid":"dev-bEXXlQHX"}"#),
-            b64(&[b'e'; 192]),
-            b64(&[7u8; 64])
-        );
-        for &n in &opts.session_counts {
-            let (n, mib, per) = session_memory(n, &token);
-            println!(
-                "memory store: {n} sessions = {mib:.0} MiB RSS growth, {per:.0} bytes per session"
-            );
-        }
+        print_memory(&memory_report(&opts.session_counts));
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,6 +161,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> Proc {
     )
 }
 
+#[derive(Default)]
 struct Ports {
     upstream: u16,
     nginx: u16,
@@ -429,11 +426,7 @@ async fn run(o: &Opts) {
     let memory_paired = pair(&memory_session, &noauth2);
 
     let (logins_per_sec, gateway_ms_per_login) = logins(&origin, &p, o.logins).await;
-    let memory: Vec<(usize, f64, f64)> = o
-        .session_counts
-        .iter()
-        .map(|&n| session_memory(n, &token))
-        .collect();
+    let memory = memory_report(&o.session_counts);
 
     println!();
     println!(
@@ -508,11 +501,7 @@ async fn run(o: &Opts) {
         "logins: {logins_per_sec:.0}/s end to end with the dev IdP ({} logins, 4 at a time); gateway time per login net of IdP calls: {gateway_ms_per_login:.2} ms",
         o.logins
     );
-    for (n, mib, per) in &memory {
-        println!(
-            "memory store: {n} sessions = {mib:.0} MiB RSS growth, {per:.0} bytes per session"
-        );
-    }
+    print_memory(&memory);
     drop(gateway);
 }
 
@@ -902,8 +891,59 @@ fn sum_series(metrics: &str, prefix: &str) -> f64 {
 
 /// Resident memory of `n` memory-store sessions shaped like the dev IdP's (ES256 tokens),
 /// measured in this process: (MiB, bytes per session).
-fn session_memory(n: usize, access_token: &str) -> (usize, f64, f64) {
+fn b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+/// Session `i`'s ID token, access token and claims, shaped like the dev IdP's (ES256, the same
+/// claims, a nonce, a `jti` and signatures of their own; the store never checks signatures, so
+/// these are random bytes).
+fn dev_idp_tokens(
+    i: usize,
+    now: u64,
+) -> (String, String, serde_json::Map<String, serde_json::Value>) {
+    use oidc_gateway::crypto::random_bytes;
+    let sub = format!("user-{i:08}");
+    let identity = serde_json::json!({
+        "sub": sub, "email": format!("{sub}@example.com"), "email_verified": true,
+        "name": format!("User {i}"), "preferred_username": sub, "groups": ["admins", "readers"],
+        "auth_time": now - (i as u64 % 3600),
+    });
+    let mut id = identity.clone();
+    id["iss"] = "http://127.0.0.1:8081".into();
+    id["aud"] = "demo".into();
+    id["nonce"] = b64(&random_bytes::<16>()).into();
+    id["iat"] = now.into();
+    id["exp"] = (now + 3600).into();
+    let access = serde_json::json!({
+        "iss": "http://127.0.0.1:8081", "sub": sub, "aud": "demo", "client_id": "demo",
+        "scope": "openid email profile", "iat": now, "exp": now + 300,
+        "jti": b64(&random_bytes::<12>()),
+    });
+    let jws = |header: &str, payload: &serde_json::Value| {
+        format!(
+            "{}.{}.{}",
+            b64(header.as_bytes()),
+            b64(payload.to_string().as_bytes()),
+            b64(&random_bytes::<64>())
+        )
+    };
+    let mut claims = identity.as_object().unwrap().clone();
+    claims.insert("scope".into(), "openid email profile".into());
+    (
+        jws(r#"{"alg":"ES256","kid":"dev-bEXXlQHX","typ":"JWT"}"#, &id),
+        jws(
+            r#"{"typ":"at+jwt","alg":"ES256","kid":"dev-bEXXlQHX"}"#,
+            &access,
+        ),
+        claims,
+    )
+}
+
+fn session_memory(n: usize, idle: bool) -> f64 {
+    use oidc_gateway::auth::identity;
     use oidc_gateway::config::{SameSite, Secret, SessionSettings, SessionStoreKind};
+    use oidc_gateway::crypto::random_bytes;
     use oidc_gateway::session::store::SessionStore;
     use oidc_gateway::session::{SessionData, now};
     let settings = SessionSettings {
@@ -924,56 +964,95 @@ fn session_memory(n: usize, access_token: &str) -> (usize, f64, f64) {
         userinfo_path: "/oauth2/userinfo".into(),
     };
     let store = SessionStore::new(&settings);
-    // An ID token shaped like the dev IdP's (ES256, these claims; about 600 bytes). The store
-    // never checks signatures, so this one is not signed.
-    let identity = serde_json::json!({
-        "sub": "alice-0001", "email": "alice@example.com", "email_verified": true, "name": "Alice Liddell",
-        "preferred_username": "alice", "groups": ["admins", "readers"], "auth_time": 1_795_900_000u64
-    });
-    let mut payload = identity.clone();
-    for (k, v) in [
-        ("iss", "http://127.0.0.1:8081"),
-        ("aud", "demo"),
-        ("nonce", "Po5vm6IWNltZlI2aoEFjEQ"),
-    ] {
-        payload[k] = v.into();
-    }
-    payload["iat"] = 1_795_900_000u64.into();
-    payload["exp"] = 1_795_903_600u64.into();
-    let b64 =
-        |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
-    let b64_bytes =
-        |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
-    let id_token = format!(
-        "{}.{}.{}",
-        b64(r#"{"alg":"ES256","kid":"dev-bEXXlQHX","typ":"JWT"}"#),
-        b64(&payload.to_string()),
-        b64_bytes(&[7u8; 64])
-    );
-    let mut claims = identity;
-    claims["scope"] = "openid email profile".into();
+    // The provider settings of the benchmark's gateway: its upstream headers are what a
+    // session's first request builds and keeps.
+    let config = oidc_gateway::config::Config::parse(
+        &gateway_config(Path::new("/tmp"), &Ports::default(), "memory"),
+        Path::new("gateway.toml"),
+    )
+    .unwrap();
+    let provider = &config.providers[0];
     let before = resident_bytes();
     let now = now();
     for i in 0..n {
+        let (id_token, access_token, claims) = dev_idp_tokens(i, now);
         let data = SessionData {
             provider: "dev".into(),
             sub: format!("user-{i:08}").into(),
-            claims: oidc_gateway::session::Claims::derive(
-                &id_token,
-                claims.as_object().unwrap().clone(),
-            ),
+            claims: oidc_gateway::session::Claims::derive(&id_token, claims),
             id_token: id_token.as_str().into(),
-            access_token: access_token.into(),
+            access_token: access_token.as_str().into(),
             expires_at: Some(now + 300),
-            refresh_token: Some("r".repeat(43).into()),
+            refresh_token: Some(b64(&random_bytes::<32>()).into()),
             created_at: now,
             renewed_at: now,
         };
-        store.create(data).unwrap();
+        let (session, _) = store.create(data).unwrap();
+        // Its first request (the redirect after login), as `OidcAuth::identify` does it.
+        session
+            .upstream_headers
+            .get_or_init(|| identity::session_headers(provider, &session).into());
+        drop(session);
+        // A minute later the sweeper slims it; sweeping in batches lets later sessions reuse
+        // what earlier ones gave back, as in a running gateway.
+        if idle && (i + 1) % 10_000 == 0 {
+            store.sweep(now + 61);
+        }
+    }
+    if idle {
+        store.sweep(now + 61);
     }
     let grown = resident_bytes().saturating_sub(before) as f64;
     assert_eq!(store.len(), n);
-    (n, grown / (1024.0 * 1024.0), grown / n as f64)
+    grown / n as f64
+}
+
+/// `session_memory` in a fresh process (`--memory-child`), so no measurement inherits memory
+/// an earlier one freed: bytes per session.
+fn session_memory_alone(n: usize, idle: bool) -> f64 {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--memory-child",
+            &n.to_string(),
+            if idle { "idle" } else { "active" },
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "memory measurement failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Memory-store sessions, each used once: (count, bytes each once idle, bytes each while all
+/// are active).
+type Memory = (usize, f64, f64);
+
+fn memory_report(counts: &[usize]) -> Vec<Memory> {
+    counts
+        .iter()
+        .map(|&n| {
+            (
+                n,
+                session_memory_alone(n, true),
+                session_memory_alone(n, false),
+            )
+        })
+        .collect()
+}
+
+fn print_memory(memory: &[Memory]) {
+    for &(n, idle, active) in memory {
+        let mib = |per: f64| per * n as f64 / (1024.0 * 1024.0);
+        println!(
+            "memory store: {n} sessions, each used once: {idle:.0} bytes per session once idle ({:.0} MiB), {active:.0} while all were active in the last minute ({:.0} MiB)",
+            mib(idle),
+            mib(active)
+        );
+    }
 }
 
 fn resident_bytes() -> u64 {

@@ -81,7 +81,7 @@ pub fn session_headers(
     out.extend(claim_headers(
         cfg,
         Some(&session.data.sub),
-        session.data.claims(),
+        &session.data.claims_once(),
     ));
     out
 }

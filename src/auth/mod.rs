@@ -322,7 +322,11 @@ impl OidcAuth {
         // than copying the map on every request.
         let credential_handle = id.credential.clone();
         let empty = serde_json::Map::new();
-        let claims = credential_handle.claims().unwrap_or(&empty);
+        // A session keeps its parsed claims once asked for them: ask only if the route reads them.
+        let claims = match spec.reads_claims() {
+            true => credential_handle.claims().unwrap_or(&empty),
+            false => &empty,
+        };
         if let Some(rule) = rules::first_failure(&spec.rules, claims, is_token) {
             return Err(self.forbidden(
                 spec,

@@ -373,6 +373,19 @@ pub struct RouteAuth {
     pub run_on_preflight: bool,
 }
 
+impl RouteAuth {
+    /// Whether authorizing a request reads the credential's claims.
+    pub fn reads_claims(&self) -> bool {
+        let r = &self.rules;
+        [&r.scopes, &r.groups, &r.roles, &r.audience]
+            .iter()
+            .any(|req| !req.any_of.is_empty())
+            || self.consumer.is_some()
+            || self.credential_claim.is_some()
+            || self.authenticated_groups_claim.is_some()
+    }
+}
+
 /// A way to prove identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {

@@ -1574,6 +1574,23 @@ auth = { provider = "okta" }
         let s = c.session.unwrap();
         assert_eq!(s.store, SessionStoreKind::Cookie);
         assert_eq!(s.idling_timeout, Duration::from_secs(900));
+        // Authorizing reads a session's claims (and keeps them parsed) only if the route says so.
+        assert!(!a.reads_claims());
+        for extra in [
+            r#"groups_required = ["admins"]"#,
+            r#"consumer_claim = ["sub"]"#,
+            r#"credential_claim = ["email"]"#,
+        ] {
+            let src = OIDC.replace(
+                r#"auth = { provider = "okta" }"#,
+                &format!(r#"auth = {{ provider = "okta", {extra} }}"#),
+            );
+            let c = parse_str(&src).unwrap();
+            let Auth::Oidc(a) = &c.routes[0].auth else {
+                panic!("not an OIDC route")
+            };
+            assert!(a.reads_claims(), "{extra}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! oracle for anyone else's secrets.
 
 use super::{SessionData, Token};
+use std::borrow::Cow;
 
 /// First plaintext byte of a packed session (fields as JSON, then the tokens), deflated.
 const PACKED: u8 = 2;
@@ -35,13 +36,16 @@ pub fn encode(data: &SessionData) -> Option<Vec<u8>> {
         obj.insert(name.into(), "".into());
     }
     let json = serde_json::to_vec(&fields).ok()?;
-    let refresh = data.refresh_token.as_ref().map_or(&[][..], Token::compact);
+    let refresh = data
+        .refresh_token
+        .as_ref()
+        .map_or(Cow::Borrowed(&[][..]), Token::compact);
     let mut body = Vec::with_capacity(json.len() + 2048);
     for part in [
         &json[..],
-        data.id_token.compact(),
-        data.access_token.compact(),
-        refresh,
+        &data.id_token.compact(),
+        &data.access_token.compact(),
+        &refresh,
     ] {
         body.extend_from_slice(&u32::try_from(part.len()).ok()?.to_le_bytes());
         body.extend_from_slice(part);

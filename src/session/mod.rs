@@ -13,6 +13,7 @@ pub mod token;
 pub use token::Token;
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,16 +80,18 @@ impl Claims {
     }
 
     fn map(&self, id_token: &Token) -> &serde_json::Map<String, serde_json::Value> {
-        self.parsed.get_or_init(|| {
-            let mut m = crate::oidc::verify::stored_id_token_claims(&id_token.text());
-            if !self.extra.is_empty()
-                && let Ok(extra) =
-                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.extra)
-            {
-                m.extend(extra);
-            }
-            Box::new(m)
-        })
+        self.parsed.get_or_init(|| Box::new(self.parse(id_token)))
+    }
+
+    fn parse(&self, id_token: &Token) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = crate::oidc::verify::stored_id_token_claims(&id_token.text());
+        if !self.extra.is_empty()
+            && let Ok(extra) =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.extra)
+        {
+            m.extend(extra);
+        }
+        m
     }
 }
 
@@ -136,7 +139,22 @@ impl SessionData {
     pub fn claims(&self) -> &serde_json::Map<String, serde_json::Value> {
         self.claims.map(&self.id_token)
     }
+
+    /// The same claims for a single use (building upstream headers): parsed without keeping
+    /// the map, which costs a session about 2 KB of memory for as long as it is kept.
+    pub fn claims_once(&self) -> Cow<'_, serde_json::Map<String, serde_json::Value>> {
+        match self.claims.parsed.get() {
+            Some(m) => Cow::Borrowed(m),
+            None => Cow::Owned(self.claims.parse(&self.id_token)),
+        }
+    }
 }
+
+/// What a session derives on first use: its parsed claims and its upstream headers.
+pub type Derived = (
+    Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    Option<Box<[(http::HeaderName, http::HeaderValue)]>>,
+);
 
 /// Why a session no longer counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +262,17 @@ impl Session {
         if self.last_seen.load(Ordering::Relaxed) < now {
             self.last_seen.fetch_max(now, Ordering::Relaxed);
         }
+    }
+
+    /// Whether it holds what it derives on first use (parsed claims, upstream headers).
+    pub fn has_derived(&self) -> bool {
+        self.data.claims.parsed.get().is_some() || self.upstream_headers.get().is_some()
+    }
+
+    /// Takes what it derived on first use, to be rebuilt on its next request: an idle session
+    /// keeps only what it must. The caller drops the result (outside any lock).
+    pub fn take_derived(&mut self) -> Derived {
+        (self.data.claims.parsed.take(), self.upstream_headers.take())
     }
 
     /// Last request seen (Unix seconds).

@@ -4,7 +4,7 @@
 
 use super::codec;
 use super::cookie::{self, Read};
-use super::{Session, SessionData, Sid, Timeouts};
+use super::{Session, SessionData, Sid, Timeouts, Token};
 use crate::config::{SessionSettings, SessionStoreKind};
 use crate::crypto::{Sealer, random_bytes};
 use crate::http::cookies::{self, CookieAttrs};
@@ -19,6 +19,18 @@ pub type CookiePairs = Vec<(String, String)>;
 
 /// A stored session and the cookies that carry it.
 pub type Stored = (Arc<Session>, CookiePairs);
+
+/// Memory-store sessions are all kept in memory: their tokens, most of their size, are kept
+/// squeezed (see `token.rs`). The first session's tokens make the dictionary.
+fn squeeze_tokens(data: &mut SessionData) {
+    Token::prime(&[&data.id_token, &data.access_token]);
+    data.id_token = data.id_token.squeezed();
+    data.access_token = data.access_token.squeezed();
+    data.refresh_token = data.refresh_token.as_ref().map(Token::squeezed);
+}
+
+/// Seconds without a request after which a session gives back what it derived on first use.
+const SLIM_AFTER_IDLE: u64 = 60;
 
 /// Length of a base64url session id.
 const SID_LEN: usize = 43;
@@ -180,10 +192,13 @@ impl SessionStore {
         self.store(sid, data)
     }
 
-    fn store(&self, sid: Sid, data: SessionData) -> Result<Stored, TooLarge> {
+    fn store(&self, sid: Sid, mut data: SessionData) -> Result<Stored, TooLarge> {
         let sid_b64 = B64.encode(sid);
         let (value, cookie_value) = match self.kind {
-            SessionStoreKind::Memory { .. } => (sid_b64, None),
+            SessionStoreKind::Memory { .. } => {
+                squeeze_tokens(&mut data);
+                (sid_b64, None)
+            }
             SessionStoreKind::Cookie => {
                 let plain = codec::encode(&data).ok_or(TooLarge(0))?;
                 let sealed = self.sealer.seal(self.aad(&sid_b64).as_bytes(), &plain);
@@ -248,7 +263,24 @@ impl SessionStore {
     /// Drops expired sessions and revocations (run periodically).
     pub fn sweep(&self, now: u64) {
         let t = self.timeouts;
-        self.registry.retain(|_, s| s.check(now, &t).is_ok());
+        let mut derived = Vec::new();
+        self.registry.retain(|_, s| {
+            if s.check(now, &t).is_err() {
+                return false;
+            }
+            // Parsed claims and upstream headers cost a session more than its own data: an idle
+            // one gives them back (unless a request holds it right now) and rebuilds them on
+            // its next request, so memory follows the active sessions, not all of them.
+            if now >= s.last_seen().saturating_add(SLIM_AFTER_IDLE)
+                && let Some(s) = Arc::get_mut(s)
+                && s.has_derived()
+            {
+                derived.push(s.take_derived());
+            }
+            true
+        });
+        // Freed here, not while holding the registry's shard locks.
+        drop(derived);
         self.revoked.retain(|_, until| *until > now);
     }
 
@@ -493,6 +525,78 @@ mod tests {
             store.lookup(&headers(&pairs)),
             Lookup::Invalid { .. }
         ));
+    }
+
+    /// A JWS shaped like the development IdP's ID token, with `n` making it unique.
+    fn jws(n: u32) -> String {
+        let b64 = |b: &[u8]| B64.encode(b);
+        format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#),
+            b64(format!(
+                r#"{{"iss":"https://idp.example.com","sub":"u{n}","aud":"demo","email":"u{n}@example.com","iat":1795900000}}"#
+            )
+            .as_bytes()),
+            b64(&[n as u8; 64])
+        )
+    }
+
+    #[test]
+    fn memory_store_tokens_read_back_unchanged() {
+        let store = SessionStore::new(&settings(
+            SessionStoreKind::Memory { max_sessions: 10 },
+            SECRET,
+        ));
+        for n in 0..3 {
+            let (id, at) = (jws(n), jws(n + 100));
+            let (s, pairs) = store
+                .create(SessionData {
+                    id_token: id.as_str().into(),
+                    access_token: at.as_str().into(),
+                    ..data()
+                })
+                .unwrap();
+            let Lookup::Found { session, .. } = store.lookup(&headers(&pairs)) else {
+                panic!("session not found");
+            };
+            assert!(Arc::ptr_eq(&session, &s));
+            assert_eq!(session.data.id_token.text(), id);
+            assert_eq!(session.data.access_token.text(), at);
+            assert_eq!(session.data.refresh_token.as_ref().unwrap().text(), "rt");
+        }
+    }
+
+    #[test]
+    fn sweeping_slims_sessions_idle_for_a_minute() {
+        let store = SessionStore::new(&settings(
+            SessionStoreKind::Memory { max_sessions: 10 },
+            SECRET,
+        ));
+        let derive = |s: &Session| {
+            let _ = s.data.claims();
+            s.upstream_headers.get_or_init(Default::default);
+        };
+        let now = super::super::now();
+        let (idle, idle_pairs) = store.create(data()).unwrap();
+        let (held, _) = store.create(data()).unwrap();
+        let (active, active_pairs) = store.create(data()).unwrap();
+        for s in [&idle, &held, &active] {
+            derive(s);
+        }
+        active.touch(now + SLIM_AFTER_IDLE);
+        drop((idle, active));
+        store.sweep(now + SLIM_AFTER_IDLE);
+        let found = |pairs: &[(String, String)]| match store.lookup(&headers(pairs)) {
+            Lookup::Found { session, .. } => session,
+            other => panic!("{other:?}"),
+        };
+        assert!(!found(&idle_pairs).has_derived(), "idle: slimmed");
+        assert!(found(&active_pairs).has_derived(), "active: kept");
+        assert!(held.has_derived(), "held by a request: left alone");
+        // The slimmed session still works and derives again on its next request.
+        let again = found(&idle_pairs);
+        derive(&again);
+        assert!(again.has_derived());
     }
 
     #[test]
