@@ -134,6 +134,19 @@ fn bench_sessions(c: &mut Criterion) {
     );
 }
 
+/// Storing a session (a login's last step, and each renewal or refresh): the memory store
+/// squeezes the tokens, the cookie store deflates and seals the session. Building the session
+/// data is part of each iteration.
+fn bench_create(c: &mut Criterion) {
+    for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
+        let cfg = config(store, 100_000);
+        let sessions = SessionStore::new(cfg.session.as_ref().unwrap());
+        c.bench_function(&format!("session create: {label}"), |b| {
+            b.iter(|| black_box(sessions.create(session_data()).is_ok()))
+        });
+    }
+}
+
 fn bench_id_token(c: &mut Criterion) {
     let cfg = config("cookie", 10);
     let provider = &cfg.providers[0];
@@ -161,5 +174,5 @@ fn bench_id_token(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_sessions, bench_id_token);
+criterion_group!(benches, bench_sessions, bench_create, bench_id_token);
 criterion_main!(benches);

@@ -45,9 +45,9 @@ pub struct SessionData {
 }
 
 /// Identity claims. The session keeps its ID token anyway, so only what the ID token does not
-/// say (userinfo additions, granted scopes) is stored, as compact JSON; the full map is built on
-/// first use. Most sessions in a large memory store are idle, and a parsed map costs several
-/// times its JSON text.
+/// say (userinfo additions, granted scopes) is stored, as compact JSON; the full map is built
+/// when a route's rules read it, and dropped again once the session is idle. Most sessions in a
+/// large memory store are idle, and a parsed map costs several times its JSON text.
 #[derive(Default)]
 pub struct Claims {
     /// Claims not in the ID token (or different from it), as a JSON object.
