@@ -6,8 +6,9 @@
 //! The memory store squeezes its tokens further: deflated against a dictionary made of the
 //! first tokens it stored. Tokens of one provider share most of their text (header, issuer,
 //! audience, claim names and often values), so each token shrinks to roughly what is its own
-//! (signature, subject, times, nonce), about half. Expanding one costs a few microseconds, paid
-//! when a session's upstream headers are built (its first request, or after it was idle).
+//! (signature, subject, times, nonce): about a third with the development IdP's. Expanding one
+//! costs a few microseconds, paid when a session's upstream headers are built (its first
+//! request, or its first after being idle), at refresh and at logout.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -25,8 +26,17 @@ const SQUEEZED: u8 = 2;
 static DICTIONARY: OnceLock<Box<[u8]>> = OnceLock::new();
 
 /// A token in compact form.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Token(Box<[u8]>);
+
+/// Equal when the text is: a squeezed token equals the same token unsqueezed.
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.0 == other.0 || self.compact() == other.compact()
+    }
+}
+
+impl Eq for Token {}
 
 impl Token {
     /// Stores `text` compactly when it is a JWS whose parts round-trip exactly.
@@ -340,6 +350,7 @@ mod tests {
             assert_eq!(squeezed.text(), text);
             assert_eq!(squeezed.compact(), token.compact());
             assert_eq!(squeezed.squeezed().text(), text, "squeezing twice");
+            assert_eq!(squeezed, token, "equal to the same token unsqueezed");
         }
         let opaque = Token::new("opaque-refresh-token");
         assert_eq!(opaque.squeezed().0, opaque.0, "only a JWS is squeezed");
