@@ -21,6 +21,24 @@ struct Chrome {
     _profile: tempfile::TempDir,
 }
 
+/// A child process killed when the test ends, also when it fails half-way.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        // A failed assertion skips `quit`: chromedriver (and its chromium) must not outlive it.
+        let _ = self.chromedriver.kill();
+        let _ = self.chromedriver.wait();
+    }
+}
+
 impl Chrome {
     async fn start(name: &str) -> Chrome {
         let port = free_port();
@@ -135,10 +153,9 @@ impl Chrome {
         self.el(by).await.text().await.unwrap()
     }
 
-    async fn quit(mut self) {
+    /// Ends the browser session; dropping `self` then stops chromedriver.
+    async fn quit(self) {
         let _ = self.driver.clone().quit().await;
-        let _ = self.chromedriver.kill();
-        let _ = self.chromedriver.wait();
     }
 }
 
@@ -292,24 +309,26 @@ async fn browser_login_reload_logout_with_the_demo() {
     let (gwp, idp, upp, mp) = (free_port(), free_port(), free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("demo.log");
-    let mut demo = Command::new(BIN)
-        .args([
-            "demo",
-            "--port",
-            &gwp.to_string(),
-            "--idp-port",
-            &idp.to_string(),
-        ])
-        .args([
-            "--upstream-port",
-            &upp.to_string(),
-            "--metrics-port",
-            &mp.to_string(),
-        ])
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _demo = Killed(
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--port",
+                &gwp.to_string(),
+                "--idp-port",
+                &idp.to_string(),
+            ])
+            .args([
+                "--upstream-port",
+                &upp.to_string(),
+                "--metrics-port",
+                &mp.to_string(),
+            ])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let origin = format!("http://127.0.0.1:{gwp}");
     let idp_origin = format!("http://127.0.0.1:{idp}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -371,6 +390,4 @@ async fn browser_login_reload_logout_with_the_demo() {
     c.wait_text("Access denied").await;
     c.shot("gateway-403-page").await;
     c.quit().await;
-    let _ = demo.kill();
-    let _ = demo.wait();
 }
