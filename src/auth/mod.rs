@@ -319,14 +319,14 @@ impl OidcAuth {
     ) -> Result<Identity, Reply> {
         let is_token = matches!(id.credential, Credential::Token(_));
         // The credential is shared (Arc): borrow its claims from a clone of the handle rather
-        // than copying the map on every request.
-        let credential_handle = id.credential.clone();
+        // than copying the map on every request. A session keeps its parsed claims once asked
+        // for them, so they are asked for only if the route reads them.
+        let credential_handle = spec.reads_claims().then(|| id.credential.clone());
         let empty = serde_json::Map::new();
-        // A session keeps its parsed claims once asked for them: ask only if the route reads them.
-        let claims = match spec.reads_claims() {
-            true => credential_handle.claims().unwrap_or(&empty),
-            false => &empty,
-        };
+        let claims = credential_handle
+            .as_ref()
+            .and_then(Credential::claims)
+            .unwrap_or(&empty);
         if let Some(rule) = rules::first_failure(&spec.rules, claims, is_token) {
             return Err(self.forbidden(
                 spec,

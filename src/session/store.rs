@@ -408,6 +408,10 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
+    fn memory_store(max_sessions: usize) -> SessionStore {
+        SessionStore::new(&settings(SessionStoreKind::Memory { max_sessions }, SECRET))
+    }
+
     fn data() -> SessionData {
         let now = super::super::now();
         SessionData {
@@ -510,10 +514,7 @@ mod tests {
 
     #[test]
     fn memory_store_cookie_holds_only_the_id() {
-        let store = SessionStore::new(&settings(
-            SessionStoreKind::Memory { max_sessions: 10 },
-            SECRET,
-        ));
+        let store = memory_store(10);
         let (s, pairs) = store.create(data()).unwrap();
         assert_eq!(pairs[0].1.len(), SID_LEN);
         assert!(matches!(
@@ -543,10 +544,7 @@ mod tests {
 
     #[test]
     fn memory_store_tokens_read_back_unchanged() {
-        let store = SessionStore::new(&settings(
-            SessionStoreKind::Memory { max_sessions: 10 },
-            SECRET,
-        ));
+        let store = memory_store(10);
         for n in 0..3 {
             let (id, at) = (jws(n), jws(n + 100));
             let (s, pairs) = store
@@ -568,10 +566,7 @@ mod tests {
 
     #[test]
     fn sweeping_slims_sessions_idle_for_a_minute() {
-        let store = SessionStore::new(&settings(
-            SessionStoreKind::Memory { max_sessions: 10 },
-            SECRET,
-        ));
+        let store = memory_store(10);
         let derive = |s: &Session| {
             let _ = s.data.claims();
             s.upstream_headers.get_or_init(Default::default);
@@ -601,10 +596,7 @@ mod tests {
 
     #[test]
     fn memory_store_is_bounded() {
-        let store = SessionStore::new(&settings(
-            SessionStoreKind::Memory { max_sessions: 32 },
-            SECRET,
-        ));
+        let store = memory_store(32);
         for _ in 0..100 {
             store.create(data()).unwrap();
         }
