@@ -207,6 +207,22 @@ pub fn token_refresh(provider: &str, result: &str) {
     TOKEN_REFRESH.with_label_values(&[provider, result]).inc();
 }
 
+/// `requests_refused_total{reason}`
+pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "requests_refused_total",
+        "Requests the gateway refused before routing or to protect itself: bad_method, \
+         bad_target, bad_path, duplicate_authorization, bad_content_length, header_timeout, \
+         body_too_slow, too_many_connections, rate_limited.",
+        &["reason"],
+    )
+});
+
+/// Counts a refused request (`reason` is one of a fixed set of codes).
+pub fn refused(reason: &str) {
+    REFUSED.with_label_values(&[reason]).inc();
+}
+
 /// Outcome of a session check, for `session_lookups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionResult {
@@ -237,6 +253,7 @@ pub fn init() {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     LazyLock::force(&HTTP_REQUESTS);
+    LazyLock::force(&REFUSED);
     LazyLock::force(&HTTP_DURATION);
     LazyLock::force(&UPSTREAM_DURATION);
     LazyLock::force(&TARGET_HEALTHY);

@@ -8,8 +8,9 @@ use crate::config::{Auth, Config, Route};
 use crate::http::cookies;
 use crate::http::headers::{self, ClientConn, HeaderSet};
 use crate::http::responses::{Reply, wants_html};
-use crate::metrics::RouteMetrics;
-use crate::routing::{RouteTable, path};
+use crate::http::target::{self, Forward};
+use crate::metrics::{self, RouteMetrics};
+use crate::routing::RouteTable;
 use crate::upstream::{self, Tried, UpstreamPool};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -39,8 +40,13 @@ pub struct Gateway {
 pub struct Ctx {
     start: Instant,
     route: Option<usize>,
-    /// Path and query to send upstream when they differ from what the client sent.
-    upstream_path: Option<String>,
+    /// The request-target to send upstream when it differs from what the client sent.
+    upstream_target: Option<Vec<u8>>,
+    /// The path for the access log when it differs from the `Uri`'s: the canonical path that
+    /// was routed, or the escaped raw target of a refused request.
+    logged_path: Option<Box<str>>,
+    /// The route demands authentication, so `Authorization` is the gateway's to forward.
+    authenticated_route: bool,
     tried: Tried,
     target: Option<usize>,
     /// The target chosen in `request_filter` has not been handed to Pingora yet.
@@ -60,10 +66,9 @@ impl Gateway {
         oidc: Option<std::sync::Arc<OidcAuth>>,
     ) -> Self {
         Gateway {
-            scrub: oidc.as_ref().map_or_else(
-                || identity::scrub_set(&config.providers),
-                |o| o.scrub.clone(),
-            ),
+            scrub: oidc
+                .as_ref()
+                .map_or_else(|| identity::scrub_set(&config), |o| o.scrub.clone()),
             oidc,
             endpoint_metrics: RouteMetrics::new(access_log::GATEWAY_ENDPOINT),
             routes: RouteTable::new(&config.routes),
@@ -93,14 +98,24 @@ impl Gateway {
     async fn decide(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
         let req = session.req_header();
         let html = wants_html(&req.headers);
-        let canonical =
-            path::canonicalize(req.uri.path(), self.config.server.allow_encoded_slashes).map_err(
-                |e| Reply::error(400, "bad_path", "Bad request", &format!("{e}."), html),
-            )?;
+        // What is routed is what is forwarded: the method and target are read once, here, and
+        // anything that cannot be canonicalised is refused before any route sees it.
+        let target = target::read(req, self.config.server.allow_encoded_slashes).map_err(|e| {
+            ctx.logged_path = Some(target::escaped_raw(req).into());
+            metrics::refused(e.code());
+            Reply::error(400, e.code(), "Bad request", &format!("{e}."), html)
+        })?;
+        if target.path.len() != req.uri.path().len() || target.forward == Forward::Canonical {
+            ctx.logged_path = Some(target.path.as_ref().into());
+        }
+        headers::check_framing(&req.headers).map_err(|e| {
+            metrics::refused(e.code());
+            Reply::error(400, e.code(), "Bad request", &format!("{e}."), html)
+        })?;
 
         // The gateway's own endpoints come before any route.
         if let Some(oidc) = &self.oidc
-            && let Some(endpoint) = oidc.endpoint(&canonical)
+            && let Some(endpoint) = oidc.endpoint(&target.path)
         {
             ctx.own_endpoint = true;
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
@@ -110,7 +125,7 @@ impl Gateway {
 
         let m = self
             .routes
-            .find(request_host(req), &canonical, &req.method)
+            .find(request_host(req), &target.path, &req.method)
             .ok_or_else(|| {
                 Reply::error(
                     404,
@@ -122,15 +137,15 @@ impl Gateway {
             })?;
         ctx.route = Some(m.route);
         let route = &self.config.routes[m.route];
-        if route.strip_path || matches!(canonical, std::borrow::Cow::Owned(_)) {
-            let rest = if route.strip_path {
-                &canonical[m.rest..]
-            } else {
-                &canonical[..]
-            };
-            let rest = if rest.is_empty() { "/" } else { rest };
-            ctx.upstream_path = Some(with_query(rest, req.uri.query()));
-        }
+        let forwarded = if route.strip_path {
+            match &target.path[m.rest..] {
+                "" => "/",
+                rest => rest,
+            }
+        } else {
+            &target.path
+        };
+        ctx.upstream_target = target.upstream_bytes(forwarded);
 
         if let Auth::Oidc(spec) = &route.auth {
             let Some(oidc) = &self.oidc else {
@@ -142,10 +157,12 @@ impl Gateway {
                     html,
                 ));
             };
-            let return_to = with_query(&canonical, req.uri.query());
+            let query = target.query.map(String::from_utf8_lossy);
+            let return_to = with_query(&target.path, query.as_deref());
             ctx.identity = oidc
                 .authenticate(spec, req, &return_to, &self.route_metrics[m.route])
                 .await?;
+            ctx.authenticated_route = true;
         }
 
         self.choose_target(session, ctx)
@@ -215,7 +232,9 @@ impl ProxyHttp for Gateway {
         Ctx {
             start: Instant::now(),
             route: None,
-            upstream_path: None,
+            upstream_target: None,
+            logged_path: None,
+            authenticated_route: false,
             tried: Tried::default(),
             target: None,
             target_pending: false,
@@ -287,12 +306,10 @@ impl ProxyHttp for Gateway {
         let Some((route, pool)) = self.route_of(ctx) else {
             return Ok(());
         };
-        if let Some(p) = ctx.upstream_path.take() {
-            let uri = p.parse::<http::Uri>().map_err(|e| {
-                Error::because(InternalError, "canonical path is not a valid URI", e)
-            })?;
-            upstream_req.set_uri(uri);
+        if let Some(t) = ctx.upstream_target.take() {
+            upstream_req.set_raw_path(&t)?;
         }
+        headers::collapse_content_length(upstream_req)?;
         let ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -311,8 +328,8 @@ impl ProxyHttp for Gateway {
         headers::scrub(upstream_req, &self.scrub);
         if let Some(oidc) = &self.oidc {
             cookies::strip(upstream_req, |name| oidc.is_own_cookie(name));
-            if let Some(id) = &ctx.identity {
-                oidc.identify(id, upstream_req)?;
+            if ctx.authenticated_route {
+                oidc.identify(ctx.identity.as_ref(), upstream_req)?;
             }
         }
         Ok(())
@@ -411,7 +428,7 @@ impl ProxyHttp for Gateway {
             access_log::log(&access_log::Entry {
                 user: ctx.identity.as_ref().and_then(|i| i.sub()),
                 method: req.method.as_str(),
-                path: req.uri.path(),
+                path: ctx.logged_path.as_deref().unwrap_or(req.uri.path()),
                 route: match route {
                     Some((r, _)) => r.name.as_str(),
                     None if ctx.own_endpoint => access_log::GATEWAY_ENDPOINT,

@@ -3,8 +3,8 @@
 //! a client can never pose as a user.
 
 use super::bearer::VerifiedToken;
-use crate::config::Provider;
-use crate::http::headers::HeaderSet;
+use crate::config::{Config, Provider};
+use crate::http::headers::{HeaderSet, OVERRIDE_HEADERS};
 use crate::session::{Session, claim_string};
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -25,16 +25,30 @@ const FAMILY: &[&str] = &[
     "x-anonymous-consumer",
     "x-remote-user",
     "remote-user",
+    "x-user",
+    "x-email",
 ];
 
 /// Prefixes of identity header families.
 const FAMILY_PREFIXES: &[&str] = &["x-auth-request-", "x-consumer-"];
 
-/// The headers to remove: the family above plus every header a provider is configured to set
-/// (except `Authorization`, which is only replaced on session-authenticated routes).
-pub fn scrub_set(providers: &[Provider]) -> HeaderSet {
-    let mut names: Vec<String> = FAMILY.iter().map(|s| (*s).to_owned()).collect();
-    for p in providers {
+/// The identity and override headers removed from every request unless `[server] keep_headers`
+/// names them: the defaults a deployment may opt out of.
+pub fn default_scrubbed() -> impl Iterator<Item = &'static str> {
+    FAMILY.iter().chain(OVERRIDE_HEADERS).copied()
+}
+
+/// The headers to remove from every request: the defaults above (less `keep_headers`), every
+/// header a provider is configured to set (except `Authorization`, which is the gateway's on
+/// authenticated routes only) and `[server] scrub_headers`.
+pub fn scrub_set(config: &Config) -> HeaderSet {
+    let keep = HeaderSet::new(config.server.keep_headers.iter().map(String::as_str), []);
+    let mut names: Vec<String> = default_scrubbed()
+        .filter(|n| !keep.contains(n))
+        .map(str::to_owned)
+        .collect();
+    names.extend(config.server.scrub_headers.iter().cloned());
+    for p in &config.providers {
         names.extend(
             p.upstream_headers
                 .iter()

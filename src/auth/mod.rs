@@ -158,7 +158,7 @@ impl OidcAuth {
                 settings.max_login_cookies,
             ),
             store: SessionStore::new(&settings),
-            scrub: identity::scrub_set(&config.providers),
+            scrub: identity::scrub_set(config),
             providers,
             settings,
             attrs,
@@ -507,21 +507,25 @@ impl OidcAuth {
             .fold(reply, |r, c| r.with_header(http::header::SET_COOKIE, c))
     }
 
-    /// Adds `id`'s identity headers to the upstream request (which was scrubbed before). A
-    /// session replaces the client's `Authorization`; a token keeps it (it is the credential).
-    pub fn identify(&self, id: &Identity, req: &mut RequestHeader) -> pingora::Result<()> {
+    /// Sets the identity headers of a request to an authenticated route (scrubbed before).
+    /// `Authorization` is the gateway's there: a validated bearer token stays, anything else the
+    /// client sent is removed (optional mode without a credential, the anonymous consumer, a
+    /// session, which may set its own below).
+    pub fn identify(&self, id: Option<&Identity>, req: &mut RequestHeader) -> pingora::Result<()> {
+        if !id.is_some_and(|id| matches!(id.credential, Credential::Token(_))) {
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+        let Some(id) = id else { return Ok(()) };
         let set = match &id.credential {
-            Credential::Session(s) => {
-                req.remove_header(&http::header::AUTHORIZATION);
-                self.providers
-                    .list
-                    .iter()
-                    .find(|p| *p.config.name == *s.data.provider)
-                    .map(|p| {
-                        s.upstream_headers
-                            .get_or_init(|| identity::session_headers(&p.config, s).into())
-                    })
-            }
+            Credential::Session(s) => self
+                .providers
+                .list
+                .iter()
+                .find(|p| *p.config.name == *s.data.provider)
+                .map(|p| {
+                    s.upstream_headers
+                        .get_or_init(|| identity::session_headers(&p.config, s).into())
+                }),
             Credential::Token(t) => self.provider(t.provider).map(|cfg| {
                 t.upstream_headers
                     .get_or_init(|| identity::token_headers(cfg, t).into())

@@ -198,6 +198,24 @@ pub struct Server {
     pub allow_encoded_slashes: bool,
     /// Idle upstream connections kept for reuse, across all upstreams.
     pub upstream_keepalive_pool_size: usize,
+    /// Extra request headers removed from every request (lower case).
+    pub scrub_headers: Vec<String>,
+    /// Default-scrubbed identity or override headers clients may send through (lower case).
+    pub keep_headers: Vec<String>,
+    /// Longest time from the first byte of a request to the end of its header section.
+    pub request_header_timeout: Duration,
+    /// Longest wait for the next bytes of a request body, and the time a body may take before
+    /// `request_body_min_rate` applies.
+    pub request_body_timeout: Duration,
+    /// Bytes per second a request body must average after `request_body_timeout` (0: no
+    /// minimum).
+    pub request_body_min_rate: u64,
+    /// Client connections one process serves at once; more are refused at once.
+    pub max_connections: usize,
+    /// Login starts and callbacks per client IP and minute (0: unlimited).
+    pub login_rate_limit: u64,
+    /// Introspection calls (cache misses) per client IP and minute (0: unlimited).
+    pub introspection_rate_limit: u64,
 }
 
 /// A TLS listener.

@@ -111,6 +111,14 @@ pub struct RawServer {
     pub upgrade_socket: Option<String>,
     pub allow_encoded_slashes: Option<bool>,
     pub upstream_keepalive_pool_size: Option<Spanned<i64>>,
+    pub scrub_headers: Vec<SStr>,
+    pub keep_headers: Vec<SStr>,
+    pub request_header_timeout: Option<SStr>,
+    pub request_body_timeout: Option<SStr>,
+    pub request_body_min_rate: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub login_rate_limit: Option<Spanned<i64>>,
+    pub introspection_rate_limit: Option<Spanned<i64>>,
 }
 
 /// `[[server.tls]]`

@@ -906,7 +906,82 @@ impl Builder<'_> {
                 1024,
                 0,
             ),
+            scrub_headers: self.header_names(&raw.scrub_headers, "server.scrub_headers"),
+            keep_headers: self.keep_headers(&raw.keep_headers),
+            request_header_timeout: self.duration(
+                &raw.request_header_timeout,
+                "server.request_header_timeout",
+                Duration::from_secs(10),
+            ),
+            request_body_timeout: self.duration(
+                &raw.request_body_timeout,
+                "server.request_body_timeout",
+                Duration::from_secs(10),
+            ),
+            request_body_min_rate: self.count(
+                &raw.request_body_min_rate,
+                "server.request_body_min_rate",
+                1024,
+                0,
+            ) as u64,
+            max_connections: self.count(&raw.max_connections, "server.max_connections", 10_000, 1),
+            login_rate_limit: self.count(&raw.login_rate_limit, "server.login_rate_limit", 30, 0)
+                as u64,
+            introspection_rate_limit: self.count(
+                &raw.introspection_rate_limit,
+                "server.introspection_rate_limit",
+                300,
+                0,
+            ) as u64,
         }
+    }
+
+    /// A list of header names, lower-cased; every entry must be a valid name.
+    fn header_names(&mut self, raw: &[SStr], key: &str) -> Vec<String> {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                self.header_name(n.get_ref(), n.span(), &format!("{key}[{i}]"))
+                    .map(|h| h.as_str().to_owned())
+            })
+            .collect()
+    }
+
+    /// `keep_headers` may only name headers scrubbed by default; forwarding headers follow
+    /// `trusted_proxies` instead.
+    fn keep_headers(&mut self, raw: &[SStr]) -> Vec<String> {
+        let defaults =
+            crate::http::headers::HeaderSet::new(crate::auth::identity::default_scrubbed(), []);
+        let forwarding = crate::http::headers::HeaderSet::new(
+            crate::http::headers::FORWARDING_HEADERS.iter().copied(),
+            [],
+        );
+        let mut names = Vec::new();
+        for (i, raw) in raw.iter().enumerate() {
+            let key = format!("server.keep_headers[{i}]");
+            let Some(name) = self.header_name(raw.get_ref(), raw.span(), &key) else {
+                continue;
+            };
+            let name = name.as_str().to_owned();
+            if forwarding.contains(&name) {
+                self.err(
+                    raw.span(),
+                    key,
+                    format!(
+                        "{name} is believed only from server.trusted_proxies; it cannot be kept"
+                    ),
+                );
+            } else if !defaults.contains(&name) {
+                self.err(
+                    raw.span(),
+                    key,
+                    format!("{name} is not removed by default, so there is nothing to keep"),
+                );
+            } else {
+                names.push(name);
+            }
+        }
+        names
     }
 
     fn metrics(&mut self, raw: &RawMetrics) -> Option<Metrics> {

@@ -5,7 +5,8 @@
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 
-/// Headers that describe the client connection; only a trusted proxy may send them.
+/// Headers that describe the client connection (address, host, scheme); only a trusted proxy
+/// may send them. Upstream frameworks read any of them as the client's address or scheme.
 pub const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
@@ -13,8 +14,102 @@ pub const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-port",
     "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
     "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
 ];
+
+/// Headers that make some upstream frameworks (Symfony, IIS, Rails, Express middleware) serve
+/// another path or method than the request line names. The gateway routes on the request line
+/// only, so these would let a client route past it: removed from every request.
+pub const OVERRIDE_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Why a request's header section was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// More than one `Authorization` field.
+    #[error("send one Authorization header, not several")]
+    DuplicateAuthorization,
+    /// `Content-Length` values that differ or do not parse (RFC 9112 section 6.3).
+    #[error("the Content-Length values disagree")]
+    ContentLength,
+}
+
+impl HeaderError {
+    /// A short machine-readable reason, for JSON answers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HeaderError::DuplicateAuthorization => "duplicate_authorization",
+            HeaderError::ContentLength => "bad_content_length",
+        }
+    }
+}
+
+/// Refuses header sections two parties could read differently: several `Authorization` fields
+/// (one checked, another used) and disagreeing `Content-Length` values.
+pub fn check_framing(headers: &http::HeaderMap) -> Result<(), HeaderError> {
+    if headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(HeaderError::DuplicateAuthorization);
+    }
+    content_length(headers).map(|_| ())
+}
+
+/// The one `Content-Length` of a request, when every value (fields and comma-separated list
+/// items) agrees.
+fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, HeaderError> {
+    let mut found = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| HeaderError::ContentLength)?;
+        for item in text.split(',') {
+            let item = item.trim();
+            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeaderError::ContentLength);
+            }
+            let n: u64 = item.parse().map_err(|_| HeaderError::ContentLength)?;
+            match found {
+                Some(prev) if prev != n => return Err(HeaderError::ContentLength),
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Sends agreeing duplicate `Content-Length` values (`5, 5` or two fields) upstream as one.
+pub fn collapse_content_length(req: &mut RequestHeader) -> pingora::Result<()> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let single = match (values.next(), values.next()) {
+        (None, _) => return Ok(()),
+        (Some(v), None) => !v.as_bytes().contains(&b','),
+        _ => false,
+    };
+    if single {
+        return Ok(());
+    }
+    match content_length(&req.headers) {
+        Ok(Some(n)) => req.insert_header(http::header::CONTENT_LENGTH, n.to_string()),
+        _ => Err(pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "disagreeing Content-Length values",
+        )),
+    }
+}
 
 /// A set of header names (lower case, `-` spelling) and name prefixes to remove.
 #[derive(Debug, Clone, Default)]
@@ -218,6 +313,69 @@ mod tests {
         assert!(is_trusted(Some("::ffff:127.0.0.1".parse().unwrap()), &nets));
         assert!(!is_trusted(Some("11.0.0.1".parse().unwrap()), &nets));
         assert!(!is_trusted(None, &nets));
+    }
+
+    #[test]
+    fn client_ip_and_scheme_headers_pass_only_from_trusted_proxies() {
+        let sent = [
+            ("True-Client-IP", "6.6.6.6"),
+            ("X-Client-IP", "6.6.6.6"),
+            ("CF-Connecting-IP", "6.6.6.6"),
+            ("X-Forwarded-Scheme", "https"),
+            ("X_Forwarded_Ssl", "on"),
+        ];
+        let conn = |trusted| ClientConn {
+            ip: Some("10.1.2.3".parse().unwrap()),
+            trusted,
+            tls: false,
+            host: "h",
+        };
+        let mut r = req(&sent);
+        set_forwarded(&mut r, &conn(false)).unwrap();
+        for (name, _) in sent {
+            assert!(
+                r.headers.get(name).is_none(),
+                "{name} from an untrusted client"
+            );
+        }
+        let mut r = req(&sent);
+        set_forwarded(&mut r, &conn(true)).unwrap();
+        assert_eq!(values(&r, "true-client-ip"), vec!["6.6.6.6"]);
+    }
+
+    #[test]
+    fn authorization_once_and_content_length_agreeing() {
+        let map = |h: &[(&str, &str)]| req(h).headers.clone();
+        assert_eq!(
+            check_framing(&map(&[("authorization", "Bearer a")])),
+            Ok(())
+        );
+        assert_eq!(
+            check_framing(&map(&[
+                ("authorization", "Bearer a"),
+                ("Authorization", "Bearer b")
+            ])),
+            Err(HeaderError::DuplicateAuthorization)
+        );
+        assert_eq!(check_framing(&map(&[("content-length", "5, 5")])), Ok(()));
+        for bad in [
+            &[("content-length", "5, 6")][..],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("content-length", "-1")],
+            &[("content-length", "5,")],
+        ] {
+            assert_eq!(
+                check_framing(&map(bad)),
+                Err(HeaderError::ContentLength),
+                "{bad:?}"
+            );
+        }
+        let mut r = req(&[("content-length", "5"), ("Content-Length", "5")]);
+        collapse_content_length(&mut r).unwrap();
+        assert_eq!(values(&r, "content-length"), vec!["5"]);
+        let mut r = req(&[("content-length", "7, 7")]);
+        collapse_content_length(&mut r).unwrap();
+        assert_eq!(values(&r, "content-length"), vec!["7"]);
     }
 
     #[test]

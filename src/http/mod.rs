@@ -4,3 +4,4 @@ pub mod cookies;
 pub mod headers;
 pub mod redirect;
 pub mod responses;
+pub mod target;

@@ -25,17 +25,25 @@ pub enum PathError {
     EncodedSlash,
 }
 
-/// Returns the canonical form of `raw` (the path part of the request target, no query).
+/// Returns the canonical form of `raw` (the path part of the request target, no query), which
+/// may be any bytes: the request line is not always UTF-8.
 ///
 /// Borrows `raw` when it is already canonical, which is the common case.
-pub fn canonicalize(raw: &str, allow_encoded_slashes: bool) -> Result<Cow<'_, str>, PathError> {
-    if !raw.starts_with('/') {
+pub fn canonicalize<R: AsRef<[u8]> + ?Sized>(
+    raw: &R,
+    allow_encoded_slashes: bool,
+) -> Result<Cow<'_, str>, PathError> {
+    let raw = raw.as_ref();
+    if raw.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    if is_canonical(raw.as_bytes()) {
-        return Ok(Cow::Borrowed(raw));
+    if is_canonical(raw) {
+        // A canonical path is ASCII, so this never falls through.
+        if let Ok(s) = std::str::from_utf8(raw) {
+            return Ok(Cow::Borrowed(s));
+        }
     }
-    slow(raw.as_bytes(), allow_encoded_slashes).map(Cow::Owned)
+    slow(raw, allow_encoded_slashes).map(Cow::Owned)
 }
 
 fn is_canonical(b: &[u8]) -> bool {

@@ -186,6 +186,19 @@ impl GatewayProcess {
         s
     }
 
+    /// The log once it contains every one of `needles` (lines are flushed ten times a second),
+    /// or what it holds after five seconds.
+    pub fn log_containing(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The metrics listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))

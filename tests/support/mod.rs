@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod gateway;
 pub mod hostile_op;
+pub mod lenient;
 pub mod op;
 pub mod upstream;
 
@@ -12,6 +13,8 @@ pub use browser::*;
 pub use gateway::*;
 #[allow(unused_imports)]
 pub use hostile_op::*;
+#[allow(unused_imports)]
+pub use lenient::*;
 #[allow(unused_imports)]
 pub use op::*;
 #[allow(unused_imports)]

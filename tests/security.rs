@@ -1,0 +1,544 @@
+//! Security tests from the attacker's side: the real binary, raw sockets, odd request lines and a
+//! *lenient* upstream that records what it received (`support/lenient.rs`). nginx or hyper in
+//! front would refuse most of these inputs themselves and hide a gateway that forwards them.
+//!
+//! The invariant under test: the upstream receives exactly the request that was routed and
+//! authorized — the same method, the same (canonical) path — or the gateway answers 4xx itself.
+
+mod support;
+
+use proptest::prelude::*;
+use std::time::Duration;
+use support::*;
+
+const SECRET: &str = "security-test-session-secret-0123456789";
+
+/// `/` and `/api2` reads are public (upstream `public`); `/admin` and `/api2` writes need a
+/// bearer token (upstream `private`). The provider is never reachable: no request in these
+/// tests carries a credential, so none may reach `private`, and nothing that reaches `public`
+/// may be, by any lenient reading, an `/admin` request or an `/api2` write.
+fn layout(public: &LenientUpstream, private: &LenientUpstream) -> String {
+    format!(
+        r#"
+[session]
+secrets = ["{SECRET}"]
+[[providers]]
+name = "idp"
+issuer = "http://127.0.0.1:1/unreachable"
+client_id = "gateway"
+client_secret = "gateway-secret"
+redirect_uri = "http://127.0.0.1:1/oauth2/callback"
+timeout = "200ms"
+[[upstreams]]
+name = "public"
+targets = ["{public}"]
+[[upstreams]]
+name = "private"
+targets = ["{private}"]
+[[routes]]
+name = "site"
+upstream = "public"
+[[routes]]
+name = "admin"
+paths = ["/admin"]
+upstream = "private"
+auth = {{ provider = "idp", methods = ["bearer"] }}
+[[routes]]
+name = "api2-read"
+paths = ["/api2"]
+methods = ["GET", "HEAD"]
+upstream = "public"
+[[routes]]
+name = "api2-write"
+paths = ["/api2"]
+methods = ["POST", "PUT", "PATCH", "DELETE"]
+upstream = "private"
+auth = {{ provider = "idp", methods = ["bearer"] }}
+"#,
+        public = public.address(),
+        private = private.address(),
+    )
+}
+
+/// How a lenient upstream (werkzeug, `http.server`) reads a request line: the method
+/// upper-cased; a target without a leading '/' rooted; scheme and authority dropped; query and
+/// fragment cut; every escape decoded, backslashes as slashes, `;params` dropped from segment
+/// names, dot segments resolved. Returns (method, segments).
+fn lenient_view(method: &[u8], target: &[u8]) -> (String, Vec<String>) {
+    let method = String::from_utf8_lossy(method).to_ascii_uppercase();
+    let mut t = target.to_vec();
+    for scheme in [&b"http://"[..], b"https://", b"HTTP://", b"HTTPS://"] {
+        if t.starts_with(scheme) {
+            let rest = t[scheme.len()..].to_vec();
+            let slash = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+            t = rest[slash..].to_vec();
+        }
+    }
+    let cut = t
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(t.len());
+    let decoded = percent_encoding::percent_decode(&t[..cut]).collect::<Vec<u8>>();
+    let text = String::from_utf8_lossy(&decoded).replace('\\', "/");
+    let mut segments: Vec<String> = Vec::new();
+    for seg in text.split('/') {
+        match seg.split(';').next().unwrap_or("") {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            name => segments.push(name.to_owned()),
+        }
+    }
+    (method, segments)
+}
+
+/// Whether a request, read leniently, is one the layout protects.
+fn is_protected(method: &[u8], target: &[u8]) -> bool {
+    let (m, segs) = lenient_view(method, target);
+    let first = segs.first().map(String::as_str);
+    first == Some("admin")
+        || (first == Some("api2") && matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
+}
+
+fn method() -> impl Strategy<Value = String> {
+    // Upper-case methods more often than their odd spellings, so both outcomes are common.
+    prop::sample::select(vec![
+        "GET", "GET", "GET", "POST", "POST", "DELETE", "HEAD", "OPTIONS", "GET", "get", "Get",
+        "gET", "HEAD", "head", "POST", "post", "PoSt", "PUT", "put", "PATCH", "patch", "DELETE",
+        "delete", "Delete", "OPTIONS", "options", "TRACE", "PROPFIND", "M-SEARCH", "CONNECT",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn segment() -> impl Strategy<Value = Vec<u8>> {
+    let pieces: Vec<&'static [u8]> = vec![
+        b"admin",
+        b"ADMIN",
+        b"%61dmin",
+        b"adm%69n",
+        b"%61%64%6D%69%6E",
+        b"api2",
+        b"%61pi2",
+        b"x",
+        b".",
+        b"..",
+        b"%2e",
+        b"%2E%2e",
+        b".%2e",
+        b"",
+        b"admin;x=1",
+        b";x",
+        b"..;",
+        b"%2f",
+        b"%2Fadmin",
+        b"%5c",
+        b"\\",
+        b"\\admin",
+        b"a%20b",
+        b"%3f",
+        b"%23",
+        b"\xff",
+        b"caf\xc3\xa9",
+        b"%00",
+        b"%",
+        b"%zz",
+    ];
+    prop::sample::select(pieces).prop_map(<[u8]>::to_vec)
+}
+
+/// Request-targets in every form: origin, rootless, absolute (matching Host or not), asterisk,
+/// authority and query-only.
+fn target(port: u16) -> impl Strategy<Value = Vec<u8>> {
+    let path = (prop::collection::vec(segment(), 0..5), 0..3usize).prop_map(|(segs, sep)| {
+        let sep: &[u8] = [&b"/"[..], b"//", b"/"][sep];
+        segs.join(sep)
+    });
+    let query = prop::sample::select(vec![&b""[..], b"?q=1", b"?/admin", b"?x=%2F", b"#frag"]);
+    let form = 0..8usize;
+    (form, path, query).prop_map(move |(form, path, query)| {
+        let mut t = match form {
+            0..=2 => [&b"/"[..], &path].concat(),
+            3 => path.clone(),
+            4 => [format!("http://127.0.0.1:{port}/").as_bytes(), &path].concat(),
+            5 => [&b"http://elsewhere.test/"[..], &path].concat(),
+            6 => b"*".to_vec(),
+            _ => [format!("127.0.0.1:{port}").as_bytes(), &path].concat(),
+        };
+        t.extend_from_slice(query);
+        t
+    })
+}
+
+#[test]
+fn what_is_routed_is_what_is_forwarded_property() {
+    let public = LenientUpstream::start();
+    let private = LenientUpstream::start();
+    let gw = GatewayProcess::start(&layout(&public, &private));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 400,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let port = gw.port;
+    let (forwarded, refused) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
+    let result = runner.run(&(method(), target(port)), |(method, target)| {
+        let mut req = method.as_bytes().to_vec();
+        req.push(b' ');
+        req.extend_from_slice(&target);
+        req.extend_from_slice(
+            format!(" HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let resp = raw_request(port, &req, Duration::from_secs(5));
+        let reached_public = public.take();
+        let reached_private = private.take();
+        let shown = format!("{method} {}", target.escape_ascii());
+        prop_assert!(
+            reached_private.is_empty(),
+            "{shown:?} reached the protected upstream without a credential: {:?}",
+            reached_private[0].line_lossy()
+        );
+        match reached_public.as_slice() {
+            [] => {
+                refused.set(refused.get() + 1);
+                prop_assert!(
+                    (400..500).contains(&resp.status),
+                    "{shown:?}: nothing forwarded, so the gateway must answer 4xx itself, got {}",
+                    resp.text
+                )
+            }
+            [got] => {
+                forwarded.set(forwarded.get() + 1);
+                let (m, t) = (got.method(), got.target());
+                prop_assert!(
+                    !is_protected(m, t),
+                    "BYPASS: {shown:?} reached the public upstream as {:?}",
+                    got.line_lossy()
+                );
+                prop_assert!(
+                    !m.iter().any(u8::is_ascii_lowercase) && m == method.as_bytes(),
+                    "{shown:?}: method forwarded as {:?}",
+                    got.line_lossy()
+                );
+                let origin_form = t.first() == Some(&b'/');
+                prop_assert!(
+                    origin_form || (t == b"*" && m == b"OPTIONS"),
+                    "{shown:?}: target forwarded in another form: {:?}",
+                    got.line_lossy()
+                );
+                if origin_form {
+                    let path = t.split(|&b| b == b'?').next().unwrap_or(t);
+                    let path = std::str::from_utf8(path).expect("a forwarded path is ASCII");
+                    let canon = oidc_gateway::routing::path::canonicalize(path.as_bytes(), false);
+                    prop_assert!(
+                        canon.as_deref() == Ok(path),
+                        "{shown:?}: forwarded path {path:?} is not canonical ({canon:?})"
+                    );
+                }
+            }
+            many => prop_assert!(false, "{shown:?}: {} requests upstream", many.len()),
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}\n--- gateway log ---\n{}", gw.log());
+    }
+    // Both outcomes must be exercised, or the property says nothing.
+    eprintln!("forwarded {}, refused {}", forwarded.get(), refused.get());
+    assert!(
+        forwarded.get() >= 30 && refused.get() >= 30,
+        "forwarded {}, refused {}",
+        forwarded.get(),
+        refused.get()
+    );
+}
+
+/// A raw HTTP/1.1 request with `Connection: close` and the given extra header lines.
+fn raw(port: u16, line: &str, headers: &[&str]) -> RawResponse {
+    let mut req = format!("{line}\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    raw_request(port, req.as_bytes(), Duration::from_secs(5))
+}
+
+#[test]
+fn targets_and_methods_that_were_bypasses_are_refused_and_logged_as_sent() {
+    let public = LenientUpstream::start();
+    let private = LenientUpstream::start();
+    let gw = GatewayProcess::start(&layout(&public, &private));
+    for line in [
+        "GET admin HTTP/1.1",
+        "GET admin/x HTTP/1.1",
+        "GET admin?x=1 HTTP/1.1",
+        "GET %61dmin HTTP/1.1",
+        "GET %2fadmin HTTP/1.1",
+        "post /api2 HTTP/1.1",
+        "Delete /api2 HTTP/1.1",
+        "PoSt /api2 HTTP/1.1",
+        "GET * HTTP/1.1",
+    ] {
+        let r = raw(gw.port, line, &[]);
+        assert_eq!(r.status, 400, "{line}: {}", r.text);
+        assert!(r.text.contains("\"error\":\"bad_"), "{line}: {}", r.text);
+    }
+    // Pingora itself refuses an absolute-form authority that is not the Host.
+    let r = raw(gw.port, "GET http://elsewhere.test/admin HTTP/1.1", &[]);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(public.count() + private.count(), 0, "{:?}", public.take());
+
+    // What is routed is what is forwarded, and what the access log says.
+    let r = raw(gw.port, "GET /x/..;/%61dmin HTTP/1.1", &[]);
+    assert_eq!(r.status, 401, "the canonical path is /admin: {}", r.text);
+    let r = raw(gw.port, "GET /docs/x/./%2e%2E/b?q=%2F HTTP/1.1", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(public.take()[0].line_lossy(), "GET /docs/b?q=%2F HTTP/1.1");
+    let r = raw(gw.port, "OPTIONS * HTTP/1.1", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(public.take()[0].line_lossy(), "OPTIONS * HTTP/1.1");
+
+    let expected = [
+        r#"method="GET" path="/admin" route="admin" status=401"#,
+        r#"path="admin?x=1" route="-" status=400"#,
+        r#"method="post" path="/api2" route="-" status=400"#,
+        r#"path="/docs/b" route="site" status=200"#,
+    ];
+    let log = gw.log_containing(&expected);
+    for line in expected {
+        assert!(log.contains(line), "{line}:\n{log}");
+    }
+}
+
+/// Waits until the gateway has the provider's keys (discovery runs in the background).
+fn wait_for_keys(gw: &GatewayProcess, path: &str, token: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = raw(
+            gw.port,
+            &format!("GET {path} HTTP/1.1"),
+            &[&format!("Authorization: Bearer {token}")],
+        );
+        if r.status == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {}\n{}",
+            r.text,
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn authorization_reaches_the_upstream_only_as_the_gateway_vouches_for_it() {
+    let op = HostileOp::start(Attack::None);
+    let up = LenientUpstream::start();
+    let route = |name: &str, auth: &str| {
+        format!("[[routes]]\nname = \"{name}\"\npaths = [\"/{name}\"]\nupstream = \"up\"\n{auth}\n")
+    };
+    let mut body = format!(
+        r#"
+[session]
+secrets = ["{SECRET}"]
+[[providers]]
+name = "op"
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "s"
+redirect_uri = "http://127.0.0.1:1/oauth2/callback"
+[[consumers]]
+username = "guest"
+[[upstreams]]
+name = "up"
+targets = ["{up}"]
+"#,
+        issuer = op.issuer,
+        up = up.address()
+    );
+    for (name, auth) in [
+        (
+            "bearer",
+            r#"auth = { provider = "op", methods = ["bearer"] }"#,
+        ),
+        (
+            "optional",
+            r#"auth = { provider = "op", methods = ["bearer"], mode = "optional" }"#,
+        ),
+        (
+            "anonymous",
+            r#"auth = { provider = "op", methods = ["bearer"], anonymous = "guest" }"#,
+        ),
+        (
+            "preflight",
+            r#"auth = { provider = "op", methods = ["bearer"], run_on_preflight = false }"#,
+        ),
+        ("public", ""),
+    ] {
+        body.push_str(&route(name, auth));
+    }
+    let gw = GatewayProcess::start(&body);
+    let now = unix_now();
+    let token = mint(
+        &serde_json::json!({"iss": op.issuer, "sub": "alice", "aud": "gateway", "exp": now + 300, "iat": now}),
+        "key1",
+    );
+    wait_for_keys(&gw, "/bearer", &token);
+    up.take();
+
+    let forwarded_authorization = |line: &str, headers: &[&str]| -> (u16, Option<Vec<String>>) {
+        let r = raw(gw.port, line, headers);
+        let got = up.take();
+        assert!(got.len() <= 1);
+        (
+            r.status,
+            got.first().map(|g| g.header_values("authorization")),
+        )
+    };
+    let basic = "Authorization: Basic YWxpY2U6c2VjcmV0";
+    let forged = "Authorization: Bearer forged.token.here";
+    let valid = format!("Authorization: Bearer {token}");
+    let none: Option<Vec<String>> = Some(vec![]);
+
+    // Optional mode, no credential accepted: the client's header does not pass as if vouched for.
+    assert_eq!(
+        forwarded_authorization("GET /optional HTTP/1.1", &[basic]),
+        (200, none.clone())
+    );
+    // The anonymous consumer: neither a foreign scheme nor a refused token passes.
+    assert_eq!(
+        forwarded_authorization("GET /anonymous HTTP/1.1", &[basic]),
+        (200, none.clone())
+    );
+    assert_eq!(
+        forwarded_authorization("GET /anonymous HTTP/1.1", &[forged]),
+        (200, none.clone())
+    );
+    // A CORS preflight let through unauthenticated.
+    assert_eq!(
+        forwarded_authorization(
+            "OPTIONS /preflight HTTP/1.1",
+            &[
+                "Origin: https://spa.test",
+                "Access-Control-Request-Method: POST",
+                basic
+            ]
+        ),
+        (200, none.clone())
+    );
+    // The validated token is forwarded, once.
+    assert_eq!(
+        forwarded_authorization("GET /bearer HTTP/1.1", &[&valid]),
+        (200, Some(vec![format!("Bearer {token}")]))
+    );
+    assert_eq!(
+        forwarded_authorization("GET /optional HTTP/1.1", &[&valid]),
+        (200, Some(vec![format!("Bearer {token}")]))
+    );
+    // Check the first, forward both: refused, on every route.
+    for path in ["/bearer", "/optional", "/public"] {
+        assert_eq!(
+            forwarded_authorization(&format!("GET {path} HTTP/1.1"), &[&valid, forged]),
+            (400, None),
+            "{path}"
+        );
+    }
+    // Public routes are not the gateway's to authenticate: one header passes as sent.
+    assert_eq!(
+        forwarded_authorization("GET /public HTTP/1.1", &[basic]),
+        (200, Some(vec!["Basic YWxpY2U6c2VjcmV0".to_owned()]))
+    );
+}
+
+#[test]
+fn override_client_ip_scheme_and_identity_headers_never_pass_from_clients() {
+    let up = LenientUpstream::start();
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n[[routes]]\nname = \"site\"\nupstream = \"up\"\n",
+            up.address()
+        ),
+        server_extra: "scrub_headers = [\"X-Tenant\"]\nkeep_headers = [\"X-Email\"]",
+        ..Default::default()
+    });
+    let sent = [
+        "X-Original-URL: /admin",
+        "X-Rewrite-URL: /admin",
+        "X-HTTP-Method-Override: DELETE",
+        "X_HTTP_Method_Override: DELETE",
+        "True-Client-IP: 6.6.6.6",
+        "X-Client-IP: 6.6.6.6",
+        "CF-Connecting-IP: 6.6.6.6",
+        "X-Forwarded-Scheme: https",
+        "X-Forwarded-Ssl: on",
+        "X-User: admin",
+        "X_User: admin",
+        "X-Tenant: other",
+        "X-Email: kept@example.com",
+        "Accept: */*",
+    ];
+    let r = raw(gw.port, "GET /x HTTP/1.1", &sent);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = up.take().pop().unwrap();
+    let names: Vec<String> = got
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    for gone in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x_http_method_override",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-user",
+        "x_user",
+        "x-tenant",
+    ] {
+        assert!(
+            !names.contains(&gone.to_owned()),
+            "{gone} reached the upstream: {names:?}"
+        );
+    }
+    assert_eq!(
+        got.header_values("x-email"),
+        vec!["kept@example.com"],
+        "keep_headers"
+    );
+    assert_eq!(got.header_values("accept"), vec!["*/*"]);
+    assert_eq!(got.header_values("x-forwarded-for"), vec!["127.0.0.1"]);
+
+    // Content-Length: agreeing duplicates go upstream as one value; disagreeing ones are refused.
+    let post = |cl: &[&str]| {
+        let mut req = format!(
+            "POST /form HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
+            gw.port
+        );
+        for v in cl {
+            req.push_str(&format!("Content-Length: {v}\r\n"));
+        }
+        req.push_str("\r\nhello");
+        raw_request(gw.port, req.as_bytes(), Duration::from_secs(5))
+    };
+    assert_eq!(post(&["5", "5"]).status, 200);
+    assert_eq!(post(&["5, 5"]).status, 200);
+    for got in up.take() {
+        assert_eq!(
+            got.header_values("content-length"),
+            vec!["5"],
+            "{:?}",
+            got.headers
+        );
+        assert_eq!(got.body, b"hello");
+    }
+    assert_eq!(post(&["5", "6"]).status, 400);
+    assert_eq!(post(&["5, 6"]).status, 400);
+    assert_eq!(up.count(), 0);
+}
