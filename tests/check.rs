@@ -118,3 +118,31 @@ fn shipped_configs_pass_check() {
         );
     }
 }
+
+#[test]
+fn a_blank_rule_entry_is_an_error_not_a_rule_that_requires_nothing() {
+    let (code, _, err) = check(
+        r#"[session]
+secrets = ["0123456789abcdef0123456789abcdef"]
+[[providers]]
+name = "okta"
+issuer = "https://dev-1.okta.com/oauth2/default"
+client_id = "abc"
+redirect_uri = "https://app.example.com/oauth2/callback"
+[[upstreams]]
+name = "a"
+targets = ["127.0.0.1:3000"]
+[[routes]]
+name = "r"
+upstream = "a"
+auth = { provider = "okta", groups_required = [" "] }
+"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("gw.toml:14")
+            && err.contains("routes[0].auth.groups_required[0]")
+            && err.contains("blank entry"),
+        "{err}"
+    );
+}

@@ -235,21 +235,21 @@ pub struct RawAuthTable {
     pub methods: Option<Vec<SStr>>,
     pub mode: Option<SStr>,
     pub realm: Option<String>,
-    pub scopes_required: Option<Vec<String>>,
-    pub groups_required: Option<Vec<String>>,
-    pub roles_required: Option<Vec<String>>,
-    pub audience_required: Option<Vec<String>>,
-    pub scopes_claim: Option<Vec<String>>,
-    pub groups_claim: Option<Vec<String>>,
-    pub roles_claim: Option<Vec<String>>,
-    pub audience_claim: Option<Vec<String>>,
-    pub consumer_claim: Option<Vec<String>>,
+    pub scopes_required: Option<Vec<SStr>>,
+    pub groups_required: Option<Vec<SStr>>,
+    pub roles_required: Option<Vec<SStr>>,
+    pub audience_required: Option<Vec<SStr>>,
+    pub scopes_claim: Option<Vec<SStr>>,
+    pub groups_claim: Option<Vec<SStr>>,
+    pub roles_claim: Option<Vec<SStr>>,
+    pub audience_claim: Option<Vec<SStr>>,
+    pub consumer_claim: Option<Vec<SStr>>,
     pub consumer_by: Option<Vec<SStr>>,
     pub consumer_optional: Option<bool>,
-    pub consumer_groups_required: Option<Vec<String>>,
+    pub consumer_groups_required: Option<Vec<SStr>>,
     pub anonymous: Option<SStr>,
-    pub credential_claim: Option<Vec<String>>,
-    pub authenticated_groups_claim: Option<Vec<String>>,
+    pub credential_claim: Option<Vec<SStr>>,
+    pub authenticated_groups_claim: Option<Vec<SStr>>,
     pub forbidden_redirect_uri: Option<SStr>,
     pub run_on_preflight: Option<bool>,
 }
@@ -264,7 +264,7 @@ pub struct RawConsumer {
     #[serde(default)]
     pub custom_id: Option<SStr>,
     #[serde(default)]
-    pub groups: Vec<String>,
+    pub groups: Vec<SStr>,
 }
 
 /// A value that may be written as a plain string or as a table.

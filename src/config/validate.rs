@@ -325,7 +325,9 @@ impl Builder<'_> {
                 id,
                 username,
                 custom_id,
-                groups: r.groups.clone(),
+                groups: self
+                    .words(&Some(r.groups.clone()), &format!("consumers[{i}].groups"))
+                    .unwrap_or_default(),
             });
         }
         out
@@ -423,31 +425,30 @@ impl Builder<'_> {
                 false
             }
         };
-        let req = |claim: &Option<Vec<String>>, default: &[&str], values: &Option<Vec<String>>| {
-            Requirement {
-                claim: claim
-                    .clone()
-                    .unwrap_or_else(|| default.iter().map(|s| (*s).to_owned()).collect()),
-                any_of: values
-                    .iter()
-                    .flatten()
-                    .map(|alt| {
-                        alt.split_whitespace()
-                            .map(str::to_owned)
-                            .collect::<Vec<_>>()
-                    })
-                    .filter(|alt| !alt.is_empty())
-                    .collect(),
-            }
+        let mut req = |name: &str, claim: &Option<Vec<SStr>>, values, default: &str| Requirement {
+            claim: self
+                .words(claim, &format!("{key}.{name}_claim"))
+                .unwrap_or_else(|| vec![default.to_owned()]),
+            any_of: self
+                .words(values, &format!("{key}.{name}_required"))
+                .unwrap_or_default()
+                .iter()
+                .map(|alt| alt.split_whitespace().map(str::to_owned).collect())
+                .collect(),
         };
         let rules = Rules {
-            scopes: req(&t.scopes_claim, &["scope"], &t.scopes_required),
-            groups: req(&t.groups_claim, &["groups"], &t.groups_required),
-            roles: req(&t.roles_claim, &["roles"], &t.roles_required),
-            audience: req(&t.audience_claim, &["aud"], &t.audience_required),
+            scopes: req("scopes", &t.scopes_claim, &t.scopes_required, "scope"),
+            groups: req("groups", &t.groups_claim, &t.groups_required, "groups"),
+            roles: req("roles", &t.roles_claim, &t.roles_required, "roles"),
+            audience: req("audience", &t.audience_claim, &t.audience_required, "aud"),
         };
-        let consumer = t.consumer_claim.as_ref().map(|claim| ConsumerMapping {
-            claim: claim.clone(),
+        let consumer_claim = self.words(&t.consumer_claim, &format!("{key}.consumer_claim"));
+        let consumer_groups_required = self.words(
+            &t.consumer_groups_required,
+            &format!("{key}.consumer_groups_required"),
+        );
+        let consumer = consumer_claim.map(|claim| ConsumerMapping {
+            claim,
             by: match &t.consumer_by {
                 None => vec![ConsumerField::Username, ConsumerField::CustomId],
                 Some(list) => list
@@ -464,7 +465,7 @@ impl Builder<'_> {
                     .collect(),
             },
             optional: t.consumer_optional.unwrap_or(false),
-            groups_required: t.consumer_groups_required.clone().unwrap_or_default(),
+            groups_required: consumer_groups_required.unwrap_or_default(),
         });
         if consumer.is_none() && t.consumer_groups_required.is_some() {
             self.err(
@@ -511,8 +512,11 @@ impl Builder<'_> {
             rules,
             consumer,
             anonymous,
-            credential_claim: t.credential_claim.clone(),
-            authenticated_groups_claim: t.authenticated_groups_claim.clone(),
+            credential_claim: self.words(&t.credential_claim, &format!("{key}.credential_claim")),
+            authenticated_groups_claim: self.words(
+                &t.authenticated_groups_claim,
+                &format!("{key}.authenticated_groups_claim"),
+            ),
             forbidden_redirect_uri,
             run_on_preflight: t.run_on_preflight.unwrap_or(true),
         }))
@@ -810,6 +814,29 @@ impl Builder<'_> {
             },
             (None, None) => None,
         }
+    }
+
+    /// A list of words (rule values, claim path segments, group names): a blank entry is an
+    /// error, because `.all()` over no words would require nothing.
+    fn words(&mut self, raw: &Option<Vec<SStr>>, key: &str) -> Option<Vec<String>> {
+        let list = raw.as_ref()?;
+        Some(
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    if w.get_ref().trim().is_empty() {
+                        self.err(
+                            w.span(),
+                            format!("{key}[{i}]"),
+                            "blank entry: it would match anything; remove it or give a value",
+                        );
+                        None
+                    } else {
+                        Some(w.get_ref().clone())
+                    }
+                })
+                .collect(),
+        )
     }
 
     fn header_name(
@@ -1697,6 +1724,50 @@ auth = { provider = "okta" }
                 .contains("[session] with secrets is required"),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn blank_entries_in_rule_lists_are_errors_with_their_line() {
+        let src = OIDC.replace(
+            "auth = { provider = \"okta\" }",
+            "auth = { provider = \"okta\", groups_required = [\"admins\", \" \"], scopes_required = [\"\"], roles_claim = [\"realm\", \"\"] }\n\
+             [[consumers]]\nusername = \"u\"\ngroups = [\"\\t\"]",
+        );
+        let errs = parse_str(&src).unwrap_err().0;
+        let keys: Vec<(&str, usize)> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("routes[0].auth.groups_required[1]", 18),
+                ("routes[0].auth.scopes_required[0]", 18),
+                ("routes[0].auth.roles_claim[1]", 18),
+                ("consumers[0].groups[0]", 21),
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[0].message.contains("blank entry"));
+    }
+
+    #[test]
+    fn server_header_lists_and_limits() {
+        let c = parse_str(
+            "[server]\nscrub_headers = [\"X-Tenant\"]\nkeep_headers = [\"X_User\"]\nrequest_header_timeout = \"3s\"\nmax_connections = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.scrub_headers, vec!["x-tenant"]);
+        assert_eq!(c.server.keep_headers, vec!["x_user"]);
+        assert_eq!(c.server.request_header_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.max_connections, 5);
+        let errs = parse_str(
+            "[server]\nkeep_headers = [\"X-Real-IP\", \"X-Tenant\", \"bad header\"]\nmax_connections = 0\n",
+        )
+        .unwrap_err()
+        .0;
+        let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert!(msgs[0].contains("trusted_proxies"), "{msgs:?}");
+        assert!(msgs[1].contains("nothing to keep"), "{msgs:?}");
+        assert!(msgs[2].contains("invalid header name"), "{msgs:?}");
+        assert!(msgs[3].contains("out of range"), "{msgs:?}");
     }
 
     #[test]
