@@ -1,6 +1,7 @@
-//! A bounded, expiring, concurrent map (a `DashMap`) for results worth reusing on the hot path:
-//! verified bearer tokens and introspection answers. Entries never outlive their expiry; when
-//! full, expired entries go first, then arbitrary ones.
+//! Bounded, concurrent maps for what the hot path reuses: verified bearer tokens, introspection
+//! answers and (in `session/store.rs`) sessions. When one is full, the least recently used entry
+//! goes first ([`Recency`]), so a client that fills a cache evicts its own entries before anyone
+//! else's. Evicting costs O(1) per entry: nothing scans the map on the request path.
 
 use dashmap::DashMap;
 use std::hash::Hash;
@@ -8,9 +9,66 @@ use std::hash::Hash;
 /// Keys are hashed with a randomly seeded fast hash (tokens are long; SipHash would dominate).
 type Hasher = ahash::RandomState;
 
+/// Shards of the recency order: a touch locks one of them, never the whole order.
+const SHARDS: usize = 16;
+
+/// The least-recently-used order of a map's keys, kept beside the map. Each entry is known by a
+/// `u64` (a hash of its key, or the key itself when it is already random) and carries the key
+/// the map needs to remove it.
+///
+/// This is Pingora's sharded LRU: each shard keeps exact order and eviction takes the tail of
+/// the longer of two random shards, so an entry touched recently outlives, in its shard, every
+/// entry touched before it.
+pub struct Recency<K> {
+    lru: pingora_lru::Lru<K, SHARDS>,
+}
+
+impl<K> Recency<K> {
+    /// An order that keeps at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
+        Recency {
+            // Shards grow as entries arrive: a large capacity reserves nothing up front.
+            lru: pingora_lru::Lru::with_capacity(capacity, 0),
+        }
+    }
+
+    /// Records a new (or replaced) entry as the most recent; returns the keys to drop from the
+    /// map to stay within capacity, least recently used first.
+    #[must_use]
+    pub fn admit(&self, id: u64, key: K) -> Vec<K> {
+        self.lru.admit(id, key, 1);
+        self.lru
+            .evict_to_limit()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Marks an entry as just used.
+    pub fn touch(&self, id: u64) {
+        self.lru.promote(id);
+    }
+
+    /// Forgets an entry the map dropped itself (expiry, logout).
+    pub fn remove(&self, id: u64) {
+        self.lru.remove(id);
+    }
+
+    /// Entries tracked.
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.lru.len() == 0
+    }
+}
+
 /// A bounded cache with per-entry expiry (Unix seconds).
 pub struct BoundedCache<K: Eq + Hash, V: Clone> {
     map: DashMap<K, (V, u64), Hasher>,
+    recency: Recency<K>,
     capacity: usize,
 }
 
@@ -19,8 +77,13 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         BoundedCache {
             map: DashMap::with_hasher(Hasher::new()),
+            recency: Recency::new(capacity),
             capacity,
         }
+    }
+
+    fn id<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.map.hasher().hash_one(key)
     }
 
     /// The value for `key`, if present and not expired at `now`.
@@ -29,9 +92,13 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let entry = self.map.get(key)?;
-        let (v, expires) = entry.value();
-        (now < *expires).then(|| v.clone())
+        let value = {
+            let entry = self.map.get(key)?;
+            let (v, expires) = entry.value();
+            (now < *expires).then(|| v.clone())?
+        };
+        self.recency.touch(self.id(key));
+        Some(value)
     }
 
     /// Stores `value` until `expires` (Unix seconds).
@@ -39,23 +106,11 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
         if self.capacity == 0 || expires <= now {
             return;
         }
-        if self.map.len() >= self.capacity {
-            self.map.retain(|_, (_, e)| *e > now);
-            let target = self.capacity - self.capacity / 16 - 1;
-            if self.map.len() > target {
-                let excess = self.map.len() - target;
-                let doomed: Vec<K> = self
-                    .map
-                    .iter()
-                    .take(excess)
-                    .map(|e| e.key().clone())
-                    .collect();
-                for k in doomed {
-                    self.map.remove(&k);
-                }
-            }
+        let id = self.id(&key);
+        self.map.insert(key.clone(), (value, expires));
+        for old in self.recency.admit(id, key) {
+            self.map.remove(&old);
         }
-        self.map.insert(key, (value, expires));
     }
 
     /// Removes `key`.
@@ -64,12 +119,24 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map.remove(key);
+        if self.map.remove(key).is_some() {
+            self.recency.remove(self.id(key));
+        }
     }
 
     /// Drops expired entries.
     pub fn sweep(&self, now: u64) {
-        self.map.retain(|_, (_, e)| *e > now);
+        let mut expired = Vec::new();
+        self.map.retain(|k, (_, e)| {
+            let keep = *e > now;
+            if !keep {
+                expired.push(self.id(k));
+            }
+            keep
+        });
+        for id in expired {
+            self.recency.remove(id);
+        }
     }
 
     /// Entries held.
@@ -97,11 +164,36 @@ mod tests {
             c.insert(format!("k{i}"), i, 100, 10);
         }
         assert!(c.len() <= 32);
+        assert_eq!(c.recency.len(), c.len(), "order and map agree");
         c.insert("past".into(), 1, 5, 10);
         assert_eq!(
             c.get("past", 1),
             None,
             "already expired entries are not stored"
+        );
+        c.sweep(100);
+        assert!(c.is_empty() && c.recency.is_empty());
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first() {
+        let c: BoundedCache<u32, u32> = BoundedCache::new(256);
+        for i in 0..128 {
+            c.insert(i, i, 1000, 10);
+        }
+        c.insert(1000, 0, 1000, 10);
+        // A client filling the cache with ten times its capacity, while entry 1000 stays in use.
+        for i in 0..2560 {
+            c.insert(10_000 + i, i, 1000, 10);
+            if i % 16 == 0 {
+                assert!(c.get(&1000, 10).is_some(), "evicted after {i} inserts");
+            }
+        }
+        assert!(c.get(&1000, 10).is_some());
+        assert_eq!(c.len(), 256);
+        assert!(
+            (0..128).all(|i| c.get(&i, 10).is_none()),
+            "idle entries went first"
         );
     }
 }

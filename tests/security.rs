@@ -542,3 +542,83 @@ fn override_client_ip_scheme_and_identity_headers_never_pass_from_clients() {
     assert_eq!(post(&["5, 6"]).status, 400);
     assert_eq!(up.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_logging_in_again_and_again_evicts_idle_sessions_not_active_ones() {
+    const CAP: usize = 128;
+    let op = HostileOp::start(Attack::None);
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &format!(
+            r#"
+[session]
+secrets = ["{SECRET}"]
+store = "memory"
+memory_max_sessions = {CAP}
+[[providers]]
+name = "op"
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "gateway-secret"
+redirect_uri = "{origin}/oauth2/callback"
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+[[routes]]
+name = "app"
+upstream = "app"
+auth = {{ provider = "op" }}
+"#,
+            issuer = op.issuer,
+            up = up.address()
+        ),
+        port: Some(port),
+        // The attacker's logins are throttled by default; this test is about eviction.
+        server_extra: "login_rate_limit = 0",
+        ..Default::default()
+    });
+    let app = format!("{origin}/app");
+    let login = || async {
+        let b = Browser::new();
+        // Discovery runs in the background: retry until the sign-in redirect works.
+        for _ in 0..100 {
+            let page = b.navigate(&app, None).await;
+            if page.status == 200 {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("could not sign in:\n{}", gw.log());
+    };
+    let signed_in = |b: &Browser| {
+        let b = b.client.get(&app).header("Accept", "text/html").send();
+        async move { b.await.unwrap().status() == 200 }
+    };
+    // Half the capacity signs in and goes idle; four users keep browsing.
+    let mut idle = Vec::new();
+    for _ in 0..CAP / 2 {
+        idle.push(login().await);
+    }
+    let mut active = Vec::new();
+    for _ in 0..4 {
+        active.push(login().await);
+    }
+    // One account signs in ten times the capacity, four logins at a time.
+    for round in 0..(10 * CAP / 4) {
+        futures_util::future::join_all((0..4).map(|_| login())).await;
+        for (i, b) in active.iter().enumerate() {
+            assert!(
+                signed_in(b).await,
+                "active user {i} was signed out after {} logins",
+                4 * (round + 1)
+            );
+        }
+    }
+    let mut idle_left = 0;
+    for b in &idle {
+        idle_left += usize::from(signed_in(b).await);
+    }
+    assert_eq!(idle_left, 0, "idle sessions are evicted before active ones");
+}

@@ -5,6 +5,7 @@
 use super::codec;
 use super::cookie::{self, Read};
 use super::{Session, SessionData, Sid, Timeouts, Token};
+use crate::cache::Recency;
 use crate::config::{SessionSettings, SessionStoreKind};
 use crate::crypto::{Sealer, random_bytes};
 use crate::http::cookies::{self, CookieAttrs};
@@ -73,6 +74,8 @@ pub struct SessionStore {
     /// Keyed by the first 64 bits of the session id (random, so they need no hashing); the
     /// full id is compared on every hit. Half the key size matters at a million sessions.
     registry: DashMap<u64, Arc<Session>, BuildHasherDefault<RandomKeyHasher>>,
+    /// Use order of the registry's keys: when full, the least recently used session goes.
+    recency: Recency<u64>,
     capacity: usize,
     /// Cookie-store sessions logged out here, until they would have expired anyway.
     revoked: DashMap<Sid, u64>,
@@ -95,6 +98,7 @@ impl SessionStore {
                 idle: settings.idling_timeout,
             },
             registry: DashMap::default(),
+            recency: Recency::new(capacity),
             capacity,
             revoked: DashMap::new(),
         }
@@ -136,6 +140,9 @@ impl SessionStore {
             .get(&key(&sid))
             .map(|e| e.value().clone())
             .filter(|s| s.sid == sid);
+        if cached.is_some() {
+            self.recency.touch(key(&sid));
+        }
         match self.kind {
             SessionStoreKind::Memory { .. } => match cached {
                 Some(session) if presented.len() == SID_LEN => Lookup::Found {
@@ -215,8 +222,13 @@ impl SessionStore {
     /// Ends a session here: deleted from memory, and (cookie store) its id refused until it
     /// would have expired anyway, so a copied cookie stops working on this instance too.
     pub fn destroy(&self, session: &Session) {
-        self.registry
-            .remove_if(&key(&session.sid), |_, s| s.sid == session.sid);
+        if self
+            .registry
+            .remove_if(&key(&session.sid), |_, s| s.sid == session.sid)
+            .is_some()
+        {
+            self.recency.remove(key(&session.sid));
+        }
         if self.kind == SessionStoreKind::Cookie {
             let until = session
                 .data
@@ -264,8 +276,10 @@ impl SessionStore {
     pub fn sweep(&self, now: u64) {
         let t = self.timeouts;
         let mut derived = Vec::new();
-        self.registry.retain(|_, s| {
+        let mut expired = Vec::new();
+        self.registry.retain(|k, s| {
             if s.check(now, &t).is_err() {
+                expired.push(*k);
                 return false;
             }
             // Parsed claims and upstream headers cost a session more than its own data: an idle
@@ -281,6 +295,9 @@ impl SessionStore {
         });
         // Freed here, not while holding the registry's shard locks.
         drop(derived);
+        for k in expired {
+            self.recency.remove(k);
+        }
         self.revoked.retain(|_, until| *until > now);
     }
 
@@ -298,27 +315,12 @@ impl SessionStore {
         if self.capacity == 0 {
             return;
         }
-        if self.registry.len() >= self.capacity {
-            self.evict();
-        }
-        self.registry.insert(key(&session.sid), session);
-    }
-
-    /// Makes room: expired sessions first, then arbitrary ones (about 1/16 of the capacity).
-    fn evict(&self) {
-        self.sweep(super::now());
-        let target = self.capacity - self.capacity / 16 - 1;
-        if self.registry.len() > target {
-            let excess = self.registry.len() - target;
-            let doomed: Vec<u64> = self
-                .registry
-                .iter()
-                .take(excess)
-                .map(|e| *e.key())
-                .collect();
-            for k in doomed {
-                self.registry.remove(&k);
-            }
+        let k = key(&session.sid);
+        self.registry.insert(k, session);
+        // Full: the least recently used sessions go, so one client logging in again and again
+        // drops its own idle sessions, not other users' active ones.
+        for old in self.recency.admit(k, k) {
+            self.registry.remove(&old);
         }
     }
 
@@ -601,6 +603,28 @@ mod tests {
             store.create(data()).unwrap();
         }
         assert!(store.len() <= 32, "{}", store.len());
+    }
+
+    #[test]
+    fn a_full_memory_store_drops_the_least_recently_used_sessions() {
+        let store = memory_store(256);
+        let idle: Vec<CookiePairs> = (0..128).map(|_| store.create(data()).unwrap().1).collect();
+        let (_, active) = store.create(data()).unwrap();
+        let found =
+            |pairs: &CookiePairs| matches!(store.lookup(&headers(pairs)), Lookup::Found { .. });
+        // One account logging in ten times the capacity while another user keeps browsing.
+        for i in 0..2560 {
+            store.create(data()).unwrap();
+            if i % 16 == 0 {
+                assert!(
+                    found(&active),
+                    "the active session was evicted after {i} logins"
+                );
+            }
+        }
+        assert!(found(&active));
+        assert_eq!(store.len(), 256);
+        assert!(idle.iter().all(|p| !found(p)), "idle sessions go first");
     }
 
     #[test]
