@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod demo;
 pub mod devidp;

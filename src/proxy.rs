@@ -5,6 +5,7 @@
 use crate::access_log;
 use crate::auth::{Identity, OidcAuth, identity};
 use crate::config::{Auth, Config, Route};
+use crate::connections;
 use crate::http::cookies;
 use crate::http::headers::{self, ClientConn, HeaderSet};
 use crate::http::responses::{Reply, wants_html};
@@ -47,6 +48,8 @@ pub struct Ctx {
     logged_path: Option<Box<str>>,
     /// The route demands authentication, so `Authorization` is the gateway's to forward.
     authenticated_route: bool,
+    /// Request body bytes received so far.
+    body_bytes: u64,
     tried: Tried,
     target: Option<usize>,
     /// The target chosen in `request_filter` has not been handed to Pingora yet.
@@ -229,12 +232,15 @@ impl ProxyHttp for Gateway {
     }
 
     fn new_ctx(&self) -> Ctx {
+        // Pingora makes the context right after reading the request header.
+        connections::header_read();
         Ctx {
             start: Instant::now(),
             route: None,
             upstream_target: None,
             logged_path: None,
             authenticated_route: false,
+            body_bytes: 0,
             tried: Tried::default(),
             target: None,
             target_pending: false,
@@ -242,6 +248,37 @@ impl ProxyHttp for Gateway {
             own_endpoint: false,
             identity: None,
         }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // Pingora's per-read timeout (60 s by default) is the body's idle limit; the rate is
+        // checked as the body arrives (`request_body_filter`).
+        session.set_read_timeout(Some(self.config.server.request_body_timeout));
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let s = &self.config.server;
+        if body_too_slow(
+            ctx.start.elapsed(),
+            ctx.body_bytes,
+            s.request_body_timeout,
+            s.request_body_min_rate,
+        ) {
+            metrics::refused("body_too_slow");
+            return Err(Error::explain(
+                HTTPStatus(408),
+                "the request body arrived more slowly than request_body_min_rate",
+            ));
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -380,6 +417,11 @@ impl ProxyHttp for Gateway {
                     "Bad request",
                     "The request could not be read.",
                 ),
+                408 => (
+                    "request_timeout",
+                    "Request timeout",
+                    "The request arrived too slowly.",
+                ),
                 s if s < 500 => ("bad_request", "Bad request", "The request was refused."),
                 _ => (
                     "bad_gateway",
@@ -448,10 +490,27 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The status for a failed proxy attempt: timeouts are 504, other upstream failures 502.
+/// Whether a request body that has brought `bytes` after `elapsed` is below the minimum rate:
+/// it gets `timeout`, plus one second for each `min_rate` bytes (as Apache's mod_reqtimeout).
+pub fn body_too_slow(
+    elapsed: std::time::Duration,
+    bytes: u64,
+    timeout: std::time::Duration,
+    min_rate: u64,
+) -> bool {
+    if min_rate == 0 {
+        return false;
+    }
+    let allowed = timeout.as_secs_f64() + bytes as f64 / min_rate as f64;
+    elapsed.as_secs_f64() > allowed
+}
+
+/// The status for a failed proxy attempt: timeouts are 504, other upstream failures 502; a
+/// client too slow to send its request gets 408.
 fn error_status(e: &Error) -> u16 {
     match e.etype() {
         HTTPStatus(code) => *code,
+        ReadTimedout if e.esource() == &ErrorSource::Downstream => 408,
         ConnectTimedout | ReadTimedout | WriteTimedout => 504,
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
@@ -461,5 +520,22 @@ fn error_status(e: &Error) -> u16 {
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_body_gets_its_timeout_plus_a_second_per_min_rate_bytes() {
+        let t = Duration::from_secs(10);
+        let s = Duration::from_secs;
+        assert!(!body_too_slow(s(9), 0, t, 1024));
+        assert!(body_too_slow(s(11), 0, t, 1024));
+        assert!(!body_too_slow(s(11), 2048, t, 1024));
+        assert!(body_too_slow(s(13), 2048, t, 1024));
+        assert!(!body_too_slow(s(3600), 0, t, 0), "0 disables the minimum");
     }
 }

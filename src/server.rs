@@ -4,10 +4,12 @@
 use crate::admin::AdminApp;
 use crate::auth::{OidcAuth, SessionSweeper};
 use crate::config::Config;
+use crate::connections;
 use crate::metrics;
 use crate::oidc::provider::DiscoveryService;
 use crate::proxy::Gateway;
 use crate::upstream::{HealthChecks, UpstreamPool};
+use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
@@ -73,10 +75,19 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     let tls = s.tls.clone();
     let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(config, pools, oidc),
-        "oidc-gateway proxy",
+    let limits = connections::Limits {
+        max_connections: s.max_connections,
+        header_timeout: s.request_header_timeout,
+    };
+    let mut http =
+        pingora::proxy::http_proxy(&server.configuration, Gateway::new(config, pools, oidc));
+    let mut options = HttpServerOptions::default();
+    // An HTTP/2 connection with no stream open is closed like an idle HTTP/1 keep-alive one.
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(60));
+    http.server_options = Some(options);
+    let mut proxy = Service::new(
+        "oidc-gateway proxy".to_owned(),
+        connections::Guarded::new(http, limits),
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());

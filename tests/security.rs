@@ -622,3 +622,190 @@ auth = {{ provider = "op" }}
     }
     assert_eq!(idle_left, 0, "idle sessions are evicted before active ones");
 }
+
+/// Reads from `s` until the peer closes or `limit` passes; returns (closed, elapsed, bytes).
+fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (bool, Duration, String) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut out = Vec::new();
+    while start.elapsed() < limit {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return (
+                    true,
+                    start.elapsed(),
+                    String::from_utf8_lossy(&out).into_owned(),
+                );
+            }
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                return (
+                    true,
+                    start.elapsed(),
+                    String::from_utf8_lossy(&out).into_owned(),
+                );
+            }
+        }
+    }
+    (
+        false,
+        start.elapsed(),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+fn slow_client_gateway(up: &LenientUpstream, server_extra: &str) -> GatewayProcess {
+    GatewayProcess::start_with(GatewayOptions {
+        body: &format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\nread_timeout = \"5s\"\n[[routes]]\nname = \"site\"\nupstream = \"up\"\n",
+            up.address()
+        ),
+        server_extra,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_request_header_trickled_a_line_at_a_time_is_cut_off_at_the_deadline() {
+    use std::io::Write;
+    let up = LenientUpstream::start();
+    let gw = slow_client_gateway(&up, "request_header_timeout = \"1s\"");
+    // Slowloris: each line resets Pingora's per-read timeout; the whole header has one deadline.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let trickle = std::thread::spawn({
+        let mut s = s.try_clone().unwrap();
+        move || {
+            for i in 0..20 {
+                std::thread::sleep(Duration::from_millis(250));
+                if s.write_all(format!("X-Pad-{i}: y\r\n").as_bytes()).is_err() {
+                    return i;
+                }
+            }
+            20
+        }
+    });
+    let (closed, after, _) = read_until_closed(&mut s, Duration::from_secs(4));
+    assert!(closed, "the connection is still open after {after:?}");
+    assert!(
+        after < Duration::from_millis(2500),
+        "closed only after {after:?}"
+    );
+    assert!(trickle.join().unwrap() < 20);
+    assert_eq!(up.count(), 0);
+
+    // An idle keep-alive connection is not a slow header: the deadline starts with the request.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (closed, _, text) = read_until_closed(&mut s, Duration::from_secs(4));
+    assert!(
+        closed && text.matches("HTTP/1.1 200").count() == 2,
+        "{text}"
+    );
+    assert_eq!(up.take().len(), 2);
+    let metrics = raw_request(
+        gw.metrics_port,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .text;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "oidc_gateway_requests_refused_total{reason=\"header_timeout\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_request_body_below_the_minimum_rate_gets_408() {
+    use std::io::Write;
+    let up = LenientUpstream::start();
+    let gw = slow_client_gateway(
+        &up,
+        "request_body_timeout = \"1s\"\nrequest_body_min_rate = 100",
+    );
+    let head =
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n";
+
+    // One byte every 200 ms never waits long enough for the idle limit, but is far below the rate.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let trickle = std::thread::spawn({
+        let mut s = s.try_clone().unwrap();
+        move || {
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let (closed, after, text) = read_until_closed(&mut s, Duration::from_secs(6));
+    assert!(
+        closed && text.starts_with("HTTP/1.1 408"),
+        "after {after:?}: {text}"
+    );
+    assert!(after < Duration::from_secs(3), "{after:?}");
+    trickle.join().unwrap();
+
+    // A body that stops: the idle limit.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[b'x'; 500]).unwrap();
+    let (closed, after, text) = read_until_closed(&mut s, Duration::from_secs(6));
+    assert!(
+        closed && text.starts_with("HTTP/1.1 408"),
+        "after {after:?}: {text}"
+    );
+
+    // A body at a normal pace goes through.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[b'x'; 1000]).unwrap();
+    let (_, _, text) = read_until_closed(&mut s, Duration::from_secs(6));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let got = up.take();
+    assert_eq!(got.last().map(|g| g.body.len()), Some(1000));
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused_at_once() {
+    use std::io::Write;
+    let up = LenientUpstream::start();
+    let gw = slow_client_gateway(&up, "max_connections = 3");
+    // Three connections held open, idle (the readiness probe of the test harness is long gone).
+    std::thread::sleep(Duration::from_millis(200));
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (closed, after, text) = read_until_closed(&mut extra, Duration::from_secs(3));
+    assert!(closed && after < Duration::from_secs(1), "{after:?}");
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too_many_connections"),
+        "{text}"
+    );
+    assert_eq!(up.count(), 0);
+    // A slot freed is a slot to use.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = raw(gw.port, "GET / HTTP/1.1", &[]);
+    assert_eq!(r.status, 200, "{}", r.text);
+}
