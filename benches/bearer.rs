@@ -70,6 +70,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
         futures::executor::block_on(auth.authenticate(
             spec,
             black_box(&req),
+            None,
             "/orders/42",
             &metrics,
         ))

@@ -95,7 +95,7 @@ fn bench_sessions(c: &mut Criterion) {
         // Calls that may reach the provider (refresh, JWKS refetch, introspection) are boxed,
         // so the future built on every request stays small: inline, it was 4 KB, copied around
         // on every request (`cargo test` runs this check too).
-        let size = std::mem::size_of_val(&auth.authenticate(spec, &req, "/app", &metrics));
+        let size = std::mem::size_of_val(&auth.authenticate(spec, &req, None, "/app", &metrics));
         assert!(size <= 1024, "authenticate's future is {size} bytes");
         c.bench_function(
             &format!("session check: {label}, cache hit (full authenticate)"),
@@ -104,6 +104,7 @@ fn bench_sessions(c: &mut Criterion) {
                     let id = futures::executor::block_on(auth.authenticate(
                         spec,
                         black_box(&req),
+                        None,
                         "/app",
                         &metrics,
                     ));

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod session;

@@ -123,7 +123,7 @@ impl Gateway {
             ctx.own_endpoint = true;
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
             // be moved around on every request of every route.
-            return Err(Box::pin(oidc.serve(endpoint, req)).await);
+            return Err(Box::pin(oidc.serve(endpoint, req, self.client_ip(session))).await);
         }
 
         let m = self
@@ -163,12 +163,31 @@ impl Gateway {
             let query = target.query.map(String::from_utf8_lossy);
             let return_to = with_query(&target.path, query.as_deref());
             ctx.identity = oidc
-                .authenticate(spec, req, &return_to, &self.route_metrics[m.route])
+                .authenticate(
+                    spec,
+                    req,
+                    self.client_ip(session),
+                    &return_to,
+                    &self.route_metrics[m.route],
+                )
                 .await?;
             ctx.authenticated_route = true;
         }
 
         self.choose_target(session, ctx)
+    }
+
+    /// The client's address, believing `X-Forwarded-For` only from trusted proxies.
+    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        headers::client_ip(
+            peer,
+            &session.req_header().headers,
+            &self.config.server.trusted_proxies,
+        )
     }
 
     /// Picks the first target, so "nothing healthy" is a clean 503 on a reusable connection.

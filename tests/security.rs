@@ -809,3 +809,224 @@ fn connections_beyond_max_connections_are_refused_at_once() {
     let r = raw(gw.port, "GET / HTTP/1.1", &[]);
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+/// A gateway in front of the hostile OP with one browser-login route, `/app`.
+fn login_gateway(
+    op: &HostileOp,
+    up: &TestUpstream,
+    server_extra: &str,
+) -> (GatewayProcess, String) {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &format!(
+            r#"
+[session]
+secrets = ["{SECRET}"]
+[[providers]]
+name = "op"
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "gateway-secret"
+redirect_uri = "{origin}/oauth2/callback"
+[[upstreams]]
+name = "app"
+targets = ["{up}"]
+[[routes]]
+name = "app"
+paths = ["/app"]
+upstream = "app"
+auth = {{ provider = "op" }}
+"#,
+            issuer = op.issuer,
+            up = up.address()
+        ),
+        port: Some(port),
+        server_extra,
+        ..Default::default()
+    });
+    (gw, origin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_clients_cannot_make_the_gateway_call_the_token_endpoint_freely() {
+    let op = HostileOp::start(Attack::None);
+    let up = TestUpstream::start("app");
+    let (gw, origin) = login_gateway(
+        &op,
+        &up,
+        "login_rate_limit = 10\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    let c = client();
+    // Discovery runs in the background; a 503 until it is done does not count.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c
+        .get(format!("{origin}/app"))
+        .header("Accept", "text/html")
+        .header("X-Forwarded-For", "198.51.100.99")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 302
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token_calls_before = op
+        .state
+        .token_requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+
+    // The review's attack: a login start, then its callback with the state and a bogus code.
+    let attack = |xff: &'static str| {
+        let c = c.clone();
+        let origin = origin.clone();
+        async move {
+            let start = c
+                .get(format!("{origin}/app"))
+                .header("Accept", "text/html")
+                .header("X-Forwarded-For", xff)
+                .send()
+                .await
+                .unwrap();
+            if start.status() != 302 {
+                return (
+                    start.status().as_u16(),
+                    start.headers().get("retry-after").cloned(),
+                    start.text().await.unwrap(),
+                );
+            }
+            let cookie = start.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            let location = start.headers()["location"].to_str().unwrap().to_owned();
+            let url = url::Url::parse(&location).unwrap();
+            let state = url
+                .query_pairs()
+                .find(|(k, _)| k == "state")
+                .unwrap()
+                .1
+                .into_owned();
+            let cb = c
+                .get(format!("{origin}/oauth2/callback?state={state}&code=bogus"))
+                .header("Cookie", cookie)
+                .header("X-Forwarded-For", xff)
+                .send()
+                .await
+                .unwrap();
+            (
+                cb.status().as_u16(),
+                cb.headers().get("retry-after").cloned(),
+                cb.text().await.unwrap(),
+            )
+        }
+    };
+    let mut limited = 0;
+    for _ in 0..40 {
+        let (status, retry_after, body) = attack("203.0.113.7").await;
+        if status == 429 {
+            limited += 1;
+            let wait: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+            assert!((1..=120).contains(&wait));
+            assert!(
+                body.contains("Too many sign-in attempts") && body.contains("try again in"),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(limited, 30, "10 attempts a minute per client, then 429");
+    let token_calls = op
+        .state
+        .token_requests
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - token_calls_before;
+    assert!(
+        token_calls <= 10,
+        "{token_calls} token calls for one anonymous client"
+    );
+    // The limit is per client: another address behind the trusted proxy is not affected.
+    let (status, _, _) = attack("203.0.113.8").await;
+    assert_ne!(status, 429);
+    let metrics = gw.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "oidc_gateway_requests_refused_total{reason=\"rate_limited\"}"
+        ) >= Some(30.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_misses_are_limited_per_client() {
+    let op = RealOp::start(&op_config("http://127.0.0.1:1", 600));
+    let up = LenientUpstream::start();
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &format!(
+            r#"
+[session]
+secrets = ["{SECRET}"]
+[[providers]]
+name = "op"
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "gateway-secret-0123456789"
+redirect_uri = "http://127.0.0.1:1/oauth2/callback"
+[[upstreams]]
+name = "api"
+targets = ["{up}"]
+[[routes]]
+name = "opaque"
+paths = ["/opaque"]
+upstream = "api"
+auth = {{ provider = "op", methods = ["introspection"] }}
+"#,
+            issuer = op.issuer,
+            up = up.address()
+        ),
+        server_extra: "introspection_rate_limit = 3\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        ..Default::default()
+    });
+    let check = |token: String, xff: &'static str| {
+        let c = client();
+        let url = gw.url("/opaque");
+        async move {
+            let r = c
+                .get(url)
+                .bearer_auth(token)
+                .header("X-Forwarded-For", xff)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
+        }
+    };
+    // Wait for discovery from another address, so its probes do not spend this client's budget.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, challenge) = check("probe".into(), "198.51.100.1").await;
+        if !challenge.unwrap_or_default().contains("checked right now") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every unknown token is a cache miss and an introspection call at the provider.
+    for i in 0..3 {
+        assert_eq!(check(format!("opaque-{i}"), "203.0.113.7").await.0, 401);
+    }
+    assert_eq!(check("opaque-3".into(), "203.0.113.7").await.0, 429);
+    // A known answer is cached, so it costs the provider nothing and is not limited.
+    assert_eq!(check("opaque-0".into(), "203.0.113.7").await.0, 401);
+    assert_eq!(check("opaque-3".into(), "203.0.113.8").await.0, 401);
+}

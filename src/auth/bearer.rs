@@ -68,6 +68,9 @@ pub enum TokenError {
     /// The provider (discovery, keys or introspection) could not be reached.
     #[error("the token could not be checked right now")]
     Unavailable,
+    /// The client is over its limit of introspection calls.
+    #[error("too many token checks from this address")]
+    RateLimited(crate::ratelimit::Limited),
 }
 
 /// Caches of verified JWTs and introspection answers.
@@ -260,6 +263,7 @@ pub async fn introspect(
     spec: &RouteAuth,
     token: &str,
     now: u64,
+    admit: impl FnOnce() -> Result<(), crate::ratelimit::Limited>,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let key = token_key(token);
     let verified = match caches.introspection.get(&key, now) {
@@ -269,6 +273,8 @@ pub async fn introspect(
         Some(Some(v)) => v,
         Some(None) => return Err(TokenError::Inactive),
         None => {
+            // A miss makes the gateway call the provider: the client's limit applies.
+            admit().map_err(TokenError::RateLimited)?;
             let mut answer = Err(TokenError::Unavailable);
             for &p in &spec.providers {
                 answer = Box::pin(introspect_at(providers, p, token, now)).await;

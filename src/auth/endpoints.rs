@@ -8,6 +8,7 @@ use crate::metrics;
 use crate::oidc::login::{LoginError, complete};
 use crate::oidc::logout::end_session_url;
 use crate::oidc::state::StateError;
+use crate::ratelimit;
 use crate::session::now;
 use crate::session::store::Lookup;
 use pingora::http::RequestHeader;
@@ -43,10 +44,22 @@ impl OidcAuth {
         })
     }
 
-    /// Answers a request to one of the gateway's endpoints.
-    pub async fn serve(&self, endpoint: Endpoint, req: &RequestHeader) -> Reply {
+    /// Answers a request to one of the gateway's endpoints; `client` is the client's address
+    /// (after `trusted_proxies`).
+    pub async fn serve(
+        &self,
+        endpoint: Endpoint,
+        req: &RequestHeader,
+        client: Option<std::net::IpAddr>,
+    ) -> Reply {
         match endpoint {
-            Endpoint::Callback(i) => self.callback(i, req).await,
+            Endpoint::Callback(i) => {
+                // Each callback may cost a client-authenticated call to the token endpoint.
+                if let Err(limited) = ratelimit::check(self.callbacks.as_ref(), client) {
+                    return super::too_many(req, limited, "sign-in attempts");
+                }
+                self.callback(i, req).await
+            }
             Endpoint::Logout(i) => self.logout(i, req).await,
             Endpoint::UserInfo => self.userinfo(req),
         }

@@ -19,6 +19,7 @@ use crate::metrics::{self, RouteMetrics};
 use crate::oidc::login::authorization_request;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
+use crate::ratelimit::{self, Limit, Limited};
 use crate::session::store::SessionStore;
 use crate::session::{Session, Sid, now};
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use session::SessionOutcome;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +122,12 @@ pub struct OidcAuth {
     tokens: TokenCaches,
     /// `[[consumers]]`
     consumers: Vec<Consumer>,
+    /// Login starts per client and minute.
+    login_starts: Option<Limit>,
+    /// Callbacks (token calls) per client and minute.
+    callbacks: Option<Limit>,
+    /// Introspection cache misses per client and minute.
+    introspections: Option<Limit>,
 }
 
 impl OidcAuth {
@@ -166,6 +174,9 @@ impl OidcAuth {
             used_states: DashMap::new(),
             tokens: TokenCaches::new(settings_cache_size),
             consumers: config.consumers.clone(),
+            login_starts: Limit::new(config.server.login_rate_limit),
+            callbacks: Limit::new(config.server.login_rate_limit),
+            introspections: Limit::new(config.server.introspection_rate_limit),
         }))
     }
 
@@ -186,11 +197,14 @@ impl OidcAuth {
     /// Authenticates a request to a protected route, trying the route's methods in order, then
     /// applies the route's rules and consumer mapping. `Ok(None)`: proxy without identity
     /// (`mode = "optional"` without a credential, or a CORS preflight when allowed).
-    /// `return_to` is the canonical path and query, where the browser returns after a login.
+    /// `client` is the client's address (after `trusted_proxies`), for the limits on requests
+    /// that reach the provider; `return_to` is the canonical path and query, where the browser
+    /// returns after a login.
     pub async fn authenticate(
         &self,
         spec: &RouteAuth,
         req: &RequestHeader,
+        client: Option<IpAddr>,
         return_to: &str,
         route_metrics: &RouteMetrics,
     ) -> Result<Option<Identity>, Reply> {
@@ -215,6 +229,13 @@ impl OidcAuth {
                 }
                 AuthMethod::AuthorizationCode => {
                     let provider = spec.providers[0];
+                    // A redirect to the provider starts an attempt whose callback costs a
+                    // token call: the client's limit applies.
+                    if can_follow_redirect(req)
+                        && let Err(limited) = ratelimit::check(self.login_starts.as_ref(), client)
+                    {
+                        return Err(too_many(req, limited, "sign-in attempts"));
+                    }
                     return Err(self.start_login(
                         provider,
                         &spec.realm,
@@ -243,9 +264,14 @@ impl OidcAuth {
                 },
                 AuthMethod::Introspection => match token {
                     Some(t) => {
-                        match bearer::introspect(&self.providers, &self.tokens, spec, t, now).await
+                        let admit = || ratelimit::check(self.introspections.as_ref(), client);
+                        match bearer::introspect(&self.providers, &self.tokens, spec, t, now, admit)
+                            .await
                         {
                             Ok(v) => Some(Identity::new(Credential::Token(v), Vec::new())),
+                            Err(bearer::TokenError::RateLimited(l)) => {
+                                return Err(too_many(req, l, "token checks"));
+                            }
                             Err(e) => return self.invalid_token(spec, req, e),
                         }
                     }
@@ -546,6 +572,21 @@ impl OidcAuth {
         self.inflight
             .retain(|_, f| f.started.elapsed() < REFRESH_FAILURE_MEMORY * 6);
     }
+}
+
+/// 429 for a client over one of the limits on requests that reach the provider.
+pub fn too_many(req: &RequestHeader, limited: Limited, what: &str) -> Reply {
+    metrics::refused("rate_limited");
+    let html = crate::http::responses::wants_html(&req.headers);
+    let wait = limited.retry_after;
+    Reply::error(
+        429,
+        "rate_limited",
+        "Too many requests",
+        &format!("Too many {what} from your address. Please try again in {wait} seconds."),
+        html,
+    )
+    .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(wait))
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.

@@ -225,6 +225,35 @@ fn proto(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address
+/// in `X-Forwarded-For` that is not one (walking from the right, as each proxy appends the
+/// address it saw). An entry that is not an address ends the walk at the proxy that added it.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let mut client = peer?;
+    if !is_trusted(Some(client), trusted) {
+        return Some(client);
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    for hop in hops {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(Some(ip), trusted) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 /// True when `ip` lies in one of the trusted networks.
 pub fn is_trusted(ip: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
     let Some(ip) = ip else { return false };
@@ -376,6 +405,28 @@ mod tests {
         let mut r = req(&[("content-length", "7, 7")]);
         collapse_content_length(&mut r).unwrap();
         assert_eq!(values(&r, "content-length"), vec!["7"]);
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_untrusted_hop() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = |xff: &str| req(&[("x-forwarded-for", xff)]).headers.clone();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let peer = ip("10.0.0.1");
+        assert_eq!(
+            client_ip(ip("6.6.6.6"), &h("1.2.3.4"), &trusted),
+            ip("6.6.6.6"),
+            "untrusted peer"
+        );
+        assert_eq!(
+            client_ip(peer, &h("9.9.9.9, 1.2.3.4, 10.0.0.7"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_ip(peer, &h("garbage, 10.0.0.7"), &trusted),
+            ip("10.0.0.7")
+        );
+        assert_eq!(client_ip(peer, &http::HeaderMap::new(), &trusted), peer);
     }
 
     #[test]
