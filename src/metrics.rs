@@ -202,6 +202,20 @@ pub fn login(provider: &str, result: &str) {
     LOGINS.with_label_values(&[provider, result]).inc();
 }
 
+/// `token_revocations_total{provider,result}`
+pub static REVOCATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "token_revocations_total",
+        "Tokens revoked at the provider at logout (revoked) or not (failed).",
+        &["provider", "result"],
+    )
+});
+
+/// Counts a token revocation outcome.
+pub fn revocation(provider: &str, result: &str) {
+    REVOCATIONS.with_label_values(&[provider, result]).inc();
+}
+
 /// Counts a token refresh outcome.
 pub fn token_refresh(provider: &str, result: &str) {
     TOKEN_REFRESH.with_label_values(&[provider, result]).inc();

@@ -52,11 +52,18 @@ upstream = "app"
 }
 
 async fn setup(access_token_ttl: u64, session_extra: &str) -> Setup {
+    setup_with(access_token_ttl, session_extra, "").await
+}
+
+async fn setup_with(access_token_ttl: u64, session_extra: &str, provider_extra: &str) -> Setup {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
     let op = RealOp::start(&op_config(&origin, access_token_ttl));
-    let body = gateway_body(&op.issuer, &origin, &up.address(), session_extra);
+    let body = gateway_body(&op.issuer, &origin, &up.address(), session_extra).replace(
+        "leeway = \"1s\"",
+        &format!("leeway = \"1s\"\n{provider_extra}"),
+    );
     let gw = GatewayProcess::start_with(GatewayOptions {
         body: &body,
         port: Some(port),
@@ -632,4 +639,83 @@ async fn post_login_and_logout_redirects_never_leave_the_origin() {
     let loc = out.headers()["location"].to_str().unwrap();
     assert!(loc.starts_with(&s.op.issuer), "{loc}");
     assert!(!loc.contains("evil.example.com"), "{loc}");
+}
+
+/// The refresh token the gateway holds for the session in `b`'s cookies, read the way the
+/// gateway reads it: its own config and cookie store, opened with the test's secret.
+fn held_refresh_token(s: &Setup, b: &Browser) -> String {
+    use oidc_gateway::session::store::{Lookup, SessionStore};
+    let source = std::fs::read_to_string(&s.gw.config_path)
+        .unwrap()
+        .replace("${SESSION_SECRET}", SECRET)
+        .replace("${OP_CLIENT_SECRET}", "gateway-secret-0123456789");
+    let config = oidc_gateway::config::Config::parse(&source, &s.gw.config_path).unwrap();
+    let store = SessionStore::new(config.session.as_ref().unwrap());
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        b.cookie_header(&s.origin).parse().unwrap(),
+    );
+    match store.lookup(&headers) {
+        Lookup::Found { session, .. } => session
+            .data
+            .refresh_token
+            .as_ref()
+            .expect("the OP issues refresh tokens")
+            .text()
+            .into_owned(),
+        other => panic!("no session in the browser's cookies: {other:?}"),
+    }
+}
+
+/// Redeems `refresh_token` at the OP's token endpoint as the gateway's client.
+async fn redeem(s: &Setup, refresh_token: &str) -> u16 {
+    client()
+        .post(format!("{}/token", s.op.issuer))
+        .basic_auth("gateway", Some("gateway-secret-0123456789"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_revokes_the_refresh_token_at_the_provider() {
+    let s = setup(3600, "").await;
+    let url = format!("{}/app/x", s.origin);
+    let leaving = Browser::new();
+    let staying = Browser::new();
+    for b in [&leaving, &staying] {
+        let page = b.navigate(&url, Some(("alice", "wonderland"))).await;
+        assert_eq!(page.status, 200, "{}", s.gw.log());
+    }
+    let leaving_rt = held_refresh_token(&s, &leaving);
+    let staying_rt = held_refresh_token(&s, &staying);
+
+    let out = leaving.post(&format!("{}/oauth2/logout", s.origin)).await;
+    assert!(out.status().is_redirection(), "{}", out.status());
+    // Revocation runs off the user's path: wait until the gateway says it is done. (Redeeming
+    // the token to find out would use it up: the OP rotates refresh tokens.)
+    let revoked = "oidc_gateway_token_revocations_total{provider=\"op\",result=\"revoked\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_value(&s.gw.metrics().await, revoked) != Some(2.0) {
+        assert!(
+            Instant::now() < deadline,
+            "refresh and access token not revoked:\n{}",
+            s.gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        redeem(&s, &leaving_rt).await,
+        400,
+        "the logged-out session's refresh token is refused at the provider"
+    );
+    // The other session's token was not touched: it still works at the provider.
+    assert_eq!(redeem(&s, &staying_rt).await, 200);
 }

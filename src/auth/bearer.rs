@@ -5,10 +5,10 @@
 
 use super::rules;
 use crate::cache::BoundedCache;
-use crate::config::{ClientAuth, RouteAuth};
+use crate::config::RouteAuth;
 use crate::metrics;
+use crate::oidc::http::token_request;
 use crate::oidc::provider::{Providers, error_chain};
-use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
@@ -323,7 +323,7 @@ async fn introspect_at(
     let cfg = &handle.config;
     let d = providers.get(index).ok_or(TokenError::Unavailable)?;
     let endpoint = d.introspection_endpoint().ok_or(TokenError::Unavailable)?;
-    let req = introspection_request(cfg, endpoint, token).ok_or(TokenError::Unavailable)?;
+    let req = token_request(cfg, endpoint, token, "access_token").ok_or(TokenError::Unavailable)?;
     let start = Instant::now();
     let resp = handle.http.send(req).await;
     metrics::idp_request(&cfg.name, "introspection", start.elapsed());
@@ -350,46 +350,6 @@ async fn introspect_at(
         exp,
         upstream_headers: OnceLock::new(),
     }))
-}
-
-/// The RFC 7662 request, authenticated as the provider's client.
-fn introspection_request(
-    cfg: &crate::config::Provider,
-    endpoint: &str,
-    token: &str,
-) -> Option<http::Request<Vec<u8>>> {
-    let mut form = openidconnect::url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("token", token)
-        .append_pair("token_type_hint", "access_token");
-    let mut req = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(endpoint)
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .header(http::header::ACCEPT, "application/json");
-    let secret = cfg.client_secret.as_ref().map(|s| s.expose()).unwrap_or("");
-    match cfg.client_auth {
-        ClientAuth::Basic => {
-            // RFC 6749 section 2.3.1: form-encode id and secret, then Basic.
-            let enc = |s: &str| {
-                openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes())
-                    .collect::<String>()
-            };
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                enc(&cfg.client_id),
-                enc(secret)
-            ));
-            req = req.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
-        }
-        ClientAuth::Post => {
-            form.append_pair("client_id", &cfg.client_id)
-                .append_pair("client_secret", secret);
-        }
-    }
-    req.body(form.finish().into_bytes()).ok()
 }
 
 #[cfg(test)]

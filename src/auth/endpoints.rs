@@ -7,6 +7,7 @@ use crate::http::responses::{Action, Reply, wants_html};
 use crate::metrics;
 use crate::oidc::login::{LoginError, complete};
 use crate::oidc::logout::end_session_url;
+use crate::oidc::revoke;
 use crate::oidc::state::StateError;
 use crate::ratelimit;
 use crate::session::now;
@@ -273,6 +274,21 @@ impl OidcAuth {
                 ..
             } => {
                 self.store.destroy(&session);
+                if cfg.revoke_tokens_on_logout {
+                    // Off the user's path: the redirect does not wait for the provider.
+                    revoke::revoke_in_background(
+                        self.providers.clone(),
+                        index,
+                        revoke::Ended {
+                            refresh_token: session
+                                .data
+                                .refresh_token
+                                .as_ref()
+                                .map(|t| t.text().into_owned()),
+                            access_token: Some(session.data.access_token.text().into_owned()),
+                        },
+                    );
+                }
                 (
                     Some(session.data.id_token.text().into_owned()),
                     cookies_present,

@@ -88,6 +88,9 @@ pub struct Provider {
     pub logout_methods: Vec<http::Method>,
     /// Fetch the userinfo endpoint at login (and require its `sub` to match).
     pub use_userinfo: bool,
+    /// At logout, revoke the refresh and access tokens at the provider's revocation endpoint
+    /// (RFC 7009), when it has one.
+    pub revoke_tokens_on_logout: bool,
     /// Accept ID tokens signed with HS256/384/512 (keyed with the client secret).
     pub allow_hmac_id_tokens: bool,
     /// Total timeout of each call to the provider.

@@ -56,6 +56,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub use_userinfo: Option<bool>,
     #[serde(default)]
+    pub revoke_tokens_on_logout: Option<bool>,
+    #[serde(default)]
     pub allow_hmac_id_tokens: Option<bool>,
     #[serde(default)]
     pub timeout: Option<SStr>,

@@ -234,6 +234,7 @@ impl Builder<'_> {
             logout_redirect_uri,
             logout_methods,
             use_userinfo: raw.use_userinfo.unwrap_or(true),
+            revoke_tokens_on_logout: raw.revoke_tokens_on_logout.unwrap_or(true),
             allow_hmac_id_tokens: raw.allow_hmac_id_tokens.unwrap_or(false),
             timeout: self.duration(&raw.timeout, &key("timeout"), Duration::from_secs(5)),
             connect_timeout: self.duration(

@@ -7,6 +7,7 @@ pub mod login;
 pub mod logout;
 pub mod provider;
 pub mod refresh;
+pub mod revoke;
 pub mod state;
 pub mod types;
 pub mod verify;

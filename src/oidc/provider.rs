@@ -85,6 +85,15 @@ impl Discovered {
             .as_deref()
     }
 
+    /// The token revocation endpoint (RFC 7009), if the provider has one.
+    pub fn revocation_endpoint(&self) -> Option<&str> {
+        self.metadata
+            .additional_metadata()
+            .additional_metadata
+            .revocation_endpoint
+            .as_deref()
+    }
+
     /// The RP-initiated logout endpoint, if the provider has one.
     pub fn end_session_endpoint(&self) -> Option<&openidconnect::EndSessionUrl> {
         self.metadata
