@@ -548,37 +548,13 @@ async fn one_account_logging_in_again_and_again_evicts_idle_sessions_not_active_
     const CAP: usize = 128;
     let op = HostileOp::start(Attack::None);
     let up = TestUpstream::start("app");
-    let port = free_port();
-    let origin = format!("http://127.0.0.1:{port}");
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &format!(
-            r#"
-[session]
-secrets = ["{SECRET}"]
-store = "memory"
-memory_max_sessions = {CAP}
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret"
-redirect_uri = "{origin}/oauth2/callback"
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-[[routes]]
-name = "app"
-upstream = "app"
-auth = {{ provider = "op" }}
-"#,
-            issuer = op.issuer,
-            up = up.address()
-        ),
-        port: Some(port),
-        // The attacker's logins are throttled by default; this test is about eviction.
-        server_extra: "login_rate_limit = 0",
-        ..Default::default()
-    });
+    // The attacker's logins are throttled by default; this test is about eviction.
+    let (gw, origin) = login_gateway(
+        &op,
+        &up,
+        &format!("store = \"memory\"\nmemory_max_sessions = {CAP}"),
+        "login_rate_limit = 0",
+    );
     let app = format!("{origin}/app");
     let login = || async {
         let b = Browser::new();
@@ -814,6 +790,7 @@ fn connections_beyond_max_connections_are_refused_at_once() {
 fn login_gateway(
     op: &HostileOp,
     up: &TestUpstream,
+    session_extra: &str,
     server_extra: &str,
 ) -> (GatewayProcess, String) {
     let port = free_port();
@@ -823,6 +800,7 @@ fn login_gateway(
             r#"
 [session]
 secrets = ["{SECRET}"]
+{session_extra}
 [[providers]]
 name = "op"
 issuer = "{issuer}"
@@ -855,6 +833,7 @@ async fn anonymous_clients_cannot_make_the_gateway_call_the_token_endpoint_freel
     let (gw, origin) = login_gateway(
         &op,
         &up,
+        "",
         "login_rate_limit = 10\ntrusted_proxies = [\"127.0.0.1/32\"]",
     );
     let c = client();
