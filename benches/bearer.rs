@@ -6,12 +6,12 @@ mod common;
 
 use common::{KEYS, idp_metadata};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use oidc_gateway::auth::OidcAuth;
+use oidc_gateway::auth::Authenticator;
 use oidc_gateway::auth::bearer::{TokenCaches, verify_jwt};
+use oidc_gateway::clock::now;
 use oidc_gateway::config::{Auth, Config};
 use oidc_gateway::metrics::RouteMetrics;
 use oidc_gateway::oidc::provider::Discovered;
-use oidc_gateway::session::now;
 use pingora::http::RequestHeader;
 use std::path::Path;
 
@@ -39,7 +39,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
     let Auth::Oidc(spec) = &cfg.routes[0].auth else {
         unreachable!()
     };
-    let auth = OidcAuth::new(&cfg).unwrap().unwrap();
+    let auth = Authenticator::new(&cfg).unwrap().unwrap();
     let metadata = idp_metadata();
     auth.providers
         .install(0, Discovered::new(&cfg.providers[0], metadata).unwrap());

@@ -6,14 +6,16 @@ mod common;
 
 use common::{KEYS, idp_metadata};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use oidc_gateway::auth::OidcAuth;
+use oidc_gateway::auth::Authenticator;
+use oidc_gateway::clock::now;
 use oidc_gateway::config::Config;
+use oidc_gateway::http::cookies::CookieAttrs;
 use oidc_gateway::metrics::RouteMetrics;
 use oidc_gateway::oidc::provider::Discovered;
 use oidc_gateway::oidc::types::IdToken;
 use oidc_gateway::oidc::verify::verify_once;
-use oidc_gateway::session::store::{Lookup, SessionStore};
-use oidc_gateway::session::{SessionData, now};
+use oidc_gateway::session::SessionData;
+use oidc_gateway::session::store::{self, Loaded, SetCookies};
 use pingora::http::RequestHeader;
 use std::path::Path;
 use std::str::FromStr;
@@ -70,9 +72,13 @@ fn session_data() -> SessionData {
     }
 }
 
-fn request_with(pairs: &[(String, String)]) -> RequestHeader {
+/// A request carrying the cookies a store set (`name=value`, attributes dropped).
+fn request_with(set: &SetCookies) -> RequestHeader {
     let mut req = RequestHeader::build("GET", b"/app", None).unwrap();
-    let cookie: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let cookie: Vec<&str> = set
+        .iter()
+        .filter_map(|c| c.to_str().ok()?.split(';').next())
+        .collect();
     req.insert_header(
         "cookie",
         format!("theme=dark; {}; lang=en", cookie.join("; ")),
@@ -85,12 +91,15 @@ fn request_with(pairs: &[(String, String)]) -> RequestHeader {
 fn bench_sessions(c: &mut Criterion) {
     for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
         let cfg = config(store, 100_000);
-        let auth = OidcAuth::new(&cfg).unwrap().unwrap();
+        let auth = Authenticator::new(&cfg).unwrap().unwrap();
         let oidc_gateway::config::Auth::Oidc(spec) = &cfg.routes[0].auth else {
             unreachable!()
         };
-        let (_, pairs) = auth.store.create(session_data()).unwrap();
-        let req = request_with(&pairs);
+        let (_, cookies) = auth
+            .store
+            .save(&Loaded::Absent, session_data(), &CookieAttrs::default())
+            .unwrap();
+        let req = request_with(&cookies);
         let metrics = RouteMetrics::new("bench");
         // Calls that may reach the provider (refresh, JWKS refetch, introspection) are boxed,
         // so the future built on every request stays small: inline, it was 4 KB, copied around
@@ -116,19 +125,21 @@ fn bench_sessions(c: &mut Criterion) {
 
     // The cookie store without a cache: every request decrypts and parses the cookie.
     let cfg = config("cookie", 100_000);
-    let sealing = SessionStore::new(cfg.session.as_ref().unwrap());
-    let (_, pairs) = sealing.create(session_data()).unwrap();
-    let req = request_with(&pairs);
+    let sealing = store::from_settings(cfg.session.as_ref().unwrap());
+    let (_, cookies) = sealing
+        .save(&Loaded::Absent, session_data(), &CookieAttrs::default())
+        .unwrap();
+    let req = request_with(&cookies);
     let mut cold = cfg.session.clone().unwrap();
     cold.cache_size = 0;
-    let uncached = SessionStore::new(&cold);
+    let uncached = store::from_settings(&cold);
     c.bench_function(
         "session check: cookie store, cache miss (decrypt + parse)",
         |b| {
             b.iter(|| {
                 black_box(matches!(
-                    uncached.lookup(black_box(&req.headers)),
-                    Lookup::Found { .. }
+                    uncached.load(black_box(&req.headers)),
+                    Loaded::Found { .. }
                 ))
             })
         },
@@ -141,9 +152,16 @@ fn bench_sessions(c: &mut Criterion) {
 fn bench_create(c: &mut Criterion) {
     for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
         let cfg = config(store, 100_000);
-        let sessions = SessionStore::new(cfg.session.as_ref().unwrap());
+        let sessions = store::from_settings(cfg.session.as_ref().unwrap());
+        let attrs = CookieAttrs::default();
         c.bench_function(&format!("session create: {label}"), |b| {
-            b.iter(|| black_box(sessions.create(session_data()).is_ok()))
+            b.iter(|| {
+                black_box(
+                    sessions
+                        .save(&Loaded::Absent, session_data(), &attrs)
+                        .is_ok(),
+                )
+            })
         });
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! The line is formatted here, straight into a per-thread buffer, and handed to the log's sink
 //! (`logging::access_line`): `tracing`'s formatter (field visitors, `fmt` machinery, a fresh
-//! timestamp rendering per line) cost about a tenth of the proxy's throughput under load.
+//! timestamp rendering per line) was one of the largest costs under load (docs/performance.md).
 //! `tracing`'s filter still decides whether the line is written (`[log] level`, `RUST_LOG`).
 
 use crate::logging;

@@ -5,6 +5,8 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod cache;
+pub mod claims;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod crypto;

@@ -75,8 +75,16 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         access_token_ttl: u64,
     },
+    /// Run only the demo app (DEVELOPMENT ONLY): the page that shows what the upstream received,
+    /// the upstream of the configuration `demo --print-config` prints.
+    DemoApp {
+        /// Port, on 127.0.0.1.
+        #[arg(long, default_value_t = 8082)]
+        port: u16,
+    },
     /// Validate a configuration file: print a one-line summary and exit 0, or print every
-    /// error (file:line:column: key: problem) and exit 1.
+    /// error (file:line:column: key: problem) and exit 1. Warnings (settings that work but are
+    /// probably not meant) are printed too, with exit 0.
     Check {
         /// Configuration file.
         #[arg(short, long, default_value = "conf/oidc-gateway.toml")]
@@ -97,6 +105,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}", c.summary());
                 ExitCode::SUCCESS
             }
@@ -166,6 +177,18 @@ fn main() -> ExitCode {
             );
             server.run_forever();
         }
+        Command::DemoApp { port } => {
+            let _guard = oidc_gateway::logging::init("info", false, true);
+            let server = match demo::demo_app_server(port) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("demo app on http://127.0.0.1:{port} (development only)");
+            server.run_forever();
+        }
         Command::Run {
             config,
             upgrade,
@@ -185,6 +208,9 @@ fn main() -> ExitCode {
                 matches!(log_format, LogFormat::Json),
                 !daemon,
             );
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             pingora::tls::install_default_crypto_provider();
             let server = match server::build(config, RunMode { upgrade, daemon }) {
                 Ok(s) => s,

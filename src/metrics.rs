@@ -183,6 +183,9 @@ pub fn init_provider(provider: &str) {
     for result in ["ok", "error"] {
         JWKS_FETCH.with_label_values(&[provider, result]);
     }
+    for result in ["revoked", "failed"] {
+        REVOCATIONS.with_label_values(&[provider, result]);
+    }
 }
 
 /// Records one call to a provider.
@@ -232,7 +235,20 @@ pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Counts a refused request (`reason` is one of a fixed set of codes).
+/// The reasons `requests_refused_total` counts.
+pub const REFUSAL_REASONS: &[&str] = &[
+    "bad_method",
+    "bad_target",
+    "bad_path",
+    "duplicate_authorization",
+    "bad_content_length",
+    "header_timeout",
+    "body_too_slow",
+    "too_many_connections",
+    "rate_limited",
+];
+
+/// Counts a refused request (`reason` is one of [`REFUSAL_REASONS`]).
 pub fn refused(reason: &str) {
     REFUSED.with_label_values(&[reason]).inc();
 }
@@ -263,11 +279,18 @@ impl SessionResult {
 
 /// Registers every metric so `/metrics` lists them before the first request.
 pub fn init() {
+    // `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ...
+    register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ));
     BUILD_INFO
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     LazyLock::force(&HTTP_REQUESTS);
-    LazyLock::force(&REFUSED);
+    // Every reason at zero, so alerts and dashboards see the series before the first refusal.
+    for reason in REFUSAL_REASONS {
+        REFUSED.with_label_values(&[reason]);
+    }
     LazyLock::force(&HTTP_DURATION);
     LazyLock::force(&UPSTREAM_DURATION);
     LazyLock::force(&TARGET_HEALTHY);

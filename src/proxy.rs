@@ -3,7 +3,7 @@
 //! a plain module; no protocol logic lives here.
 
 use crate::access_log;
-use crate::auth::{Identity, OidcAuth, identity};
+use crate::auth::{Authenticator, Identity, identity};
 use crate::config::{Auth, Config, Route};
 use crate::connections;
 use crate::http::cookies;
@@ -32,7 +32,7 @@ pub struct Gateway {
     /// Metrics for the gateway's own endpoints (callback, logout, userinfo).
     endpoint_metrics: RouteMetrics,
     /// OpenID Connect, when providers are configured.
-    oidc: Option<std::sync::Arc<OidcAuth>>,
+    oidc: Option<std::sync::Arc<Authenticator>>,
     /// Identity headers removed from every request.
     scrub: HeaderSet,
 }
@@ -66,7 +66,7 @@ impl Gateway {
     pub fn new(
         config: Config,
         pools: Vec<UpstreamPool>,
-        oidc: Option<std::sync::Arc<OidcAuth>>,
+        oidc: Option<std::sync::Arc<Authenticator>>,
     ) -> Self {
         Gateway {
             scrub: oidc
@@ -123,7 +123,7 @@ impl Gateway {
             ctx.own_endpoint = true;
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
             // be moved around on every request of every route.
-            return Err(Box::pin(oidc.serve(endpoint, req, self.client_ip(session))).await);
+            return Err(Box::pin(oidc.serve(endpoint, req, self.client_ip(session), html)).await);
         }
 
         let m = self
@@ -170,7 +170,8 @@ impl Gateway {
                     &return_to,
                     &self.route_metrics[m.route],
                 )
-                .await?;
+                .await
+                .map_err(|denied| denied.render(html))?;
             ctx.authenticated_route = true;
         }
 

@@ -2,7 +2,7 @@
 //! background health checks.
 
 use crate::admin::AdminApp;
-use crate::auth::{OidcAuth, SessionSweeper};
+use crate::auth::{Authenticator, SessionSweeper};
 use crate::config::Config;
 use crate::connections;
 use crate::metrics;
@@ -58,7 +58,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         checkers.extend(checker);
     }
 
-    let oidc = OidcAuth::new(&config)?.map(Arc::new);
+    let oidc = Authenticator::new(&config)?.map(Arc::new);
     if let Some(auth) = &oidc {
         let mut discovery = background_service(
             "provider discovery",

@@ -331,15 +331,23 @@ async fn browser_login_reload_logout_with_the_demo() {
     );
     let origin = format!("http://127.0.0.1:{gwp}");
     let idp_origin = format!("http://127.0.0.1:{idp}");
+    // Ready: sign-in redirects (discovery done) and the demo app is healthy (its first health
+    // check may have run before it listened).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client()
-            .get(format!("{origin}/"))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            && r.status() == 302
-        {
+        let status = |path: &'static str| {
+            let url = format!("{origin}{path}");
+            async move {
+                client()
+                    .get(url)
+                    .header("Accept", "text/html")
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        };
+        if status("/").await == 302 && status("/public").await == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "demo never ready");

@@ -65,6 +65,14 @@ async fn dashboard_queries_only_exported_metrics() {
             }
         }
     }
+    // The process collector: CPU, memory and file descriptors of the gateway itself.
+    for m in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(exported.contains(m), "{m} is not exported");
+    }
     let mut used = BTreeSet::new();
     for q in &queries {
         let mut rest = q.as_str();
@@ -81,6 +89,31 @@ async fn dashboard_queries_only_exported_metrics() {
     assert!(
         unknown.is_empty(),
         "the dashboard queries metrics the gateway does not export: {unknown:?}\nexported: {exported:?}"
+    );
+    // Usable on a fleet: every query is filtered by the job and instance variables and uses
+    // Grafana's rate interval rather than a fixed window.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for v in ["job", "instance"] {
+        assert!(variables.contains(&v), "no ${v} variable: {variables:?}");
+    }
+    for q in &queries {
+        assert!(
+            !q.contains("oidc_gateway_") || q.contains("instance=~\"$instance\""),
+            "not filtered by instance: {q}"
+        );
+        assert!(
+            !q.contains("[5m]") && (!q.contains("rate(") || q.contains("$__rate_interval")),
+            "a fixed rate window: {q}"
+        );
+    }
+    assert!(
+        used.contains("oidc_gateway_requests_refused_total"),
+        "no panel on refused requests"
     );
     for topic in [
         "oidc_gateway_session_lookups_total",

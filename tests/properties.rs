@@ -7,7 +7,7 @@ use oidc_gateway::crypto::Sealer;
 use oidc_gateway::http::{cookies, redirect::same_origin_path};
 use oidc_gateway::routing::path::{PathError, canonicalize};
 use oidc_gateway::session::Token;
-use oidc_gateway::session::cookie::{self, CHUNK_SIZE, Read};
+use oidc_gateway::session::chunks::{self as cookie, CHUNK_SIZE, Read};
 use proptest::prelude::*;
 
 /// Paths made of the pieces that matter: separators, dots, escapes, parameters, controls.

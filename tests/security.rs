@@ -18,46 +18,35 @@ const SECRET: &str = "security-test-session-secret-0123456789";
 /// tests carries a credential, so none may reach `private`, and nothing that reaches `public`
 /// may be, by any lenient reading, an `/admin` request or an `/api2` write.
 fn layout(public: &LenientUpstream, private: &LenientUpstream) -> String {
-    format!(
-        r#"
-[session]
-secrets = ["{SECRET}"]
-[[providers]]
-name = "idp"
-issuer = "http://127.0.0.1:1/unreachable"
-client_id = "gateway"
-client_secret = "gateway-secret"
-redirect_uri = "http://127.0.0.1:1/oauth2/callback"
-timeout = "200ms"
-[[upstreams]]
-name = "public"
-targets = ["{public}"]
-[[upstreams]]
-name = "private"
-targets = ["{private}"]
-[[routes]]
-name = "site"
-upstream = "public"
-[[routes]]
-name = "admin"
-paths = ["/admin"]
-upstream = "private"
-auth = {{ provider = "idp", methods = ["bearer"] }}
-[[routes]]
-name = "api2-read"
-paths = ["/api2"]
-methods = ["GET", "HEAD"]
-upstream = "public"
-[[routes]]
-name = "api2-write"
-paths = ["/api2"]
-methods = ["POST", "PUT", "PATCH", "DELETE"]
-upstream = "private"
-auth = {{ provider = "idp", methods = ["bearer"] }}
-"#,
-        public = public.address(),
-        private = private.address(),
-    )
+    let bearer = r#"provider = "idp", methods = ["bearer"]"#;
+    Toml::new()
+        .session(SECRET, "")
+        .provider(
+            "idp",
+            "http://127.0.0.1:1/unreachable",
+            "gateway-secret",
+            "http://127.0.0.1:1",
+            "timeout = \"200ms\"",
+        )
+        .upstream("public", &public.address())
+        .upstream("private", &private.address())
+        .route("site", &[], "public", "", "")
+        .route("admin", &["/admin"], "private", bearer, "")
+        .route(
+            "api2-read",
+            &["/api2"],
+            "public",
+            "",
+            "methods = [\"GET\", \"HEAD\"]",
+        )
+        .route(
+            "api2-write",
+            &["/api2"],
+            "private",
+            bearer,
+            "methods = [\"POST\", \"PUT\", \"PATCH\", \"DELETE\"]",
+        )
+        .build()
 }
 
 /// How a lenient upstream (werkzeug, `http.server`) reads a request line: the method
@@ -337,50 +326,30 @@ fn wait_for_keys(gw: &GatewayProcess, path: &str, token: &str) {
 fn authorization_reaches_the_upstream_only_as_the_gateway_vouches_for_it() {
     let op = HostileOp::start(Attack::None);
     let up = LenientUpstream::start();
-    let route = |name: &str, auth: &str| {
-        format!("[[routes]]\nname = \"{name}\"\npaths = [\"/{name}\"]\nupstream = \"up\"\n{auth}\n")
-    };
-    let mut body = format!(
-        r#"
-[session]
-secrets = ["{SECRET}"]
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "s"
-redirect_uri = "http://127.0.0.1:1/oauth2/callback"
-[[consumers]]
-username = "guest"
-[[upstreams]]
-name = "up"
-targets = ["{up}"]
-"#,
-        issuer = op.issuer,
-        up = up.address()
-    );
+    let mut toml = Toml::new()
+        .session(SECRET, "")
+        .provider("op", &op.issuer, "s", "http://127.0.0.1:1", "")
+        .raw("[[consumers]]\nusername = \"guest\"")
+        .upstream("up", &up.address());
     for (name, auth) in [
-        (
-            "bearer",
-            r#"auth = { provider = "op", methods = ["bearer"] }"#,
-        ),
+        ("bearer", r#"provider = "op", methods = ["bearer"]"#),
         (
             "optional",
-            r#"auth = { provider = "op", methods = ["bearer"], mode = "optional" }"#,
+            r#"provider = "op", methods = ["bearer"], mode = "optional""#,
         ),
         (
             "anonymous",
-            r#"auth = { provider = "op", methods = ["bearer"], anonymous = "guest" }"#,
+            r#"provider = "op", methods = ["bearer"], anonymous = "guest""#,
         ),
         (
             "preflight",
-            r#"auth = { provider = "op", methods = ["bearer"], run_on_preflight = false }"#,
+            r#"provider = "op", methods = ["bearer"], run_on_preflight = false"#,
         ),
         ("public", ""),
     ] {
-        body.push_str(&route(name, auth));
+        toml = toml.route(name, &[&format!("/{name}")], "up", auth, "");
     }
-    let gw = GatewayProcess::start(&body);
+    let gw = GatewayProcess::start(&toml.build());
     let now = unix_now();
     let token = mint(
         &serde_json::json!({"iss": op.issuer, "sub": "alice", "aud": "gateway", "exp": now + 300, "iat": now}),
@@ -457,10 +426,10 @@ targets = ["{up}"]
 fn override_client_ip_scheme_and_identity_headers_never_pass_from_clients() {
     let up = LenientUpstream::start();
     let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &format!(
-            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n[[routes]]\nname = \"site\"\nupstream = \"up\"\n",
-            up.address()
-        ),
+        body: &Toml::new()
+            .upstream("up", &up.address())
+            .route("site", &[], "up", "", "")
+            .build(),
         server_extra: "scrub_headers = [\"X-Tenant\"]\nkeep_headers = [\"X-Email\"]",
         ..Default::default()
     });
@@ -639,10 +608,11 @@ fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (bool, Dur
 
 fn slow_client_gateway(up: &LenientUpstream, server_extra: &str) -> GatewayProcess {
     GatewayProcess::start_with(GatewayOptions {
-        body: &format!(
-            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\nread_timeout = \"5s\"\n[[routes]]\nname = \"site\"\nupstream = \"up\"\n",
-            up.address()
-        ),
+        body: &Toml::new()
+            .upstream("up", &up.address())
+            .raw("read_timeout = \"5s\"")
+            .route("site", &[], "up", "", "")
+            .build(),
         server_extra,
         ..Default::default()
     })
@@ -796,29 +766,12 @@ fn login_gateway(
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
     let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &format!(
-            r#"
-[session]
-secrets = ["{SECRET}"]
-{session_extra}
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret"
-redirect_uri = "{origin}/oauth2/callback"
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-[[routes]]
-name = "app"
-paths = ["/app"]
-upstream = "app"
-auth = {{ provider = "op" }}
-"#,
-            issuer = op.issuer,
-            up = up.address()
-        ),
+        body: &Toml::new()
+            .session(SECRET, session_extra)
+            .provider("op", &op.issuer, "gateway-secret", &origin, "")
+            .upstream("app", &up.address())
+            .route("app", &["/app"], "app", r#"provider = "op""#, "")
+            .build(),
         port: Some(port),
         server_extra,
         ..Default::default()
@@ -946,28 +899,24 @@ async fn introspection_misses_are_limited_per_client() {
     let op = RealOp::start(&op_config("http://127.0.0.1:1", 600));
     let up = LenientUpstream::start();
     let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &format!(
-            r#"
-[session]
-secrets = ["{SECRET}"]
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret-0123456789"
-redirect_uri = "http://127.0.0.1:1/oauth2/callback"
-[[upstreams]]
-name = "api"
-targets = ["{up}"]
-[[routes]]
-name = "opaque"
-paths = ["/opaque"]
-upstream = "api"
-auth = {{ provider = "op", methods = ["introspection"] }}
-"#,
-            issuer = op.issuer,
-            up = up.address()
-        ),
+        body: &Toml::new()
+            .session(SECRET, "")
+            .provider(
+                "op",
+                &op.issuer,
+                "gateway-secret-0123456789",
+                "http://127.0.0.1:1",
+                "",
+            )
+            .upstream("api", &up.address())
+            .route(
+                "opaque",
+                &["/opaque"],
+                "api",
+                r#"provider = "op", methods = ["introspection"]"#,
+                "",
+            )
+            .build(),
         server_extra: "introspection_rate_limit = 3\ntrusted_proxies = [\"127.0.0.1/32\"]",
         ..Default::default()
     });

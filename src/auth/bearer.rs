@@ -199,15 +199,10 @@ async fn verify_signature(
 
 /// `iss` of a token, before its signature is checked (only to pick the keys).
 fn unverified_issuer(token: &str) -> Option<String> {
-    unverified_claims(token)?
+    crate::claims::jwt_payload(token)?
         .get("iss")?
         .as_str()
         .map(str::to_owned)
-}
-
-/// A JWT's claims WITHOUT checking its signature: only for choosing keys, or for display.
-pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
-    crate::oidc::verify::jwt_payload(token)
 }
 
 /// The per-request checks on a verified token: times, issuer, audience.

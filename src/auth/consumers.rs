@@ -2,9 +2,8 @@
 //! id), whose identity goes upstream in Kong's headers; or, without a mapping, a pseudo-consumer
 //! (`credential_claim`). Client-sent copies of these headers are always removed first.
 
-use super::rules::claim;
+use crate::claims::{lookup, to_text};
 use crate::config::{Consumer, ConsumerField, ConsumerMapping};
-use crate::session::claim_string;
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
@@ -27,7 +26,7 @@ pub fn find(
     mapping: &ConsumerMapping,
     claims: &Map<String, Value>,
 ) -> Option<usize> {
-    let value = claim_string(claim(claims, &mapping.claim)?)?;
+    let value = to_text(lookup(claims, &mapping.claim)?)?;
     mapping.by.iter().find_map(|field| {
         consumers.iter().position(|c| match field {
             ConsumerField::Id => c.id == value,

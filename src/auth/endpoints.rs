@@ -1,17 +1,17 @@
 //! The gateway's own endpoints, answered before route matching: each provider's callback (the
 //! path of its `redirect_uri`) and logout path, and the session's `userinfo` for single-page apps.
 
-use super::OidcAuth;
+use super::Authenticator;
+use crate::clock::now;
 use crate::http::redirect;
-use crate::http::responses::{Action, Reply, wants_html};
+use crate::http::responses::{Action, Reply};
 use crate::metrics;
 use crate::oidc::login::{LoginError, complete};
 use crate::oidc::logout::end_session_url;
 use crate::oidc::revoke;
 use crate::oidc::state::StateError;
 use crate::ratelimit;
-use crate::session::now;
-use crate::session::store::Lookup;
+use crate::session::store::Loaded;
 use pingora::http::RequestHeader;
 
 /// One of the gateway's own endpoints.
@@ -28,7 +28,7 @@ pub enum Endpoint {
 /// Most query parameters a callback may carry.
 const MAX_CALLBACK_PARAMS: usize = 16;
 
-impl OidcAuth {
+impl Authenticator {
     /// The endpoint at canonical `path`, if it is one of the gateway's.
     pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
         if path == self.settings.userinfo_path {
@@ -46,22 +46,23 @@ impl OidcAuth {
     }
 
     /// Answers a request to one of the gateway's endpoints; `client` is the client's address
-    /// (after `trusted_proxies`).
+    /// (after `trusted_proxies`), `html` whether it prefers pages to JSON.
     pub async fn serve(
         &self,
         endpoint: Endpoint,
         req: &RequestHeader,
         client: Option<std::net::IpAddr>,
+        html: bool,
     ) -> Reply {
         match endpoint {
             Endpoint::Callback(i) => {
                 // Each callback may cost a client-authenticated call to the token endpoint.
                 if let Err(limited) = ratelimit::check(self.callbacks.as_ref(), client) {
-                    return super::too_many(req, limited, "sign-in attempts");
+                    return super::too_many(limited, "sign-in attempts").render(html);
                 }
                 self.callback(i, req).await
             }
-            Endpoint::Logout(i) => self.logout(i, req).await,
+            Endpoint::Logout(i) => self.logout(i, req, html),
             Endpoint::UserInfo => self.userinfo(req),
         }
     }
@@ -204,21 +205,10 @@ impl OidcAuth {
             }
         };
 
-        // Never keep a session the browser brought: drop it and mint a new one.
-        let mut cookies_present = 0;
-        match self.store.lookup(&req.headers) {
-            Lookup::Found {
-                session,
-                cookies_present: n,
-                ..
-            } => {
-                self.store.destroy(&session);
-                cookies_present = n;
-            }
-            Lookup::Invalid { cookies_present: n } => cookies_present = n,
-            Lookup::Absent => {}
-        }
-        let (_, pairs) = match self.store.create(data) {
+        // Never keep a session the browser brought: end it and save under a fresh id.
+        let brought = self.store.load(&req.headers);
+        self.store.clear(&brought, &attrs);
+        let (_, cookies) = match self.store.save(&brought.without_session(), data, &attrs) {
             Ok(created) => created,
             Err(e) => {
                 metrics::login(&name, "session_too_large");
@@ -232,17 +222,15 @@ impl OidcAuth {
         };
         metrics::login(&name, "succeeded");
         let target = redirect::same_origin_path(&st.return_to).unwrap_or("/");
-        let mut reply = Reply::redirect(
+        let reply = Reply::redirect(
             http::HeaderValue::from_str(target)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("/")),
-        );
-        for c in self.store.cookie_headers(&pairs, cookies_present, &attrs) {
-            reply = reply.with_header(http::header::SET_COOKIE, c);
-        }
+        )
+        .with_cookies(cookies);
         clear_attempt(reply)
     }
 
-    async fn logout(&self, index: usize, req: &RequestHeader) -> Reply {
+    fn logout(&self, index: usize, req: &RequestHeader, html: bool) -> Reply {
         let Some(cfg) = self.provider(index) else {
             return Reply::empty(404);
         };
@@ -258,7 +246,7 @@ impl OidcAuth {
                 "method_not_allowed",
                 "Method not allowed",
                 "Sign out with a POST request (a form button), not a link.",
-                wants_html(&req.headers),
+                html,
             )
             .with_header(
                 http::header::ALLOW,
@@ -266,50 +254,37 @@ impl OidcAuth {
                     .unwrap_or_else(|_| http::HeaderValue::from_static("POST")),
             );
         }
-        let attrs = self.attrs(index);
-        let (id_token, cookies_present) = match self.store.lookup(&req.headers) {
-            Lookup::Found {
-                session,
-                cookies_present,
-                ..
-            } => {
-                self.store.destroy(&session);
-                if cfg.revoke_tokens_on_logout {
-                    // Off the user's path: the redirect does not wait for the provider.
-                    revoke::revoke_in_background(
-                        self.providers.clone(),
-                        index,
-                        revoke::Ended {
-                            refresh_token: session
-                                .data
-                                .refresh_token
-                                .as_ref()
-                                .map(|t| t.text().into_owned()),
-                            access_token: Some(session.data.access_token.text().into_owned()),
-                        },
-                    );
-                }
-                (
-                    Some(session.data.id_token.text().into_owned()),
-                    cookies_present,
-                )
-            }
-            Lookup::Invalid { cookies_present } => (None, cookies_present),
-            Lookup::Absent => (None, 0),
-        };
+        let loaded = self.store.load(&req.headers);
+        let cookies = self.store.clear(&loaded, self.attrs(index));
+        let session = loaded.session();
+        if let Some(session) = session
+            && cfg.revoke_tokens_on_logout
+        {
+            // Off the user's path: the redirect does not wait for the provider.
+            revoke::revoke_in_background(
+                self.providers.clone(),
+                index,
+                revoke::Ended {
+                    refresh_token: session
+                        .data
+                        .refresh_token
+                        .as_ref()
+                        .map(|t| t.text().into_owned()),
+                    access_token: Some(session.data.access_token.text().into_owned()),
+                },
+            );
+        }
+        let id_token = session.map(|s| s.data.id_token.text().into_owned());
         let target = self
             .providers
             .get(index)
             .and_then(|d| end_session_url(&d, cfg, id_token.as_deref()))
             .or_else(|| cfg.logout_redirect_uri.clone());
-        let mut reply = match target.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
+        let reply = match target.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
             Some(location) => Reply::redirect(location),
-            None => signed_out(wants_html(&req.headers)),
+            None => signed_out(html),
         };
-        for c in self.store.expire_chunks(0, cookies_present.max(1), attrs) {
-            reply = reply.with_header(http::header::SET_COOKIE, c);
-        }
-        reply
+        reply.with_cookies(cookies)
     }
 
     fn userinfo(&self, req: &RequestHeader) -> Reply {
@@ -318,8 +293,8 @@ impl OidcAuth {
                 .with_header(http::header::ALLOW, http::HeaderValue::from_static("GET"));
         }
         let now = now();
-        if let Lookup::Found { session, .. } = self.store.lookup(&req.headers)
-            && session.check(now, &self.store.timeouts).is_ok()
+        if let Loaded::Found { session, .. } = self.store.load(&req.headers)
+            && session.check(now, self.store.timeouts()).is_ok()
         {
             let d = &session.data;
             return Reply::json(
@@ -330,7 +305,7 @@ impl OidcAuth {
                     "claims": d.claims(),
                     "session": {
                         "created_at": d.created_at,
-                        "expires_at": d.created_at.saturating_add(self.store.timeouts.absolute.as_secs()),
+                        "expires_at": d.created_at.saturating_add(self.store.timeouts().absolute.as_secs()),
                     },
                 }),
             );

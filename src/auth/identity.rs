@@ -3,9 +3,10 @@
 //! a client can never pose as a user.
 
 use super::bearer::VerifiedToken;
+use crate::claims::to_text;
 use crate::config::{Config, Provider};
 use crate::http::headers::{HeaderSet, OVERRIDE_HEADERS};
-use crate::session::{Session, claim_string};
+use crate::session::Session;
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -131,7 +132,7 @@ fn claim_headers(
         let value = if claim == "sub" {
             sub.map(str::to_owned)
         } else {
-            claims.get(claim).and_then(claim_string)
+            claims.get(claim).and_then(to_text)
         };
         if let Some(v) = value {
             push(&mut out, name, &v);

@@ -1,40 +1,44 @@
-//! What a protected route demands and what a request proves. `authenticate` tries the route's
-//! methods in order (session, browser login, bearer JWT, introspection), then `authorize`
-//! applies its claim rules and consumer mapping. The session and cached-token paths make no
-//! call to the identity provider.
+//! What a protected route demands and what a request proves. [`Authenticator::authenticate`]
+//! tries the route's methods in order (session, browser login, bearer JWT, introspection), then
+//! `authorize` applies its claim rules and consumer mapping. The session and cached-token paths
+//! make no call to the identity provider. A refusal is returned as data ([`Denied`]) and
+//! rendered in one place (`denial.rs`).
 
 pub mod bearer;
 pub mod consumers;
+pub mod denial;
 pub mod endpoints;
 pub mod identity;
+pub mod refresh;
 pub mod rules;
-mod session;
+mod session_method;
 
+pub use denial::{Denial, Denied};
+
+use crate::claims;
+use crate::clock::now;
 use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings};
 use crate::http::cookies::CookieAttrs;
 use crate::http::headers::HeaderSet;
 use crate::http::redirect;
-use crate::http::responses::{Action, Reply};
 use crate::metrics::{self, RouteMetrics};
 use crate::oidc::login::authorization_request;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
-use crate::ratelimit::{self, Limit, Limited};
-use crate::session::store::SessionStore;
-use crate::session::{Session, Sid, now};
+use crate::ratelimit::{self, Limit};
+use crate::session::Session;
+use crate::session::store::{self, SessionStore, SetCookies};
 use async_trait::async_trait;
 use bearer::{TokenCaches, VerifiedToken};
 use dashmap::DashMap;
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use session::SessionOutcome;
+use refresh::Refresher;
+use session_method::SessionOutcome;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long a failed refresh is remembered, so requests of that session fail fast meanwhile.
-const REFRESH_FAILURE_MEMORY: Duration = Duration::from_secs(10);
+use std::time::Duration;
 
 /// What proved a request.
 #[derive(Debug, Clone)]
@@ -64,7 +68,7 @@ pub struct Identity {
     /// What proved it.
     pub credential: Credential,
     /// `Set-Cookie` headers for the response (renewed or refreshed cookie-store sessions).
-    pub set_cookies: Vec<http::HeaderValue>,
+    pub set_cookies: SetCookies,
     /// Index of the mapped `[[consumers]]` entry.
     pub consumer: Option<usize>,
     /// Kong's consumer and credential headers for the upstream.
@@ -72,7 +76,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn new(credential: Credential, set_cookies: Vec<http::HeaderValue>) -> Identity {
+    fn new(credential: Credential, set_cookies: SetCookies) -> Identity {
         Identity {
             credential,
             set_cookies,
@@ -96,26 +100,21 @@ impl Identity {
     }
 }
 
-type RefreshOutcome = Option<(Arc<Session>, Vec<(String, String)>)>;
-
-struct Flight {
-    started: Instant,
-    result: tokio::sync::OnceCell<RefreshOutcome>,
-}
-
-/// OpenID Connect browser authentication: sessions, login, refresh, the gateway's endpoints.
-pub struct OidcAuth {
+/// Authentication and authorization of requests to protected routes: browser sessions and
+/// sign-in, bearer JWTs, introspection, consumers; and the gateway's own endpoints (callback,
+/// logout, userinfo).
+pub struct Authenticator {
     /// Configured providers and their discovery state.
     pub providers: Arc<Providers>,
     /// Session storage.
-    pub store: SessionStore,
+    pub store: Arc<dyn SessionStore>,
     login: LoginCookies,
     settings: SessionSettings,
     /// Cookie attributes per provider (`Secure` follows the provider's redirect URI).
     attrs: Vec<CookieAttrs>,
     /// Identity headers removed from every request before it goes upstream.
     pub scrub: HeaderSet,
-    inflight: DashMap<Sid, Arc<Flight>>,
+    refresher: Refresher,
     /// `state` values already used at the callback, until their login cookie would expire.
     used_states: DashMap<String, u64>,
     /// Verified bearer tokens and introspection answers.
@@ -130,9 +129,9 @@ pub struct OidcAuth {
     introspections: Option<Limit>,
 }
 
-impl OidcAuth {
+impl Authenticator {
     /// Builds the authenticator when the configuration has providers.
-    pub fn new(config: &Config) -> Result<Option<OidcAuth>, String> {
+    pub fn new(config: &Config) -> Result<Option<Authenticator>, String> {
         let Some(settings) = config.session.clone() else {
             return Ok(None);
         };
@@ -158,19 +157,19 @@ impl OidcAuth {
                 secure: p.secure_cookies,
             })
             .collect();
-        Ok(Some(OidcAuth {
+        Ok(Some(Authenticator {
             login: LoginCookies::new(
                 &settings.secrets,
                 &settings.cookie_name,
                 settings.login_timeout,
                 settings.max_login_cookies,
             ),
-            store: SessionStore::new(&settings),
+            store: store::from_settings(&settings),
             scrub: identity::scrub_set(config),
             providers,
             settings,
             attrs,
-            inflight: DashMap::new(),
+            refresher: Refresher::default(),
             used_states: DashMap::new(),
             tokens: TokenCaches::new(settings_cache_size),
             consumers: config.consumers.clone(),
@@ -196,7 +195,8 @@ impl OidcAuth {
 
     /// Authenticates a request to a protected route, trying the route's methods in order, then
     /// applies the route's rules and consumer mapping. `Ok(None)`: proxy without identity
-    /// (`mode = "optional"` without a credential, or a CORS preflight when allowed).
+    /// (`mode = "optional"` without a credential, or a CORS preflight when allowed); `Err`: why
+    /// not, to be rendered by the caller.
     /// `client` is the client's address (after `trusted_proxies`), for the limits on requests
     /// that reach the provider; `return_to` is the canonical path and query, where the browser
     /// returns after a login.
@@ -207,7 +207,7 @@ impl OidcAuth {
         client: Option<IpAddr>,
         return_to: &str,
         route_metrics: &RouteMetrics,
-    ) -> Result<Option<Identity>, Reply> {
+    ) -> Result<Option<Identity>, Denied> {
         if !spec.run_on_preflight && is_preflight(req) {
             return Ok(None);
         }
@@ -229,21 +229,9 @@ impl OidcAuth {
                 }
                 AuthMethod::AuthorizationCode => {
                     let provider = spec.providers[0];
-                    // A redirect to the provider starts an attempt whose callback costs a
-                    // token call: the client's limit applies.
-                    if can_follow_redirect(req)
-                        && let Err(limited) = ratelimit::check(self.login_starts.as_ref(), client)
-                    {
-                        return Err(too_many(req, limited, "sign-in attempts"));
-                    }
-                    return Err(self.start_login(
-                        provider,
-                        &spec.realm,
-                        req,
-                        return_to,
-                        clear_cookies,
-                        now,
-                    ));
+                    let denial =
+                        self.start_login(provider, &spec.realm, req, client, return_to, now);
+                    return Err(denial.with_cookies(clear_cookies));
                 }
                 AuthMethod::Bearer => match token {
                     // An opaque token is left to introspection when the route accepts it.
@@ -257,7 +245,7 @@ impl OidcAuth {
                         match bearer::verify_jwt(&self.providers, &self.tokens, spec, t, now).await
                         {
                             Ok(v) => Some(Identity::new(Credential::Token(v), Vec::new())),
-                            Err(e) => return self.invalid_token(spec, req, e),
+                            Err(e) => return self.invalid_token(spec, e),
                         }
                     }
                     None => None,
@@ -269,80 +257,50 @@ impl OidcAuth {
                             .await
                         {
                             Ok(v) => Some(Identity::new(Credential::Token(v), Vec::new())),
-                            Err(bearer::TokenError::RateLimited(l)) => {
-                                return Err(too_many(req, l, "token checks"));
+                            Err(bearer::TokenError::RateLimited(limited)) => {
+                                return Err(too_many(limited, "token checks"));
                             }
-                            Err(e) => return self.invalid_token(spec, req, e),
+                            Err(e) => return self.invalid_token(spec, e),
                         }
                     }
                     None => None,
                 },
             };
             if let Some(identity) = found {
-                return self.authorize(spec, req, identity).map(Some);
+                return self.authorize(spec, identity).map(Some);
             }
         }
         // No credential at all.
         if spec.anonymous.is_some() {
-            return self.anonymous(spec).map(Some);
+            return Ok(Some(self.anonymous(spec)));
         }
         if spec.optional {
             return Ok(None);
         }
-        let reply = self.unauthorized(spec, req, None);
-        Err(clear_cookies
-            .into_iter()
-            .fold(reply, |r, c| r.with_header(http::header::SET_COOKIE, c)))
+        Err(Denied::from(Denial::Unauthorized {
+            realm: spec.realm.clone(),
+        })
+        .with_cookies(clear_cookies))
     }
 
     /// A presented token failed: 401 `invalid_token` (or the anonymous consumer, if configured).
     fn invalid_token(
         &self,
         spec: &RouteAuth,
-        req: &RequestHeader,
-        e: bearer::TokenError,
-    ) -> Result<Option<Identity>, Reply> {
+        error: bearer::TokenError,
+    ) -> Result<Option<Identity>, Denied> {
         if spec.anonymous.is_some() {
-            return self.anonymous(spec).map(Some);
+            return Ok(Some(self.anonymous(spec)));
         }
-        Err(self.unauthorized(spec, req, Some(e)))
-    }
-
-    /// RFC 6750 401: `Bearer realm=...`, plus `error="invalid_token"` when a token was refused.
-    fn unauthorized(
-        &self,
-        spec: &RouteAuth,
-        req: &RequestHeader,
-        e: Option<bearer::TokenError>,
-    ) -> Reply {
-        let html = crate::http::responses::wants_html(&req.headers);
-        let realm = quote(&spec.realm);
-        let (challenge, code, message) = match &e {
-            Some(err) => (
-                format!(
-                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                    quote(&err.to_string())
-                ),
-                "invalid_token",
-                err.to_string(),
-            ),
-            None => (
-                format!("Bearer realm=\"{realm}\""),
-                "unauthorized",
-                "This address needs credentials: send an access token in the Authorization header (Authorization: Bearer <token>).".to_owned(),
-            ),
-        };
-        Reply::error(401, code, "Sign-in required", &message, html)
-            .with_header(http::header::WWW_AUTHENTICATE, header_value(&challenge))
+        Err(Denial::InvalidToken {
+            realm: spec.realm.clone(),
+            error,
+        }
+        .into())
     }
 
     /// Applies the route's rules and consumer mapping to an authenticated request.
-    fn authorize(
-        &self,
-        spec: &RouteAuth,
-        req: &RequestHeader,
-        mut id: Identity,
-    ) -> Result<Identity, Reply> {
+    fn authorize(&self, spec: &RouteAuth, mut id: Identity) -> Result<Identity, Denied> {
         let is_token = matches!(id.credential, Credential::Token(_));
         // The credential is shared (Arc): borrow its claims from a clone of the handle rather
         // than copying the map on every request. A session keeps its parsed claims once asked
@@ -356,9 +314,8 @@ impl OidcAuth {
         if let Some(rule) = rules::first_failure(&spec.rules, claims, is_token) {
             return Err(self.forbidden(
                 spec,
-                req,
                 is_token,
-                &format!(
+                format!(
                     "Your account does not meet this service's {} rule.",
                     rule.trim_end_matches("_required")
                 ),
@@ -370,9 +327,8 @@ impl OidcAuth {
                     if !consumers::in_groups(&self.consumers[i], &mapping.groups_required) {
                         return Err(self.forbidden(
                             spec,
-                            req,
                             is_token,
-                            "Your account is not in a group allowed to use this service.",
+                            "Your account is not in a group allowed to use this service.".into(),
                         ));
                     }
                     id.consumer = Some(i);
@@ -381,9 +337,8 @@ impl OidcAuth {
                 None => {
                     return Err(self.forbidden(
                         spec,
-                        req,
                         is_token,
-                        "Your account is not registered as a consumer of this service.",
+                        "Your account is not registered as a consumer of this service.".into(),
                     ));
                 }
             }
@@ -391,13 +346,13 @@ impl OidcAuth {
         let credential = spec
             .credential_claim
             .as_ref()
-            .and_then(|p| rules::claim(claims, p))
-            .and_then(crate::session::claim_string);
+            .and_then(|p| claims::lookup(claims, p))
+            .and_then(claims::to_text);
         let groups = spec
             .authenticated_groups_claim
             .as_ref()
-            .and_then(|p| rules::claim(claims, p))
-            .and_then(crate::session::claim_string);
+            .and_then(|p| claims::lookup(claims, p))
+            .and_then(claims::to_text);
         id.extra_headers = consumers::headers(
             id.consumer.map(|i| &self.consumers[i]),
             false,
@@ -408,129 +363,73 @@ impl OidcAuth {
     }
 
     /// The anonymous consumer, for a request whose authentication failed.
-    fn anonymous(&self, spec: &RouteAuth) -> Result<Identity, Reply> {
+    fn anonymous(&self, spec: &RouteAuth) -> Identity {
         let consumer = spec.anonymous.and_then(|i| self.consumers.get(i));
         let mut id = Identity::new(Credential::Anonymous, Vec::new());
         id.consumer = spec.anonymous;
         id.extra_headers = consumers::headers(consumer, true, None, None);
-        Ok(id)
+        id
     }
 
-    /// 403 for a failed rule: RFC 6750 `insufficient_scope` for tokens, a page for browsers (or
-    /// the configured `forbidden_redirect_uri`).
-    fn forbidden(
-        &self,
-        spec: &RouteAuth,
-        req: &RequestHeader,
-        is_token: bool,
-        message: &str,
-    ) -> Reply {
-        let html = crate::http::responses::wants_html(&req.headers);
-        if html
-            && !is_token
-            && let Some(target) = &spec.forbidden_redirect_uri
-        {
-            return Reply::redirect(header_value(target));
+    /// A failed rule or consumer mapping.
+    fn forbidden(&self, spec: &RouteAuth, token: bool, message: String) -> Denied {
+        let logout_path = spec
+            .providers
+            .first()
+            .and_then(|&p| self.provider(p))
+            .map_or("/oauth2/logout", |p| p.logout_path.as_str())
+            .to_owned();
+        Denial::Forbidden {
+            realm: spec.realm.clone(),
+            message,
+            token,
+            redirect: spec.forbidden_redirect_uri.clone(),
+            logout_path,
         }
-        let reply = if html {
-            let logout = spec
-                .providers
-                .first()
-                .and_then(|&p| self.provider(p))
-                .map_or("/oauth2/logout", |p| p.logout_path.as_str());
-            Reply::page(
-                403,
-                "Access denied",
-                &format!(
-                    "{message} Ask your administrator for access, or sign in with another account."
-                ),
-                &[
-                    Action::Link("Back to the start page", "/"),
-                    Action::Post("Sign out", logout),
-                ],
-            )
-        } else {
-            Reply::error(403, "insufficient_scope", "Access denied", message, false)
-        };
-        if is_token {
-            let challenge = format!(
-                "Bearer realm=\"{}\", error=\"insufficient_scope\"",
-                quote(&spec.realm)
-            );
-            reply.with_header(http::header::WWW_AUTHENTICATE, header_value(&challenge))
-        } else {
-            reply
-        }
+        .into()
     }
 
-    /// Answers a request that needs a login: a redirect to the provider for browsers, 401 for
-    /// requests that cannot follow one (API calls, XHR, non-GET), 503 while the provider is
-    /// unreachable.
+    /// A request that needs a sign-in: a redirect to the provider for browsers (within the
+    /// client's limit), 401 for requests that cannot follow one (API calls, XHR, non-GET), 503
+    /// while the provider is unreachable.
     fn start_login(
         &self,
         index: usize,
         realm: &str,
         req: &RequestHeader,
+        client: Option<IpAddr>,
         return_to: &str,
-        mut cookies: Vec<http::HeaderValue>,
         now: u64,
-    ) -> Reply {
+    ) -> Denied {
         let Some(cfg) = self.provider(index) else {
-            return Reply::error(
-                500,
-                "misconfigured",
-                "Server error",
-                "The route names an unknown provider.",
-                true,
-            );
+            return Denial::Misconfigured("The route names an unknown provider.").into();
         };
-        let html = crate::http::responses::wants_html(&req.headers);
-        let reply =
-            if !can_follow_redirect(req) {
-                Reply::error(
-                    401,
-                    "login_required",
-                    "Sign-in required",
-                    "This request needs a signed-in session.",
-                    html,
-                )
-                .with_header(
-                    http::header::WWW_AUTHENTICATE,
-                    header_value(&format!("Bearer realm=\"{}\"", quote(realm))),
-                )
-            } else if let Some(d) = self.providers.get(index) {
-                let return_to = redirect::same_origin_path(return_to)
-                    .unwrap_or("/")
-                    .to_owned();
-                let (url, st) = authorization_request(&d, cfg, return_to, now);
-                let attrs = self.attrs(index);
-                cookies.extend(self.login.prune(&req.headers, attrs, now));
-                cookies.extend(self.login.set(&st, attrs));
-                metrics::login(&cfg.name, "started");
-                match http::HeaderValue::from_str(&url) {
-                    Ok(location) => Reply::redirect(location),
-                    Err(_) => Reply::error(
-                        500,
-                        "bad_authorization_url",
-                        "Server error",
-                        "The sign-in URL is invalid.",
-                        html,
-                    ),
-                }
-            } else {
-                metrics::login(&cfg.name, "provider_unavailable");
-                Reply::error(
-                503,
-                "idp_unavailable",
-                "Sign-in is temporarily unavailable",
-                "The identity provider cannot be reached right now. Please try again in a minute.",
-                html,
-            )
-            .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("30"))
-            };
-        cookies
-            .into_iter()
-            .fold(reply, |r, c| r.with_header(http::header::SET_COOKIE, c))
+        if !can_follow_redirect(req) {
+            return Denial::SessionRequired {
+                realm: realm.to_owned(),
+            }
+            .into();
+        }
+        // The attempt's callback will cost a token call: the client's limit applies.
+        if let Err(limited) = ratelimit::check(self.login_starts.as_ref(), client) {
+            return too_many(limited, "sign-in attempts");
+        }
+        let Some(d) = self.providers.get(index) else {
+            metrics::login(&cfg.name, "provider_unavailable");
+            return Denial::ProviderUnavailable.into();
+        };
+        let return_to = redirect::same_origin_path(return_to)
+            .unwrap_or("/")
+            .to_owned();
+        let (url, st) = authorization_request(&d, cfg, return_to, now);
+        let Ok(location) = http::HeaderValue::from_str(&url) else {
+            return Denial::Misconfigured("The sign-in URL is invalid.").into();
+        };
+        let attrs = self.attrs(index);
+        let mut cookies = self.login.prune(&req.headers, attrs, now);
+        cookies.extend(self.login.set(&st, attrs));
+        metrics::login(&cfg.name, "started");
+        Denied::from(Denial::SignIn { location }).with_cookies(cookies)
     }
 
     /// Sets the identity headers of a request to an authenticated route (scrubbed before).
@@ -569,24 +468,14 @@ impl OidcAuth {
         let now = now();
         self.store.sweep(now);
         self.used_states.retain(|_, until| *until > now);
-        self.inflight
-            .retain(|_, f| f.started.elapsed() < REFRESH_FAILURE_MEMORY * 6);
+        self.refresher.sweep();
     }
 }
 
-/// 429 for a client over one of the limits on requests that reach the provider.
-pub fn too_many(req: &RequestHeader, limited: Limited, what: &str) -> Reply {
+/// A client over one of its limits on requests that reach the provider (counted).
+fn too_many(limited: ratelimit::Limited, what: &'static str) -> Denied {
     metrics::refused("rate_limited");
-    let html = crate::http::responses::wants_html(&req.headers);
-    let wait = limited.retry_after;
-    Reply::error(
-        429,
-        "rate_limited",
-        "Too many requests",
-        &format!("Too many {what} from your address. Please try again in {wait} seconds."),
-        html,
-    )
-    .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(wait))
+    Denial::TooMany { limited, what }.into()
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
@@ -606,18 +495,6 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Escapes a value for a quoted-string in `WWW-Authenticate`.
-fn quote(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
-        .collect()
-}
-
-fn header_value(s: &str) -> http::HeaderValue {
-    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
-}
-
 /// A request a browser made by navigating (it can follow a redirect to the provider).
 pub fn can_follow_redirect(req: &RequestHeader) -> bool {
     let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
@@ -632,7 +509,7 @@ pub fn can_follow_redirect(req: &RequestHeader) -> bool {
 }
 
 /// Sweeps expired sessions once a minute.
-pub struct SessionSweeper(pub Arc<OidcAuth>);
+pub struct SessionSweeper(pub Arc<Authenticator>);
 
 #[async_trait]
 impl BackgroundService for SessionSweeper {

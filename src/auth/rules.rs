@@ -3,15 +3,9 @@
 //! of an entry must all be present. Claims are found by path (`["realm_access", "roles"]`);
 //! a string claim counts as space-separated values (as `scope` is), an array as its elements.
 
+use crate::claims::lookup;
 use crate::config::{Requirement, Rules};
 use serde_json::{Map, Value};
-
-/// The claim at `path`.
-pub fn claim<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    let (first, rest) = path.split_first()?;
-    rest.iter()
-        .try_fold(claims.get(first)?, |v, key| v.as_object()?.get(key))
-}
 
 /// Whether `value` (a string of words or an array) contains `wanted`.
 fn contains(value: &Value, wanted: &str) -> bool {
@@ -27,12 +21,14 @@ pub fn satisfied(req: &Requirement, claims: &Map<String, Value>) -> bool {
     if req.any_of.is_empty() {
         return true;
     }
-    let Some(value) = claim(claims, &req.claim) else {
+    let Some(value) = lookup(claims, &req.claim) else {
         return false;
     };
     req.any_of
         .iter()
-        .any(|all| all.iter().all(|w| contains(value, w)))
+        // An empty alternative would pass `.all()`: configuration refuses one, and it never
+        // counts here either.
+        .any(|all| !all.is_empty() && all.iter().all(|w| contains(value, w)))
 }
 
 /// The first rule `claims` fail, by its config name.

@@ -55,6 +55,7 @@ pub(crate) struct Collector<'a> {
     file: &'a Path,
     source: &'a str,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl<'a> Collector<'a> {
@@ -63,6 +64,26 @@ impl<'a> Collector<'a> {
             file,
             source,
             errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn located(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = match span {
+            Some(span) => line_col(self.source, span.start),
+            None => (0, 0),
+        };
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.into(),
+            message: msg.into(),
         }
     }
 
@@ -73,24 +94,29 @@ impl<'a> Collector<'a> {
         key: impl Into<String>,
         msg: impl Into<String>,
     ) {
-        let (line, column) = match span {
-            Some(span) => line_col(self.source, span.start),
-            None => (0, 0),
-        };
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            key: key.into(),
-            message: msg.into(),
-        });
+        let e = self.located(span, key, msg);
+        self.errors.push(e);
     }
 
-    pub(crate) fn finish(mut self) -> Result<(), ConfigErrors> {
+    /// Records something that works but is probably not what was meant.
+    pub(crate) fn warn_at(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) {
+        let w = self.located(span, key, msg);
+        self.warnings.push(w);
+    }
+
+    /// The errors, if any (sorted by position); otherwise the warnings.
+    pub(crate) fn finish(mut self) -> Result<Vec<ConfigError>, ConfigErrors> {
+        let by_place = |e: &ConfigError| (e.line == 0, e.line, e.column);
         if self.errors.is_empty() {
-            return Ok(());
+            self.warnings.sort_by_key(by_place);
+            return Ok(self.warnings);
         }
-        self.errors.sort_by_key(|e| (e.line == 0, e.line, e.column));
+        self.errors.sort_by_key(by_place);
         Err(ConfigErrors(self.errors))
     }
 }

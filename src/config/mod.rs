@@ -5,6 +5,7 @@
 //! references between sections turned into indices).
 
 mod error;
+mod hints;
 mod locate;
 mod raw;
 mod secret;
@@ -38,6 +39,8 @@ pub struct Config {
     pub session: Option<SessionSettings>,
     /// `[[consumers]]`, in file order.
     pub consumers: Vec<Consumer>,
+    /// What works but is probably not what was meant (`check` prints these, `run` logs them).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// A Kong-style consumer.

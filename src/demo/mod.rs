@@ -61,9 +61,10 @@ fn config_text(p: &DemoPorts, secrets: Option<&Secrets>) -> String {
     format!(
         r#"# The configuration `oidc-gateway demo` runs, as a config file. The provider here is the
 # built-in development IdP (http://127.0.0.1:{idp}); to use a real one, change [[providers]].
-# Run it with the development IdP alone:
+# Run it without `demo`, the development IdP and the demo app standing in for yours:
 #   export SESSION_SECRET=$(openssl rand -base64 48) CLIENT_SECRET=$(openssl rand -base64 24)
 #   oidc-gateway dev-idp --port {idp} --gateway-port {gw} &
+#   oidc-gateway demo-app --port {up} &
 #   oidc-gateway run --config FILE
 
 [server]
@@ -95,12 +96,12 @@ upstream_headers = {{ "X-Auth-Request-User" = "preferred_username", "X-Auth-Requ
 [[upstreams]]
 name = "demo-app"
 targets = ["127.0.0.1:{up}"]
-health_check = {{ kind = "http", path = "/healthz", interval = "10s" }}
+health_check = {{ kind = "http", path = "/healthz", interval = "2s" }}
 
-# Public: no sign-in.
+# Public: no sign-in (the favicon too, so a browser's icon request never starts one).
 [[routes]]
 name = "public"
-paths = ["/public"]
+paths = ["/public", "/favicon.ico"]
 upstream = "demo-app"
 
 # Only members of "admins" (alice is one, bob is not).
@@ -246,6 +247,29 @@ pub fn dev_idp_server(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = Service::new("development IdP".to_owned(), HttpServer::new_app(idp));
+    service.add_tcp(&addr.to_string());
+    server.add_service(service);
+    Ok(server)
+}
+
+/// A server running only the demo app, on loopback (`oidc-gateway demo-app`): the upstream of
+/// the configuration `demo --print-config` prints.
+pub fn demo_app_server(port: u16) -> Result<Server, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let conf = pingora::server::configuration::ServerConf {
+        threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: format!("/tmp/oidc-gateway-demo-app-{port}.pid"),
+        upgrade_sock: format!("/tmp/oidc-gateway-demo-app-{port}.sock"),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = Service::new(
+        "demo upstream".to_owned(),
+        HttpServer::new_app(upstream::DemoUpstream),
+    );
     service.add_tcp(&addr.to_string());
     server.add_service(service);
     Ok(server)

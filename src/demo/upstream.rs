@@ -34,6 +34,11 @@ impl ServeHttp for DemoUpstream {
         if path == "/healthz" {
             return respond(200, "text/plain", b"ok\n".to_vec());
         }
+        if path == "/favicon.ico" {
+            // A public route in the demo config, so a browser's icon request never starts a
+            // sign-in; there is no icon.
+            return respond(404, "text/plain", b"no icon\n".to_vec());
+        }
         let mut headers = Map::new();
         for name in SHOWN {
             if let Some(v) = req.headers.get(*name).and_then(|v| v.to_str().ok()) {
@@ -45,7 +50,7 @@ impl ServeHttp for DemoUpstream {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let claims = token.and_then(crate::auth::bearer::unverified_claims);
+        let claims = token.and_then(crate::claims::jwt_payload);
         if let Some(t) = token {
             // Show that a token arrived, never the token itself.
             headers.insert(
@@ -58,8 +63,14 @@ impl ServeHttp for DemoUpstream {
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
-        if wants_json {
-            let body = json!({"path": path, "headers": headers, "access_token_claims": claims});
+        // `/api` is the bearer-token route: an API, so always JSON.
+        let api = path == "/api" || path.starts_with("/api/");
+        if wants_json || api {
+            let mut body = json!({"path": path, "headers": headers, "access_token_claims": claims});
+            if api {
+                body["route"] =
+                    "api: bearer tokens only (audience demo-api), no browser sign-in".into();
+            }
             return respond(200, "application/json", body.to_string().into_bytes());
         }
         respond(
@@ -78,6 +89,12 @@ fn page(path: &str, headers: &Map<String, Value>, claims: Option<&Map<String, Va
             escape(u)
         ),
         None => "<h1>Public page</h1><p>This page needs no sign-in.</p>".to_owned(),
+    };
+    // Only a signed-in user has anything to sign out of.
+    let sign_out = if user.is_some() {
+        "<form method=\"post\" action=\"/oauth2/logout\"><button type=\"submit\" id=\"logout\">Sign out</button></form>"
+    } else {
+        ""
     };
     let rows: String = headers
         .iter()
@@ -103,11 +120,13 @@ fn page(path: &str, headers: &Map<String, Value>, claims: Option<&Map<String, Va
 body{{font-family:system-ui,sans-serif;max-width:46rem;margin:2.5rem auto;padding:0 1rem;color:#222}}\
 table{{border-collapse:collapse}}th,td{{text-align:left;padding:.25rem .75rem .25rem 0;font-size:.9rem;vertical-align:top}}\
 th{{font-family:monospace}}pre{{background:#f5f5f5;padding:.75rem;overflow:auto}}button{{padding:.45rem 1rem}}\
-nav a{{margin-right:1rem}}</style></head><body>\
-<nav><a href=\"/\">Home</a><a href=\"/admin\">Admins only</a><a href=\"/public\">Public</a><a href=\"/oauth2/userinfo\">/oauth2/userinfo</a></nav>\
-{greeting}<p>Path: <code>{path}</code></p><h2>What the upstream received</h2><table id=\"headers\">{rows}</table>{claims}\
-<form method=\"post\" action=\"/oauth2/logout\"><button type=\"submit\" id=\"logout\">Sign out</button></form>\
-</body></html>",
+nav a{{margin-right:1rem}}.note{{color:#666;font-size:.85rem}}</style></head><body>\
+<nav><a href=\"/\">Home</a><a href=\"/admin\">Admins only</a><a href=\"/public\">Public</a><a href=\"/oauth2/userinfo\">/oauth2/userinfo</a>\
+<a href=\"/api/hello\" title=\"bearer tokens only: see the curl commands the demo printed\">/api (bearer tokens, JSON)</a></nav>\
+{greeting}<p>Path: <code>{path}</code></p><h2>What the upstream received</h2><table id=\"headers\">{rows}</table>\
+<p class=\"note\">The demo sets <code>X-Auth-Request-User</code> from the <code>preferred_username</code> claim \
+(<code>upstream_headers</code> in <code>oidc-gateway demo --print-config</code>); by default it is the subject, \
+<code>sub</code>.</p>{claims}{sign_out}</body></html>",
         path = escape(path),
     )
 }

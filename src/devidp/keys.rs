@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn signs_and_verifies() {
         let k = SigningKey::generate().unwrap();
-        let exp = crate::session::now() + 60;
+        let exp = crate::clock::now() + 60;
         let t = k
             .sign(
                 &serde_json::json!({"iss": "http://127.0.0.1:1", "sub": "alice", "exp": exp}),

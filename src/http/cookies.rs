@@ -20,6 +20,18 @@ pub struct CookieAttrs {
     pub secure: bool,
 }
 
+/// `Path=/`, host-only, `SameSite=Lax`, not `Secure` (plain-http development).
+impl Default for CookieAttrs {
+    fn default() -> Self {
+        CookieAttrs {
+            path: "/".into(),
+            domain: None,
+            same_site: cookie::SameSite::Lax,
+            secure: false,
+        }
+    }
+}
+
 /// Every (name, value) pair in every `Cookie` header, in order. Pairs without `=` or with an
 /// empty name are skipped.
 ///

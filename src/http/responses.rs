@@ -128,6 +128,14 @@ h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}\
         self
     }
 
+    /// Adds a `Set-Cookie` header for each of `cookies` (what a session store or the login
+    /// cookies hand back): the one place cookies join a reply.
+    pub fn with_cookies(mut self, cookies: impl IntoIterator<Item = http::HeaderValue>) -> Reply {
+        self.headers
+            .extend(cookies.into_iter().map(|c| (http::header::SET_COOKIE, c)));
+        self
+    }
+
     /// The response header, with Content-Length and the security headers.
     pub fn header(&self) -> pingora::Result<ResponseHeader> {
         let mut h = ResponseHeader::build(self.status, Some(4 + self.headers.len()))?;

@@ -118,50 +118,10 @@ pub fn verify_once<N: NonceVerifier>(
     Ok(claims)
 }
 
-/// Token bookkeeping claims, which are not part of a user's identity.
-const BOOKKEEPING: &[&str] = &[
-    "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "sid",
-];
-
-fn without_bookkeeping(
-    mut map: serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
-    for k in BOOKKEEPING {
-        map.remove(*k);
-    }
-    map
-}
-
 /// Identity claims of a verified ID token, without token bookkeeping (times, nonce, hashes).
 pub fn identity_claims(claims: &IdTokenClaims) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::to_value(claims) {
-        Ok(serde_json::Value::Object(m)) => without_bookkeeping(m),
+        Ok(serde_json::Value::Object(m)) => crate::claims::identity(m),
         _ => serde_json::Map::new(),
     }
-}
-
-/// Identity claims read from the payload of an ID token that was verified earlier (sessions
-/// keep the token, so they need not keep its claims twice).
-pub fn stored_id_token_claims(id_token: &str) -> serde_json::Map<String, serde_json::Value> {
-    jwt_payload(id_token)
-        .map(without_bookkeeping)
-        .unwrap_or_default()
-}
-
-/// A JWT's payload WITHOUT checking its signature: only for tokens verified before, for choosing
-/// keys, or for display.
-pub fn jwt_payload(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-    let mut v = Validation::new(Algorithm::RS256);
-    v.insecure_disable_signature_validation();
-    v.validate_exp = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-        token,
-        &DecodingKey::from_secret(&[]),
-        &v,
-    )
-    .ok()
-    .map(|d| d.claims)
 }

@@ -1,12 +1,11 @@
 //! Sessions: what a successful login leaves behind, and the timeouts that end it.
 //!
-//! A session is identified by a random 256-bit id. The cookie store seals the whole session into
-//! the cookie (`store.rs`, `cookie.rs`) and keeps recently seen ones in memory; the memory store
-//! keeps sessions in this process and the cookie carries only the id. Either way the hot path is
-//! one in-memory lookup, with no call to the identity provider.
+//! A session is identified by a random 256-bit id. Where it lives is the store's business
+//! (`store/`); the cookie that carries it may be split into chunks (`chunks.rs`). Either way the
+//! hot path is one in-memory lookup, with no call to the identity provider.
 
+pub mod chunks;
 pub mod codec;
-pub mod cookie;
 pub mod store;
 pub mod token;
 
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A session id: 256 random bits.
 pub type Sid = [u8; 32];
@@ -59,7 +58,7 @@ pub struct Claims {
 impl Claims {
     /// Claims `full` for a session holding `id_token`.
     pub fn derive(id_token: &str, full: serde_json::Map<String, serde_json::Value>) -> Claims {
-        let base = crate::oidc::verify::stored_id_token_claims(id_token);
+        let base = crate::claims::of_verified_id_token(id_token);
         let extra: serde_json::Map<String, serde_json::Value> = full
             .into_iter()
             .filter(|(k, v)| base.get(k) != Some(v))
@@ -84,7 +83,7 @@ impl Claims {
     }
 
     fn parse(&self, id_token: &Token) -> serde_json::Map<String, serde_json::Value> {
-        let mut m = crate::oidc::verify::stored_id_token_claims(&id_token.text());
+        let mut m = crate::claims::of_verified_id_token(&id_token.text());
         if !self.extra.is_empty()
             && let Ok(extra) =
                 serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.extra)
@@ -292,31 +291,10 @@ impl Session {
             .is_some_and(|exp| now.saturating_add(leeway.as_secs()) >= exp)
     }
 
-    /// A claim by name, as a string (numbers and booleans are formatted; arrays joined by ",").
+    /// A claim by name, as header text (see [`crate::claims::to_text`]).
     pub fn claim_str(&self, name: &str) -> Option<String> {
-        claim_string(self.data.claims().get(name)?)
+        crate::claims::to_text(self.data.claims().get(name)?)
     }
-}
-
-/// Formats a claim value for a header.
-pub fn claim_string(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        serde_json::Value::Array(items) => {
-            let parts: Vec<String> = items.iter().filter_map(claim_string).collect();
-            Some(parts.join(","))
-        }
-        _ => None,
-    }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod config;
 pub mod gateway;
 pub mod hostile_op;
 pub mod lenient;
@@ -10,6 +11,8 @@ pub mod upstream;
 
 #[allow(unused_imports)]
 pub use browser::*;
+#[allow(unused_imports)]
+pub use config::*;
 pub use gateway::*;
 #[allow(unused_imports)]
 pub use hostile_op::*;

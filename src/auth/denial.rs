@@ -1,0 +1,270 @@
+//! Why a request is not let through, as data — and the one place that turns it into an answer:
+//! a page for browsers, JSON for everything else, `WWW-Authenticate` for API clients
+//! (RFC 6750). Authentication decides; this renders.
+
+use super::bearer::TokenError;
+use crate::http::responses::{Action, Reply};
+use crate::ratelimit::Limited;
+use crate::session::store::SetCookies;
+
+/// A request authentication refused.
+#[derive(Debug)]
+pub enum Denial {
+    /// Sign in at the provider: a redirect to its authorization endpoint.
+    SignIn {
+        /// The authorization request.
+        location: http::HeaderValue,
+    },
+    /// A session is needed, and the request cannot follow a redirect (API call, XHR, non-GET).
+    SessionRequired {
+        /// The route's realm.
+        realm: String,
+    },
+    /// No credential.
+    Unauthorized {
+        /// The route's realm.
+        realm: String,
+    },
+    /// A presented token was refused.
+    InvalidToken {
+        /// The route's realm.
+        realm: String,
+        /// Why.
+        error: TokenError,
+    },
+    /// A rule or the consumer mapping failed.
+    Forbidden {
+        /// The route's realm.
+        realm: String,
+        /// What failed, for people.
+        message: String,
+        /// The credential was a token (RFC 6750 `insufficient_scope`), not a session.
+        token: bool,
+        /// `forbidden_redirect_uri`, for browsers.
+        redirect: Option<String>,
+        /// Where the page's "Sign out" button posts.
+        logout_path: String,
+    },
+    /// The provider cannot be reached to start a sign-in.
+    ProviderUnavailable,
+    /// The client is over one of its limits on requests that reach the provider.
+    TooMany {
+        /// When to try again.
+        limited: Limited,
+        /// What was limited, for people ("sign-in attempts").
+        what: &'static str,
+    },
+    /// The configuration cannot serve this request.
+    Misconfigured(&'static str),
+}
+
+/// A denial and the cookies to set with it (a sign-in's attempt cookie, or deleting a session
+/// cookie that no longer opens).
+#[derive(Debug)]
+pub struct Denied {
+    /// Why (boxed: a denial is the rare path, and the `Result` stays small on the hot one).
+    pub denial: Box<Denial>,
+    /// `Set-Cookie` values.
+    pub cookies: SetCookies,
+}
+
+impl From<Denial> for Denied {
+    fn from(denial: Denial) -> Denied {
+        Denied {
+            denial: Box::new(denial),
+            cookies: Vec::new(),
+        }
+    }
+}
+
+impl Denied {
+    /// Adds cookies to set.
+    pub fn with_cookies(mut self, cookies: SetCookies) -> Denied {
+        self.cookies.extend(cookies);
+        self
+    }
+
+    /// The answer, as a page when `html` (the client prefers HTML), JSON otherwise.
+    pub fn render(self, html: bool) -> Reply {
+        render(*self.denial, html).with_cookies(self.cookies)
+    }
+}
+
+fn render(denial: Denial, html: bool) -> Reply {
+    match denial {
+        Denial::SignIn { location } => Reply::redirect(location),
+        Denial::SessionRequired { realm } => Reply::error(
+            401,
+            "login_required",
+            "Sign-in required",
+            "This request needs a signed-in session.",
+            html,
+        )
+        .with_header(http::header::WWW_AUTHENTICATE, challenge(&realm, None)),
+        Denial::Unauthorized { realm } => Reply::error(
+            401,
+            "unauthorized",
+            "Sign-in required",
+            "This address needs credentials: send an access token in the Authorization header (Authorization: Bearer <token>).",
+            html,
+        )
+        .with_header(http::header::WWW_AUTHENTICATE, challenge(&realm, None)),
+        Denial::InvalidToken { realm, error } => {
+            let message = error.to_string();
+            Reply::error(401, "invalid_token", "Sign-in required", &message, html).with_header(
+                http::header::WWW_AUTHENTICATE,
+                challenge(&realm, Some(("invalid_token", &message))),
+            )
+        }
+        Denial::Forbidden {
+            realm,
+            message,
+            token,
+            redirect,
+            logout_path,
+        } => {
+            if html
+                && !token
+                && let Some(target) = redirect
+            {
+                return Reply::redirect(header_value(&target));
+            }
+            let reply = if html {
+                Reply::page(
+                    403,
+                    "Access denied",
+                    &format!(
+                        "{message} Ask your administrator for access, or sign in with another account."
+                    ),
+                    &[
+                        Action::Link("Back to the start page", "/"),
+                        Action::Post("Sign out", &logout_path),
+                    ],
+                )
+            } else {
+                Reply::error(403, "insufficient_scope", "Access denied", &message, false)
+            };
+            if token {
+                reply.with_header(
+                    http::header::WWW_AUTHENTICATE,
+                    challenge(&realm, Some(("insufficient_scope", ""))),
+                )
+            } else {
+                reply
+            }
+        }
+        Denial::ProviderUnavailable => Reply::error(
+            503,
+            "idp_unavailable",
+            "Sign-in is temporarily unavailable",
+            "The identity provider cannot be reached right now. Please try again in a minute.",
+            html,
+        )
+        .with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("30"),
+        ),
+        Denial::TooMany { limited, what } => {
+            let wait = limited.retry_after;
+            Reply::error(
+                429,
+                "rate_limited",
+                "Too many requests",
+                &format!("Too many {what} from your address. Please try again in {wait} seconds."),
+                html,
+            )
+            .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(wait))
+        }
+        Denial::Misconfigured(detail) => {
+            Reply::error(500, "misconfigured", "Server error", detail, html)
+        }
+    }
+}
+
+/// `Bearer realm="..."`, with `error` (and a description, when not empty) if given.
+fn challenge(realm: &str, error: Option<(&str, &str)>) -> http::HeaderValue {
+    let realm = quote(realm);
+    let text = match error {
+        None => format!("Bearer realm=\"{realm}\""),
+        Some((code, "")) => format!("Bearer realm=\"{realm}\", error=\"{code}\""),
+        Some((code, description)) => format!(
+            "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
+            quote(description)
+        ),
+    };
+    header_value(&text)
+}
+
+/// Escapes a value for a quoted-string in `WWW-Authenticate`.
+fn quote(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+        .collect()
+}
+
+fn header_value(s: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(r: &Reply, name: http::HeaderName) -> Option<String> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn api_clients_get_rfc_6750_challenges_and_browsers_pages() {
+        let r = Denied::from(Denial::InvalidToken {
+            realm: "api \"x\"".into(),
+            error: TokenError::Expired,
+        })
+        .render(false);
+        assert_eq!(r.status, 401);
+        let www = header(&r, http::header::WWW_AUTHENTICATE).unwrap();
+        assert!(
+            www.starts_with("Bearer realm=\"api 'x'\", error=\"invalid_token\""),
+            "{www}"
+        );
+        let forbidden = |html| {
+            Denied::from(Denial::Forbidden {
+                realm: "r".into(),
+                message: "No.".into(),
+                token: false,
+                redirect: Some("/denied".into()),
+                logout_path: "/oauth2/logout".into(),
+            })
+            .render(html)
+        };
+        assert_eq!(
+            forbidden(true).status,
+            302,
+            "the configured page, for browsers"
+        );
+        assert_eq!(forbidden(false).status, 403);
+        assert_eq!(forbidden(false).content_type, "application/json");
+    }
+
+    #[test]
+    fn limits_say_when_to_come_back_and_cookies_come_along() {
+        let cookie = http::HeaderValue::from_static("s=; Max-Age=0");
+        let r = Denied::from(Denial::TooMany {
+            limited: Limited { retry_after: 42 },
+            what: "sign-in attempts",
+        })
+        .with_cookies(vec![cookie.clone()])
+        .render(true);
+        assert_eq!(r.status, 429);
+        assert_eq!(header(&r, http::header::RETRY_AFTER).as_deref(), Some("42"));
+        assert_eq!(
+            header(&r, http::header::SET_COOKIE),
+            Some("s=; Max-Age=0".into())
+        );
+        assert!(String::from_utf8_lossy(&r.body).contains("try again in 42 seconds"));
+    }
+}

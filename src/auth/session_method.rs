@@ -1,0 +1,94 @@
+//! The `session` method: a browser session as a route's credential — its timeouts, renewal, and
+//! refresh when its access token has expired. This is the hot path of browser traffic: one
+//! in-memory lookup, no call to the provider while the access token is valid.
+
+use super::Authenticator;
+use crate::config::RouteAuth;
+use crate::metrics::{self, RouteMetrics, SessionResult};
+use crate::session::Session;
+use crate::session::store::{Loaded, SetCookies};
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the session method found.
+pub(super) enum SessionOutcome {
+    /// A valid session, and cookies to set (renewal or refresh).
+    Valid(Arc<Session>, SetCookies),
+    /// No usable session; cookies to clear (an invalid or expired one).
+    None(SetCookies),
+}
+
+impl Authenticator {
+    pub(super) async fn session_method(
+        &self,
+        spec: &RouteAuth,
+        req: &RequestHeader,
+        route_metrics: &RouteMetrics,
+        now: u64,
+    ) -> SessionOutcome {
+        let first = spec.providers[0];
+        let loaded = self.store.load(&req.headers);
+        let session = match &loaded {
+            Loaded::Absent => {
+                route_metrics.session(SessionResult::Miss);
+                return SessionOutcome::None(Vec::new());
+            }
+            Loaded::Invalid { .. } => {
+                route_metrics.session(SessionResult::Invalid);
+                return SessionOutcome::None(self.store.clear(&loaded, self.attrs(first)));
+            }
+            Loaded::Found {
+                session, cache_hit, ..
+            } => {
+                metrics::session_cache(*cache_hit);
+                session
+            }
+        };
+        // A session from another provider never satisfies this route.
+        let Some(index) = spec.providers.iter().copied().find(|&p| {
+            self.provider(p)
+                .is_some_and(|c| *c.name == *session.data.provider)
+        }) else {
+            route_metrics.session(SessionResult::Invalid);
+            return SessionOutcome::None(Vec::new());
+        };
+        let attrs = self.attrs(index);
+        if session.check(now, self.store.timeouts()).is_err() {
+            route_metrics.session(SessionResult::Expired);
+            return SessionOutcome::None(self.store.clear(&loaded, attrs));
+        }
+        session.touch(now);
+        route_metrics.session(SessionResult::Hit);
+        let leeway = self.provider(index).map_or(Duration::ZERO, |c| c.leeway);
+
+        if session.access_token_expired(now, leeway) {
+            if session.data.refresh_token.is_some()
+                // Boxed, like every call that may go to the provider: its future is kilobytes,
+                // and inline it would be moved around on every request, not just on refresh.
+                && let Some((fresh, cookies)) = Box::pin(self.refresher.refresh(
+                    &self.providers,
+                    &*self.store,
+                    index,
+                    &loaded,
+                    attrs,
+                ))
+                .await
+            {
+                return SessionOutcome::Valid(fresh, cookies);
+            }
+            if session.access_token_expired(now, Duration::ZERO) {
+                // Expired and not refreshable: this session no longer proves anything.
+                return SessionOutcome::None(Vec::new());
+            }
+            // Refresh failed but the token is still valid for a moment: serve the request.
+        } else if session.needs_renewal(now, self.store.timeouts()) {
+            let mut data = session.data.clone();
+            data.renewed_at = now;
+            if let Ok((fresh, cookies)) = self.store.save(&loaded, data, attrs) {
+                return SessionOutcome::Valid(fresh, cookies);
+            }
+        }
+        SessionOutcome::Valid(session.clone(), Vec::new())
+    }
+}

@@ -1,0 +1,215 @@
+//! Where sessions live, behind one interface in the spirit of oauth2-proxy's
+//! `SessionStore{Save, Load, Clear}`: `load` finds the request's session, `save` stores one and
+//! `clear` ends one, and each hands back the `Set-Cookie` values to send — the store decides
+//! which cookies to write, callers only append them.
+//!
+//! - [`CookieStore`] (`cookie.rs`): the session sealed into the cookie; stateless.
+//! - [`MemoryStore`] (`memory.rs`): the session in this process; the cookie holds its id.
+//!
+//! Both keep a bounded [`registry::Registry`] in memory, so the hot path is one lookup and no
+//! call to anything. `conformance.rs` holds the tests every store must pass.
+
+mod cookie;
+mod memory;
+pub mod registry;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+pub use cookie::CookieStore;
+pub use memory::MemoryStore;
+
+use super::chunks;
+use super::{Session, SessionData, Sid, Timeouts};
+use crate::config::{SessionSettings, SessionStoreKind};
+use crate::http::cookies::{self, CookieAttrs};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use std::sync::Arc;
+
+/// `Set-Cookie` values to send with the response.
+pub type SetCookies = Vec<http::HeaderValue>;
+
+/// Length of a base64url session id.
+const SID_LEN: usize = 43;
+
+/// What a request carries, as a store read it.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// No session cookie.
+    Absent,
+    /// A session cookie that does not open: tampered, truncated, oversized, revoked or unknown.
+    Invalid {
+        /// Session cookie chunks the client holds (to delete).
+        cookies_present: usize,
+    },
+    /// A session (its timeouts are not checked yet).
+    Found {
+        /// The session.
+        session: Arc<Session>,
+        /// Served from memory without decrypting.
+        cache_hit: bool,
+        /// Session cookie chunks the client holds.
+        cookies_present: usize,
+    },
+}
+
+impl Loaded {
+    /// Session cookie chunks the client holds.
+    pub fn cookies_present(&self) -> usize {
+        match self {
+            Loaded::Absent => 0,
+            Loaded::Invalid { cookies_present }
+            | Loaded::Found {
+                cookies_present, ..
+            } => *cookies_present,
+        }
+    }
+
+    /// The session, if one was found.
+    pub fn session(&self) -> Option<&Arc<Session>> {
+        match self {
+            Loaded::Found { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+
+    /// The same request as if it carried no session: what a login saves to, so the new session
+    /// gets a fresh id (never one the browser brought) and its cookies replace every chunk the
+    /// client holds.
+    pub fn without_session(&self) -> Loaded {
+        match self.cookies_present() {
+            0 => Loaded::Absent,
+            n => Loaded::Invalid { cookies_present: n },
+        }
+    }
+}
+
+/// A session could not be stored in a cookie.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the session is too large for cookies ({0} bytes); use store = \"memory\" or request fewer claims"
+)]
+pub struct TooLarge(pub usize);
+
+/// Session storage.
+pub trait SessionStore: Send + Sync {
+    /// Finds the request's session (timeouts are the caller's to check).
+    fn load(&self, headers: &http::HeaderMap) -> Loaded;
+
+    /// Stores `data` as the request's session: the found session updated under its id
+    /// (renewal, refresh), or a new session under a fresh id. Returns the session and the
+    /// cookies that carry it (none when the client's cookie stays valid).
+    fn save(
+        &self,
+        loaded: &Loaded,
+        data: SessionData,
+        attrs: &CookieAttrs,
+    ) -> Result<(Arc<Session>, SetCookies), TooLarge>;
+
+    /// Ends the request's session, if it has one, so its cookie is refused from now on; returns
+    /// the cookies that delete it from the client.
+    fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies;
+
+    /// Drops expired sessions (run periodically).
+    fn sweep(&self, now: u64);
+
+    /// Sessions held in memory.
+    fn len(&self) -> usize;
+
+    /// Whether no session is held in memory.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured timeouts.
+    fn timeouts(&self) -> &Timeouts;
+
+    /// The session cookie's name.
+    fn cookie_name(&self) -> &str;
+
+    /// Whether `cookie` is (a chunk of) the session cookie.
+    fn is_session_cookie(&self, cookie: &str) -> bool {
+        chunks::is_session_cookie(cookie, self.cookie_name())
+    }
+}
+
+/// The store `[session]` asks for.
+pub fn from_settings(settings: &SessionSettings) -> Arc<dyn SessionStore> {
+    match settings.store {
+        SessionStoreKind::Cookie => Arc::new(CookieStore::new(settings)),
+        SessionStoreKind::Memory { max_sessions } => {
+            Arc::new(MemoryStore::new(settings, max_sessions))
+        }
+    }
+}
+
+/// The timeouts of `[session]`.
+fn timeouts(settings: &SessionSettings) -> Timeouts {
+    Timeouts {
+        absolute: settings.absolute_timeout,
+        rolling: settings.rolling_timeout,
+        idle: settings.idling_timeout,
+    }
+}
+
+/// `Set-Cookie` values carrying `value` under `name` (split into chunks), deleting chunks the
+/// client holds beyond them.
+fn carry(
+    name: &str,
+    value: &str,
+    cookies_present: usize,
+    attrs: &CookieAttrs,
+) -> Result<SetCookies, TooLarge> {
+    let pairs = chunks::split(name, value).ok_or(TooLarge(value.len()))?;
+    let mut out: SetCookies = pairs
+        .iter()
+        .map(|(n, v)| cookies::set(n, v, attrs, None))
+        .collect();
+    out.extend(expire_chunks(name, pairs.len(), cookies_present, attrs));
+    Ok(out)
+}
+
+/// `Set-Cookie` values deleting the session cookie's chunks from index `from` on.
+fn expire_chunks(
+    name: &str,
+    from: usize,
+    cookies_present: usize,
+    attrs: &CookieAttrs,
+) -> SetCookies {
+    (from..cookies_present)
+        .map(|i| {
+            let chunk = if i == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}.{i}")
+            };
+            cookies::expire(&chunk, attrs)
+        })
+        .collect()
+}
+
+/// `Set-Cookie` values deleting every chunk the client holds (at least the first).
+fn delete(name: &str, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
+    expire_chunks(name, 0, loaded.cookies_present().max(1), attrs)
+}
+
+fn encode_sid(sid: &Sid) -> String {
+    B64.encode(sid)
+}
+
+fn decode_sid(s: &str) -> Option<Sid> {
+    let mut out = [0u8; 32];
+    match B64.decode_slice(s, &mut out) {
+        Ok(32) => Some(out),
+        _ => None,
+    }
+}
+
+/// The session id a presented cookie value starts with, if it is well formed.
+fn presented_sid(p: &chunks::Presented<'_>) -> Option<Sid> {
+    p.parts()
+        .first()
+        .and_then(|first| first.get(..SID_LEN))
+        .and_then(decode_sid)
+}
