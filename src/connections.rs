@@ -159,6 +159,14 @@ where
         let done = Arc::new(AtomicBool::new(false));
         let serve = HEADER_READ.scope(done.clone(), self.app.process_new_http(session, shutdown));
         tokio::pin!(serve);
+        // Most headers are already in the socket buffer (the keep-alive peek saw them arrive):
+        // then the first poll reads them, and no timer is armed for this request at all.
+        if let std::task::Poll::Ready(reuse) = futures::poll!(&mut serve) {
+            return reuse;
+        }
+        if done.load(Ordering::Relaxed) {
+            return serve.await;
+        }
         tokio::select! {
             biased;
             reuse = &mut serve => reuse,

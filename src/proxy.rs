@@ -32,7 +32,7 @@ pub struct Gateway {
     /// Metrics for the gateway's own endpoints (callback, logout, userinfo).
     endpoint_metrics: RouteMetrics,
     /// OpenID Connect, when providers are configured.
-    oidc: Option<std::sync::Arc<Authenticator>>,
+    auth: Option<std::sync::Arc<Authenticator>>,
     /// Identity headers removed from every request.
     scrub: HeaderSet,
 }
@@ -66,13 +66,13 @@ impl Gateway {
     pub fn new(
         config: Config,
         pools: Vec<UpstreamPool>,
-        oidc: Option<std::sync::Arc<Authenticator>>,
+        auth: Option<std::sync::Arc<Authenticator>>,
     ) -> Self {
         Gateway {
-            scrub: oidc
+            scrub: auth
                 .as_ref()
                 .map_or_else(|| identity::scrub_set(&config), |o| o.scrub.clone()),
-            oidc,
+            auth,
             endpoint_metrics: RouteMetrics::new(access_log::GATEWAY_ENDPOINT),
             routes: RouteTable::new(&config.routes),
             route_metrics: config
@@ -117,13 +117,13 @@ impl Gateway {
         })?;
 
         // The gateway's own endpoints come before any route.
-        if let Some(oidc) = &self.oidc
-            && let Some(endpoint) = oidc.endpoint(&target.path)
+        if let Some(auth) = &self.auth
+            && let Some(endpoint) = auth.endpoint(&target.path)
         {
             ctx.own_endpoint = true;
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
             // be moved around on every request of every route.
-            return Err(Box::pin(oidc.serve(endpoint, req, self.client_ip(session), html)).await);
+            return Err(Box::pin(auth.serve(endpoint, req, self.client_ip(session), html)).await);
         }
 
         let m = self
@@ -151,7 +151,7 @@ impl Gateway {
         ctx.upstream_target = target.upstream_bytes(forwarded);
 
         if let Auth::Oidc(spec) = &route.auth {
-            let Some(oidc) = &self.oidc else {
+            let Some(auth) = &self.auth else {
                 return Err(Reply::error(
                     500,
                     "misconfigured",
@@ -162,7 +162,7 @@ impl Gateway {
             };
             let query = target.query.map(String::from_utf8_lossy);
             let return_to = with_query(&target.path, query.as_deref());
-            ctx.identity = oidc
+            ctx.identity = auth
                 .authenticate(
                     spec,
                     req,
@@ -175,7 +175,7 @@ impl Gateway {
             ctx.authenticated_route = true;
         }
 
-        self.choose_target(session, ctx)
+        self.choose_target(session, ctx, html)
     }
 
     /// The client's address, believing `X-Forwarded-For` only from trusted proxies.
@@ -192,7 +192,7 @@ impl Gateway {
     }
 
     /// Picks the first target, so "nothing healthy" is a clean 503 on a reusable connection.
-    fn choose_target(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
+    fn choose_target(&self, session: &Session, ctx: &mut Ctx, html: bool) -> Result<(), Reply> {
         let Some((_, pool)) = self.route_of(ctx) else {
             return Ok(());
         };
@@ -208,7 +208,7 @@ impl Gateway {
                 "no_healthy_upstream",
                 "Service unavailable",
                 "No healthy upstream server is available. Try again shortly.",
-                wants_html(&session.req_header().headers),
+                html,
             )),
         }
     }
@@ -383,10 +383,10 @@ impl ProxyHttp for Gateway {
         }
         // Identity is the gateway's to state: whatever the client sent is removed first.
         headers::scrub(upstream_req, &self.scrub);
-        if let Some(oidc) = &self.oidc {
-            cookies::strip(upstream_req, |name| oidc.is_own_cookie(name));
+        if let Some(auth) = &self.auth {
+            cookies::strip(upstream_req, |name| auth.is_own_cookie(name));
             if ctx.authenticated_route {
-                oidc.identify(ctx.identity.as_ref(), upstream_req)?;
+                auth.identify(ctx.identity.as_ref(), upstream_req)?;
             }
         }
         Ok(())

@@ -5,41 +5,12 @@
 use super::bearer::VerifiedToken;
 use crate::claims::to_text;
 use crate::config::{Config, Provider};
-use crate::http::headers::{HeaderSet, OVERRIDE_HEADERS};
+use crate::http::headers::{HeaderSet, IDENTITY_PREFIXES, default_scrubbed};
 use crate::session::Session;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-/// Identity headers a client must never be able to send to an upstream.
-const FAMILY: &[&str] = &[
-    "x-forwarded-user",
-    "x-forwarded-email",
-    "x-forwarded-groups",
-    "x-forwarded-preferred-username",
-    "x-forwarded-access-token",
-    "x-userinfo",
-    "x-id-token",
-    "x-access-token",
-    "x-credential-identifier",
-    "x-authenticated-groups",
-    "x-authenticated-userid",
-    "x-anonymous-consumer",
-    "x-remote-user",
-    "remote-user",
-    "x-user",
-    "x-email",
-];
-
-/// Prefixes of identity header families.
-const FAMILY_PREFIXES: &[&str] = &["x-auth-request-", "x-consumer-"];
-
-/// The identity and override headers removed from every request unless `[server] keep_headers`
-/// names them: the defaults a deployment may opt out of.
-pub fn default_scrubbed() -> impl Iterator<Item = &'static str> {
-    FAMILY.iter().chain(OVERRIDE_HEADERS).copied()
-}
-
-/// The headers to remove from every request: the defaults above (less `keep_headers`), every
+/// The headers to remove from every request: the defaults (less `keep_headers`), every
 /// header a provider is configured to set (except `Authorization`, which is the gateway's on
 /// authenticated routes only) and `[server] scrub_headers`.
 pub fn scrub_set(config: &Config) -> HeaderSet {
@@ -73,7 +44,7 @@ pub fn scrub_set(config: &Config) -> HeaderSet {
     }
     HeaderSet::new(
         names.iter().map(String::as_str),
-        FAMILY_PREFIXES.iter().copied(),
+        IDENTITY_PREFIXES.iter().copied(),
     )
 }
 

@@ -35,6 +35,35 @@ pub const OVERRIDE_HEADERS: &[&str] = &[
     "x-method-override",
 ];
 
+/// Identity headers a client must never be able to send to an upstream.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-userinfo",
+    "x-id-token",
+    "x-access-token",
+    "x-credential-identifier",
+    "x-authenticated-groups",
+    "x-authenticated-userid",
+    "x-anonymous-consumer",
+    "x-remote-user",
+    "remote-user",
+    "x-user",
+    "x-email",
+];
+
+/// Prefixes of identity header families.
+pub const IDENTITY_PREFIXES: &[&str] = &["x-auth-request-", "x-consumer-"];
+
+/// The identity and override headers removed from every request unless `[server] keep_headers`
+/// names them: the defaults a deployment may opt out of.
+pub fn default_scrubbed() -> impl Iterator<Item = &'static str> {
+    IDENTITY_HEADERS.iter().chain(OVERRIDE_HEADERS).copied()
+}
+
 /// Why a request's header section was refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {

@@ -122,7 +122,7 @@ impl Builder<'_> {
     /// `trusted_proxies` instead.
     pub(super) fn keep_headers(&mut self, raw: &[SStr]) -> Vec<String> {
         let defaults =
-            crate::http::headers::HeaderSet::new(crate::auth::identity::default_scrubbed(), []);
+            crate::http::headers::HeaderSet::new(crate::http::headers::default_scrubbed(), []);
         let forwarding = crate::http::headers::HeaderSet::new(
             crate::http::headers::FORWARDING_HEADERS.iter().copied(),
             [],
