@@ -20,12 +20,7 @@ async fn wait_for(gw: &GatewayProcess, path: &str, bearer: &str) {
             .send()
             .await
             .unwrap();
-        if r.status() != 401
-            || !r.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .contains("checked right now")
-        {
+        if r.status() != 401 || !www_authenticate(&r).contains("checked right now") {
             return;
         }
         assert!(
@@ -35,6 +30,21 @@ async fn wait_for(gw: &GatewayProcess, path: &str, bearer: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// GET `path` with `Authorization: Bearer token`.
+async fn bearer_get(gw: &GatewayProcess, path: &str, token: &str) -> reqwest::Response {
+    client()
+        .get(gw.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `WWW-Authenticate` challenge of a refusal.
+fn www_authenticate(r: &reqwest::Response) -> String {
+    r.headers()["www-authenticate"].to_str().unwrap().to_owned()
 }
 
 // ---------------------------------------------------------------- real OP (oidc-provider)
@@ -55,6 +65,21 @@ async fn client_credentials(op: &RealOp, resource: &str, scope: &str) -> String 
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "token request failed: {body}");
     body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A gateway for the real OP: the session, the provider (with `provider_extra`) and upstream
+/// `api`; routes are added by each test.
+fn real_op_gateway(op: &RealOp, up: &TestUpstream, provider_extra: &str) -> Toml {
+    Toml::new()
+        .session(SECRET, "")
+        .provider(
+            "op",
+            &op.issuer,
+            "gateway-secret-0123456789",
+            "http://127.0.0.1:1",
+            provider_extra,
+        )
+        .upstream("api", &up.address())
 }
 
 fn real_op(resources: Value, client_credentials_ttl: u64) -> RealOp {
@@ -81,39 +106,32 @@ async fn real_op_jwt_access_tokens_on_bearer_routes() {
         600,
     );
     let up = TestUpstream::start("api");
-    let body = format!(
-        r#"
-[session]
-secrets = ["{SECRET}"]
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret-0123456789"
-redirect_uri = "http://127.0.0.1:1/oauth2/callback"
-leeway = "1s"
-[[upstreams]]
-name = "api"
-targets = ["{up}"]
-[[routes]]
-name = "orders"
-paths = ["/orders"]
-upstream = "api"
-auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://api.example.com"], scopes_required = ["orders:read"] }}
-[[routes]]
-name = "elsewhere"
-paths = ["/elsewhere"]
-upstream = "api"
-auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://other.example.com"] }}
-[[routes]]
-name = "short"
-paths = ["/short"]
-upstream = "api"
-auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://short.example.com"] }}
-"#,
-        issuer = op.issuer,
-        up = up.address()
-    );
+    let bearer_for = |audience: &str| {
+        format!(r#"provider = "op", methods = ["bearer"], audience_required = ["{audience}"]"#)
+    };
+    let body = real_op_gateway(&op, &up, "leeway = \"1s\"")
+        .route(
+            "orders",
+            &["/orders"],
+            "api",
+            &(bearer_for("https://api.example.com") + r#", scopes_required = ["orders:read"]"#),
+            "",
+        )
+        .route(
+            "elsewhere",
+            &["/elsewhere"],
+            "api",
+            &bearer_for("https://other.example.com"),
+            "",
+        )
+        .route(
+            "short",
+            &["/short"],
+            "api",
+            &bearer_for("https://short.example.com"),
+            "",
+        )
+        .build();
     let gw = GatewayProcess::start(&body);
     let probe = client_credentials(&op, "https://api.example.com", "orders:read").await;
     wait_for(&gw, "/orders", &probe).await;
@@ -123,12 +141,7 @@ auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://s
     let token = client_credentials(&op, "https://api.example.com", "orders:read").await;
     assert_eq!(token.split('.').count(), 3, "a JWT access token: {token}");
 
-    let r = client()
-        .get(gw.url("/orders/1"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/orders/1", &token).await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(
@@ -142,14 +155,9 @@ auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://s
     );
 
     // Same token, route requiring another audience: 401 invalid_token.
-    let r = client()
-        .get(gw.url("/elsewhere"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/elsewhere", &token).await;
     assert_eq!(r.status(), 401);
-    let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let www = www_authenticate(&r).to_owned();
     assert!(
         www.starts_with("Bearer realm=\"op\"") && www.contains("error=\"invalid_token\""),
         "{www}"
@@ -159,61 +167,22 @@ auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://s
 
     // A token from another issuer.
     let foreign = client_credentials(&other, "https://api.example.com", "orders:read").await;
-    let r = client()
-        .get(gw.url("/orders/1"))
-        .bearer_auth(&foreign)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/orders/1", &foreign).await;
     assert_eq!(r.status(), 401);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("issuer")
-    );
+    assert!(www_authenticate(&r).contains("issuer"));
 
     // An expired token (5 s lifetime, 1 s leeway), accepted (and cached) while it was valid.
-    assert_eq!(
-        client()
-            .get(gw.url("/short"))
-            .bearer_auth(&short)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_get(&gw, "/short", &short).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(7200).saturating_sub(short_issued.elapsed())).await;
-    let r = client()
-        .get(gw.url("/short"))
-        .bearer_auth(&short)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/short", &short).await;
     assert_eq!(r.status(), 401, "an expired token, even cached, is refused");
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("expired")
-    );
+    assert!(www_authenticate(&r).contains("expired"));
 
     // Insufficient scope: a valid token without orders:read.
     let writer = client_credentials(&op, "https://api.example.com", "orders:write").await;
-    let r = client()
-        .get(gw.url("/orders/1"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/orders/1", &writer).await;
     assert_eq!(r.status(), 403);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("error=\"insufficient_scope\"")
-    );
+    assert!(www_authenticate(&r).contains("error=\"insufficient_scope\""));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_scope");
 
@@ -222,18 +191,8 @@ auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://s
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"op\"");
     // Garbage presented as a token is a 401, never "no credential".
-    let r = client()
-        .get(gw.url("/orders/1"))
-        .bearer_auth("garbage")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("invalid_token")
-    );
+    let r = bearer_get(&gw, "/orders/1", "garbage").await;
+    assert!(www_authenticate(&r).contains("invalid_token"));
     assert_eq!(
         up.hits.load(std::sync::atomic::Ordering::SeqCst) - hits_before,
         2,
@@ -245,39 +204,20 @@ auth = {{ provider = "op", methods = ["bearer"], audience_required = ["https://s
 async fn real_op_opaque_tokens_through_introspection_and_revocation() {
     let op = real_op(json!({}), 600);
     let up = TestUpstream::start("api");
-    let body = format!(
-        r#"
-[session]
-secrets = ["{SECRET}"]
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret-0123456789"
-redirect_uri = "http://127.0.0.1:1/oauth2/callback"
-introspection_cache_ttl = "2s"
-[[upstreams]]
-name = "api"
-targets = ["{up}"]
-[[routes]]
-name = "opaque"
-paths = ["/opaque"]
-upstream = "api"
-auth = {{ provider = "op", methods = ["introspection"], scopes_required = ["orders:read"] }}
-"#,
-        issuer = op.issuer,
-        up = up.address()
-    );
+    let body = real_op_gateway(&op, &up, "introspection_cache_ttl = \"2s\"")
+        .route(
+            "opaque",
+            &["/opaque"],
+            "api",
+            r#"provider = "op", methods = ["introspection"], scopes_required = ["orders:read"]"#,
+            "",
+        )
+        .build();
     let gw = GatewayProcess::start(&body);
     let token = client_credentials(&op, "https://opaque.example.com", "orders:read").await;
     assert_ne!(token.split('.').count(), 3, "an opaque token: {token}");
     wait_for(&gw, "/opaque", &token).await;
-    let r = client()
-        .get(gw.url("/opaque"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/opaque", &token).await;
     assert_eq!(r.status(), 200);
 
     // Revoke it at the OP: the cached answer holds for at most introspection_cache_ttl.
@@ -291,13 +231,7 @@ auth = {{ provider = "op", methods = ["introspection"], scopes_required = ["orde
     assert_eq!(revoked.status(), 200);
     let before = op.request_count().await;
     assert_eq!(
-        client()
-            .get(gw.url("/opaque"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_get(&gw, "/opaque", &token).await.status(),
         200,
         "cached"
     );
@@ -307,23 +241,13 @@ auth = {{ provider = "op", methods = ["introspection"], scopes_required = ["orde
         "a cached answer makes no call to the OP"
     );
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    let r = client()
-        .get(gw.url("/opaque"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = bearer_get(&gw, "/opaque", &token).await;
     assert_eq!(
         r.status(),
         401,
         "revoked token accepted after the cache entry ended"
     );
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("not active")
-    );
+    assert!(www_authenticate(&r).contains("not active"));
 }
 
 // ---------------------------------------------------------------- minted tokens

@@ -26,37 +26,19 @@ fn start_with(attack: Attack, provider_extra: &str) -> Setup {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
-    let body = format!(
-        r#"
-[session]
-secrets = ["{SECRET}"]
-
-[[providers]]
-name = "hostile"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret"
-redirect_uri = "{origin}/oauth2/callback"
-{provider_extra}
-
-[[upstreams]]
-name = "app"
-targets = ["{up}"]
-
-[[routes]]
-name = "app"
-paths = ["/app"]
-upstream = "app"
-auth = {{ provider = "hostile" }}
-
-[[routes]]
-name = "public"
-paths = ["/public"]
-upstream = "app"
-"#,
-        issuer = op.issuer,
-        up = up.address()
-    );
+    let body = Toml::new()
+        .session(SECRET, "")
+        .provider(
+            "hostile",
+            &op.issuer,
+            "gateway-secret",
+            &origin,
+            provider_extra,
+        )
+        .upstream("app", &up.address())
+        .route("app", &["/app"], "app", r#"provider = "hostile""#, "")
+        .route("public", &["/public"], "app", "", "")
+        .build();
     let gw = GatewayProcess::start_with(GatewayOptions {
         body: &body,
         port: Some(port),

@@ -17,38 +17,21 @@ struct Setup {
 }
 
 fn gateway_body(issuer: &str, origin: &str, upstream: &str, session_extra: &str) -> String {
-    format!(
-        r#"
-[session]
-secrets = ["${{SESSION_SECRET}}"]
-{session_extra}
-
-[[providers]]
-name = "op"
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "${{OP_CLIENT_SECRET}}"
-redirect_uri = "{origin}/oauth2/callback"
-logout_redirect_uri = "{origin}/bye"
-leeway = "1s"
-upstream_id_token_header = "X-Id-Token"
-
-[[upstreams]]
-name = "app"
-targets = ["{upstream}"]
-
-[[routes]]
-name = "app"
-paths = ["/app"]
-upstream = "app"
-auth = {{ provider = "op" }}
-
-[[routes]]
-name = "public"
-paths = ["/"]
-upstream = "app"
-"#
-    )
+    Toml::new()
+        .session("${SESSION_SECRET}", session_extra)
+        .provider(
+            "op",
+            issuer,
+            "${OP_CLIENT_SECRET}",
+            origin,
+            &format!(
+                "logout_redirect_uri = \"{origin}/bye\"\nleeway = \"1s\"\nupstream_id_token_header = \"X-Id-Token\""
+            ),
+        )
+        .upstream("app", upstream)
+        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+        .route("public", &["/"], "app", "", "")
+        .build()
 }
 
 async fn setup(access_token_ttl: u64, session_extra: &str) -> Setup {
