@@ -121,33 +121,23 @@ fn main() {
     rt.block_on(run(&opts));
 }
 
-async fn run(o: &Opts) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let [
-        upstream,
-        nginx,
-        bare,
-        bare2,
-        gateway,
-        gateway2,
-        idp,
-        metrics,
-        metrics2,
-    ] = free_ports();
-    let p = Ports {
-        upstream,
-        nginx,
-        bare,
-        bare2,
-        gateway,
-        gateway2,
-        idp,
-        metrics,
-        metrics2,
-    };
+/// Everything a run measures, started and ready.
+struct Started {
+    /// Processes that only need to stay up (nginx, the bare proxies, the IdP, the twin).
+    _keep: Vec<Proc>,
+    /// The gateway under test (restarted with the memory store later).
+    gateway: Proc,
+    /// Its config file.
+    config: std::path::PathBuf,
+    origin: String,
+    origin2: String,
+    idp: String,
+}
 
-    let _nginx = start_nginx(d, &p);
+/// Starts nginx, the two bare Pingora proxies, the development IdP and the two gateways, and
+/// waits until every one listens and both gateways have discovered the IdP.
+async fn start_all(d: &Path, p: &Ports) -> Started {
+    let _nginx = start_nginx(d, p);
     let bare = |port: u16| {
         spawn(
             Command::new(std::env::current_exe().unwrap()).args([
@@ -174,15 +164,15 @@ async fn run(o: &Opts) {
         &d.join("idp.log"),
     );
     let config = d.join("gateway.toml");
-    std::fs::write(&config, gateway_config(d, &p, "cookie")).unwrap();
-    let mut gateway = spawn(
+    std::fs::write(&config, gateway_config(d, p, "cookie")).unwrap();
+    let gateway = spawn(
         Command::new(BIN).args(["run", "--config"]).arg(&config),
         &d.join("gateway.log"),
     );
     // A second, identical gateway (same secrets, so it accepts the same cookies): the partner
     // in paired runs, so a route is never paired with another route of the same process.
     let config2 = d.join("gateway2.toml");
-    let text2 = gateway_config(d, &p, "cookie")
+    let text2 = gateway_config(d, p, "cookie")
         .replace(
             &format!("127.0.0.1:{}", p.gateway),
             &format!("127.0.0.1:{}", p.gateway2),
@@ -213,6 +203,71 @@ async fn run(o: &Opts) {
     wait_discovered(&origin).await;
     let origin2 = format!("http://127.0.0.1:{}", p.gateway2);
     wait_discovered(&origin2).await;
+    Started {
+        _keep: vec![_nginx, _bare, _bare2, _idp, _gateway2],
+        gateway,
+        config,
+        origin,
+        origin2,
+        idp,
+    }
+}
+
+/// Warms every target up, then measures them in rounds, interleaved; the median of each.
+fn measure_rounds(targets: &[Target], o: &Opts) -> Vec<Wrk> {
+    for (_, url, header) in targets {
+        wrk(url, header.as_deref(), 1, o.connections);
+    }
+    let mut results: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
+    for _ in 0..o.rounds {
+        for (i, (name, url, header)) in targets.iter().enumerate() {
+            let r = wrk(url, header.as_deref(), o.seconds, o.connections);
+            assert_eq!(
+                r.errors, 0,
+                "{name}: {} non-2xx/3xx responses or socket errors",
+                r.errors
+            );
+            assert!(r.requests > 0, "{name}: no requests completed");
+            results[i].push(r);
+        }
+    }
+    results.iter().map(|rs| median(rs)).collect()
+}
+
+async fn run(o: &Opts) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let [
+        upstream,
+        nginx,
+        bare,
+        bare2,
+        gateway,
+        gateway2,
+        idp,
+        metrics,
+        metrics2,
+    ] = free_ports();
+    let p = Ports {
+        upstream,
+        nginx,
+        bare,
+        bare2,
+        gateway,
+        gateway2,
+        idp,
+        metrics,
+        metrics2,
+    };
+
+    let Started {
+        _keep,
+        mut gateway,
+        config,
+        origin,
+        origin2,
+        idp,
+    } = start_all(d, &p).await;
 
     let cookie = login(&origin, "/session/").await;
     let token = mint_token(&idp).await;
@@ -271,25 +326,8 @@ async fn run(o: &Opts) {
         return;
     }
 
-    // Warm up connections and caches, then measure in rounds (targets interleaved).
-    for (_, url, header) in &targets {
-        wrk(url, header.as_deref(), 1, o.connections);
-    }
-    let mut results: Vec<Vec<Wrk>> = vec![Vec::new(); targets.len()];
-    for _ in 0..o.rounds {
-        for (i, (name, url, header)) in targets.iter().enumerate() {
-            let r = wrk(url, header.as_deref(), o.seconds, o.connections);
-            assert_eq!(
-                r.errors, 0,
-                "{name}: {} non-2xx/3xx responses or socket errors",
-                r.errors
-            );
-            assert!(r.requests > 0, "{name}: no requests completed");
-            results[i].push(r);
-        }
-    }
+    let med = measure_rounds(&targets, o);
     let peak_rss = peak_rss_kib(gateway.0.id());
-    let med: Vec<Wrk> = results.iter().map(|rs| median(rs)).collect();
 
     // The same ratios from paired runs (see `paired`), always two processes: the first two
     // pairs (a process against its twin) show the method's noise.
@@ -341,113 +379,35 @@ async fn run(o: &Opts) {
     wait_port(p.gateway, "gateway (memory store)");
     wait_discovered(&origin).await;
     let memory_cookie = login(&origin, "/session/").await;
-    let memory_targets = [
-        (format!("{origin}/noauth/"), None),
+    let memory_targets: [Target; 2] = [
+        ("memory store, no auth", format!("{origin}/noauth/"), None),
         (
+            "gateway, session (memory)",
             format!("{origin}/session/"),
             Some(format!("Cookie: {memory_cookie}")),
         ),
     ];
-    for (url, header) in &memory_targets {
-        wrk(url, header.as_deref(), 1, o.connections);
-    }
-    let mut memory_results: Vec<Vec<Wrk>> = vec![Vec::new(); 2];
-    for _ in 0..o.rounds {
-        for (i, (url, header)) in memory_targets.iter().enumerate() {
-            let r = wrk(url, header.as_deref(), o.seconds, o.connections);
-            assert_eq!(
-                r.errors, 0,
-                "memory store: {} non-2xx/3xx responses or socket errors",
-                r.errors
-            );
-            memory_results[i].push(r);
-        }
-    }
-    let memory_med: Vec<Wrk> = memory_results.iter().map(|rs| median(rs)).collect();
+    let memory_med = measure_rounds(&memory_targets, o);
     // Its partner: the second gateway's no-auth route (the store plays no part there).
-    let memory_session: Target = (
-        "gateway, session (memory)",
-        memory_targets[1].0.clone(),
-        memory_targets[1].1.clone(),
-    );
-    let memory_paired = pair(&memory_session, &noauth2);
+    let memory_paired = pair(&memory_targets[1], &noauth2);
 
     let (logins_per_sec, gateway_ms_per_login) = logins(&origin, &p, o.logins).await;
     let memory = memory_report(&o.session_counts);
 
-    println!();
-    println!(
-        "oidc-gateway load benchmark — {} round(s) x {} s per target, wrk -t2 -c{}, all on 127.0.0.1{}",
-        o.rounds,
-        o.seconds,
-        o.connections,
-        if o.quick {
-            " (QUICK MODE: a smoke test, not a measurement)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "{:<22} {:>10} {:>10} {:>10}",
-        "target", "req/s", "p50", "p99"
-    );
-    for ((name, _, _), r) in targets.iter().zip(&med) {
-        println!(
-            "{name:<22} {:>10.0} {:>8.2}ms {:>8.2}ms",
-            r.rps, r.p50_ms, r.p99_ms
-        );
-    }
-    let (nginx, bare, noauth, session, bearer) = (&med[0], &med[1], &med[2], &med[3], &med[4]);
-    println!();
-    println!(
-        "ratios (same run){}:",
-        if o.quick {
-            " — quick mode, debug build: not judged"
-        } else {
-            ""
-        }
-    );
-    report_ratios(
-        &[
-            ("session / no-auth", session.rps / noauth.rps, Some(0.95)),
-            ("bearer / no-auth", bearer.rps / noauth.rps, Some(0.90)),
-            ("no-auth / nginx", noauth.rps / nginx.rps, Some(0.60)),
-            ("no-auth / bare Pingora", noauth.rps / bare.rps, Some(1.0)),
-            ("session / no-auth + cookie", session.rps / med[5].rps, None),
-            (
-                "session / no-auth, memory st.",
-                memory_med[1].rps / memory_med[0].rps,
-                Some(0.95),
-            ),
-        ],
-        !o.quick,
-    );
-    println!(
-        "  (session cookie: {} bytes with the cookie store, {} with the memory store)",
-        cookie.len(),
-        memory_cookie.len()
-    );
-    let dp99 = session.p99_ms - noauth.p99_ms;
-    println!(
-        "  {:<30} {:>+6.2} ms  (target <= 1 ms) {}",
-        "p99 session - p99 no-auth",
-        dp99,
-        if o.quick { "" } else { mark(dp99 <= 1.0) }
-    );
-    println!(
-        "paired ratios: two processes loaded at the same moment (wrk -t1 -c{} each), median of \
-         {} x {} s; a route of one gateway is paired with the no-auth route of its twin:",
-        o.connections / 2,
-        o.rounds,
-        pair_seconds
-    );
     pairs.push(("session / no-auth, memory st.", memory_paired, Some(0.95)));
-    report_ratios(&pairs, !o.quick);
-    println!("gateway peak RSS: {:.1} MiB", peak_rss as f64 / 1024.0);
-    println!(
-        "logins: {logins_per_sec:.0}/s end to end with the dev IdP ({} logins, 4 at a time); gateway time per login net of IdP calls: {gateway_ms_per_login:.2} ms",
-        o.logins
-    );
-    print_memory(&memory);
+    print_report(&Results {
+        opts: o,
+        targets: &targets,
+        med: &med,
+        memory_med: &memory_med,
+        cookie_len: cookie.len(),
+        memory_cookie_len: memory_cookie.len(),
+        pairs: &pairs,
+        pair_seconds,
+        peak_rss_kib: peak_rss,
+        logins_per_sec,
+        gateway_ms_per_login,
+        memory: &memory,
+    });
     drop(gateway);
 }
