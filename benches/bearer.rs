@@ -39,7 +39,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
     let Auth::Oidc(spec) = &cfg.routes[0].auth else {
         unreachable!()
     };
-    let auth = Authenticator::new(&cfg).unwrap().unwrap();
+    let auth = Authenticator::new(&cfg, None).unwrap().unwrap();
     let metadata = idp_metadata();
     auth.providers
         .install(0, Discovered::new(&cfg.providers[0], metadata).unwrap());

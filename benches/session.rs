@@ -15,7 +15,7 @@ use oidc_gateway::oidc::provider::Discovered;
 use oidc_gateway::oidc::types::IdToken;
 use oidc_gateway::oidc::verify::verify_once;
 use oidc_gateway::session::SessionData;
-use oidc_gateway::session::store::{self, Loaded, SetCookies};
+use oidc_gateway::session::store::{self, Loaded, LocalStore, SetCookies};
 use pingora::http::RequestHeader;
 use std::path::Path;
 use std::str::FromStr;
@@ -91,14 +91,16 @@ fn request_with(set: &SetCookies) -> RequestHeader {
 fn bench_sessions(c: &mut Criterion) {
     for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
         let cfg = config(store, 100_000);
-        let auth = Authenticator::new(&cfg).unwrap().unwrap();
+        let auth = Authenticator::new(&cfg, None).unwrap().unwrap();
         let oidc_gateway::config::Auth::Oidc(spec) = &cfg.routes[0].auth else {
             unreachable!()
         };
-        let (_, cookies) = auth
-            .store
-            .save(&Loaded::Absent, session_data(), &CookieAttrs::default())
-            .unwrap();
+        let (_, cookies) = futures::executor::block_on(auth.store.save(
+            &Loaded::Absent,
+            session_data(),
+            &CookieAttrs::default(),
+        ))
+        .unwrap();
         let req = request_with(&cookies);
         let metrics = RouteMetrics::new("bench");
         // Calls that may reach the provider (refresh, JWKS refetch, introspection) are boxed,
@@ -125,14 +127,14 @@ fn bench_sessions(c: &mut Criterion) {
 
     // The cookie store without a cache: every request decrypts and parses the cookie.
     let cfg = config("cookie", 100_000);
-    let sealing = store::from_settings(cfg.session.as_ref().unwrap());
+    let sealing = store::CookieStore::new(cfg.session.as_ref().unwrap());
     let (_, cookies) = sealing
         .save(&Loaded::Absent, session_data(), &CookieAttrs::default())
         .unwrap();
     let req = request_with(&cookies);
     let mut cold = cfg.session.clone().unwrap();
     cold.cache_size = 0;
-    let uncached = store::from_settings(&cold);
+    let uncached = store::CookieStore::new(&cold);
     c.bench_function(
         "session check: cookie store, cache miss (decrypt + parse)",
         |b| {
@@ -152,7 +154,11 @@ fn bench_sessions(c: &mut Criterion) {
 fn bench_create(c: &mut Criterion) {
     for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
         let cfg = config(store, 100_000);
-        let sessions = store::from_settings(cfg.session.as_ref().unwrap());
+        let store::Sessions::Local(sessions) =
+            store::Sessions::new(cfg.session.as_ref().unwrap(), None).unwrap()
+        else {
+            unreachable!("cookie and memory stores are local")
+        };
         let attrs = CookieAttrs::default();
         c.bench_function(&format!("session create: {label}"), |b| {
             b.iter(|| {

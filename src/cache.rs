@@ -124,6 +124,14 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
         }
     }
 
+    /// Drops every entry.
+    pub fn clear(&self) {
+        let keys: Vec<K> = self.map.iter().map(|e| e.key().clone()).collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
+
     /// Drops expired entries.
     pub fn sweep(&self, now: u64) {
         let mut expired = Vec::new();

@@ -29,10 +29,7 @@ impl Sealer {
         let keys = secrets
             .iter()
             .map(|s| {
-                let hk = Hkdf::<Sha256>::new(Some(b"oidc-gateway v1"), s.expose().as_bytes());
-                let mut key = [0u8; 32];
-                hk.expand(purpose.as_bytes(), &mut key)
-                    .expect("32 bytes is a valid HKDF-SHA256 output length");
+                let key = derive_key(s, purpose);
                 let digest = Sha256::digest(key);
                 let mut id = [0u8; KEY_ID_LEN];
                 id.copy_from_slice(&digest[..KEY_ID_LEN]);
@@ -66,14 +63,20 @@ impl Sealer {
     /// Opens a sealed value; `None` when it is malformed, tampered with, bound to other
     /// associated data, or sealed with a key no longer configured.
     pub fn open(&self, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
+        self.open_indexed(aad, sealed).map(|(plain, _)| plain)
+    }
+
+    /// As [`Sealer::open`], also saying which secret (by position) opened it.
+    pub fn open_indexed(&self, aad: &[u8], sealed: &str) -> Option<(Vec<u8>, usize)> {
         let raw = B64.decode(sealed).ok()?;
         if raw.len() < HEADER_LEN + 16 || raw[0] != VERSION {
             return None;
         }
         let id = &raw[1..1 + KEY_ID_LEN];
         let nonce = XNonce::from_slice(&raw[1 + KEY_ID_LEN..HEADER_LEN]);
-        let (_, cipher) = self.keys.iter().find(|(k, _)| k == id)?;
-        cipher
+        let index = self.keys.iter().position(|(k, _)| k == id)?;
+        let plain = self.keys[index]
+            .1
             .decrypt(
                 nonce,
                 Payload {
@@ -81,13 +84,63 @@ impl Sealer {
                     aad,
                 },
             )
-            .ok()
+            .ok()?;
+        Some((plain, index))
     }
 
     /// Whether sealing is possible (at least one secret).
     pub fn is_usable(&self) -> bool {
         !self.keys.is_empty()
     }
+}
+
+/// A 256-bit key derived from `secret` for `purpose` (HKDF-SHA256).
+pub fn derive_key(secret: &Secret, purpose: &str) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(b"oidc-gateway v1"), secret.expose().as_bytes());
+    let mut key = [0u8; 32];
+    hk.expand(purpose.as_bytes(), &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
+/// HMAC-SHA256 of `data` under `key`: names derived from secrets (storage keys) that reveal
+/// nothing of what they name.
+pub fn mac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut m =
+        <hmac::Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+/// Encrypts `plaintext` under a raw 256-bit `key`, bound to `aad`: nonce, then ciphertext.
+pub fn seal_with(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let ct = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Opens what [`seal_with`] sealed; `None` when tampered with or under another key or `aad`.
+pub fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .ok()
 }
 
 /// Random bytes from the operating system's CSPRNG.

@@ -12,6 +12,7 @@ pub mod connections;
 pub mod crypto;
 pub mod demo;
 pub mod devidp;
+pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -224,6 +224,50 @@ pub fn token_refresh(provider: &str, result: &str) {
     TOKEN_REFRESH.with_label_values(&[provider, result]).inc();
 }
 
+/// `redis_commands_total{command,result}`
+pub static REDIS_COMMANDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "redis_commands_total",
+        "Redis commands by result: ok, error (Redis refused), unavailable (no answer in time), breaker_open (not sent).",
+        &["command", "result"],
+    )
+});
+
+/// `redis_command_duration_seconds{command}`
+pub static REDIS_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        "redis_command_duration_seconds",
+        "Time of one Redis command, connection included.",
+        &["command"],
+    )
+});
+
+/// `redis_local_cache_total{result}`
+pub static REDIS_LOCAL_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "redis_local_cache_total",
+        "Redis-store session loads answered from the in-process cache (hit) or from Redis (miss).",
+        &["result"],
+    )
+});
+
+/// Records one Redis command.
+pub fn redis_command(command: &str, result: &str, elapsed: std::time::Duration) {
+    REDIS_COMMANDS.with_label_values(&[command, result]).inc();
+    if result != "breaker_open" {
+        REDIS_DURATION
+            .with_label_values(&[command])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Counts a Redis-store load answered from memory or not.
+pub fn redis_local_cache(hit: bool) {
+    REDIS_LOCAL_CACHE
+        .with_label_values(&[if hit { "hit" } else { "miss" }])
+        .inc();
+}
+
 /// `requests_refused_total{reason}`
 pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

@@ -50,6 +50,8 @@ pub struct Ctx {
     authenticated_route: bool,
     /// Request body bytes received so far.
     body_bytes: u64,
+    /// An upgrade request (WebSocket): no body deadlines.
+    upgrade: bool,
     tried: Tried,
     target: Option<usize>,
     /// The target chosen in `request_filter` has not been handed to Pingora yet.
@@ -261,6 +263,7 @@ impl ProxyHttp for Gateway {
             logged_path: None,
             authenticated_route: false,
             body_bytes: 0,
+            upgrade: false,
             tried: Tried::default(),
             target: None,
             target_pending: false,
@@ -270,10 +273,14 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         // Pingora's per-read timeout (60 s by default) is the body's idle limit; the rate is
-        // checked as the body arrives (`request_body_filter`).
-        session.set_read_timeout(Some(self.config.server.request_body_timeout));
+        // checked as the body arrives (`request_body_filter`). Not for an upgrade: after it,
+        // the "body" is a WebSocket's traffic, which may rightly be idle for minutes.
+        ctx.upgrade = session.is_upgrade_req();
+        if !ctx.upgrade {
+            session.set_read_timeout(Some(self.config.server.request_body_timeout));
+        }
         Ok(())
     }
 
@@ -284,6 +291,9 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.upgrade {
+            return Ok(());
+        }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         let s = &self.config.server;
         if body_too_slow(

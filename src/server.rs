@@ -5,6 +5,8 @@ use crate::admin::AdminApp;
 use crate::auth::{Authenticator, SessionSweeper};
 use crate::config::Config;
 use crate::connections;
+use crate::fleet::pubsub::Subscriber;
+use crate::fleet::{Fleet, Invalidation};
 use crate::metrics;
 use crate::oidc::provider::DiscoveryService;
 use crate::proxy::Gateway;
@@ -58,8 +60,26 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         checkers.extend(checker);
     }
 
-    let oidc = Authenticator::new(&config)?.map(Arc::new);
+    // The fleet's shared state, when `[redis]` is configured (sessions name their keys with the
+    // session secrets).
+    let fleet = match (&config.redis, &config.session) {
+        (Some(r), Some(s)) => Some(Arc::new(Fleet::new(r, &s.secrets)?)),
+        _ => None,
+    };
+    let oidc = Authenticator::new(&config, fleet.clone())?.map(Arc::new);
     if let Some(auth) = &oidc {
+        if let (Some(fleet), Some(handler)) = (&fleet, auth.store.invalidator()) {
+            let mut sub = background_service(
+                "Redis invalidations",
+                Subscriber::new(fleet.clone(), handler.clone()),
+            );
+            sub.threads = Some(1);
+            server.add_service(sub);
+            // Back from an outage: messages may have been missed meanwhile.
+            fleet
+                .redis
+                .on_recovered(Box::new(move || handler(Invalidation::All)));
+        }
         let mut discovery = background_service(
             "provider discovery",
             DiscoveryService(auth.providers.clone()),

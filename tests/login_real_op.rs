@@ -627,13 +627,13 @@ async fn post_login_and_logout_redirects_never_leave_the_origin() {
 /// The refresh token the gateway holds for the session in `b`'s cookies, read the way the
 /// gateway reads it: its own config and cookie store, opened with the test's secret.
 fn held_refresh_token(s: &Setup, b: &Browser) -> String {
-    use oidc_gateway::session::store::{self, Loaded};
+    use oidc_gateway::session::store::{CookieStore, Loaded, LocalStore};
     let source = std::fs::read_to_string(&s.gw.config_path)
         .unwrap()
         .replace("${SESSION_SECRET}", SECRET)
         .replace("${OP_CLIENT_SECRET}", "gateway-secret-0123456789");
     let config = oidc_gateway::config::Config::parse(&source, &s.gw.config_path).unwrap();
-    let store = store::from_settings(config.session.as_ref().unwrap());
+    let store = CookieStore::new(config.session.as_ref().unwrap());
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::COOKIE,

@@ -531,20 +531,30 @@ async fn websocket_upgrades_pass_through() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let a = TestUpstream::start("a");
-    let gw = GatewayProcess::start(&format!(
-        "[[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
-        a.address()
-    ));
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &format!(
+            "[[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+            a.address()
+        ),
+        // A WebSocket may be idle for long: request-body deadlines do not apply to it.
+        server_extra: "request_body_timeout = \"1s\"\nrequest_body_min_rate = 1000",
+        ..Default::default()
+    });
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", gw.port))
         .await
         .unwrap();
-    ws.send(Message::Text("hi".into())).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(reply.into_text().unwrap().as_str(), "echo: hi");
+    for (i, pause) in [0, 1500].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        ws.send(Message::Text(format!("hi {i}").into()))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("message {i}: {e}\n{}", gw.log()));
+        assert_eq!(reply.into_text().unwrap().as_str(), format!("echo: hi {i}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

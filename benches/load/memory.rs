@@ -61,7 +61,7 @@ pub fn session_memory(n: usize, idle: bool) -> f64 {
     use oidc_gateway::crypto::random_bytes;
     use oidc_gateway::http::cookies::CookieAttrs;
     use oidc_gateway::session::SessionData;
-    use oidc_gateway::session::store::{self, Loaded};
+    use oidc_gateway::session::store::{self, Loaded, LocalStore};
     let settings = SessionSettings {
         store: SessionStoreKind::Memory {
             max_sessions: n + 1,
@@ -79,7 +79,7 @@ pub fn session_memory(n: usize, idle: bool) -> f64 {
         max_login_cookies: 5,
         userinfo_path: "/oauth2/userinfo".into(),
     };
-    let store = store::from_settings(&settings);
+    let store = store::MemoryStore::new(&settings, n + 1);
     let attrs = CookieAttrs::default();
     // The provider settings of the benchmark's gateway: its upstream headers are what a
     // session's first request builds and keeps.

@@ -47,6 +47,8 @@ pub enum Denial {
     },
     /// The provider cannot be reached to start a sign-in.
     ProviderUnavailable,
+    /// The session store (Redis) cannot be reached to check the session.
+    StoreUnavailable,
     /// The client is over one of its limits on requests that reach the provider.
     TooMany {
         /// When to try again.
@@ -163,6 +165,17 @@ fn render(denial: Denial, html: bool) -> Reply {
         .with_header(
             http::header::RETRY_AFTER,
             http::HeaderValue::from_static("30"),
+        ),
+        Denial::StoreUnavailable => Reply::error(
+            503,
+            "session_store_unavailable",
+            "Temporarily unavailable",
+            "Your session cannot be checked right now. Please try again in a moment.",
+            html,
+        )
+        .with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
         ),
         Denial::TooMany { limited, what } => {
             let wait = limited.retry_after;

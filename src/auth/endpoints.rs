@@ -62,8 +62,8 @@ impl Authenticator {
                 }
                 self.callback(i, req).await
             }
-            Endpoint::Logout(i) => self.logout(i, req, html),
-            Endpoint::UserInfo => self.userinfo(req),
+            Endpoint::Logout(i) => self.logout(i, req, html).await,
+            Endpoint::UserInfo => self.userinfo(req).await,
         }
     }
 
@@ -206,9 +206,13 @@ impl Authenticator {
         };
 
         // Never keep a session the browser brought: end it and save under a fresh id.
-        let brought = self.store.load(&req.headers);
-        self.store.clear(&brought, &attrs);
-        let (_, cookies) = match self.store.save(&brought.without_session(), data, &attrs) {
+        let brought = self.store.load(&req.headers).await;
+        self.store.clear(&brought, &attrs).await;
+        let (_, cookies) = match self
+            .store
+            .save(&brought.without_session(), data, &attrs)
+            .await
+        {
             Ok(created) => created,
             Err(e) => {
                 metrics::login(&name, "session_too_large");
@@ -230,7 +234,7 @@ impl Authenticator {
         clear_attempt(reply)
     }
 
-    fn logout(&self, index: usize, req: &RequestHeader, html: bool) -> Reply {
+    async fn logout(&self, index: usize, req: &RequestHeader, html: bool) -> Reply {
         let Some(cfg) = self.provider(index) else {
             return Reply::empty(404);
         };
@@ -254,8 +258,8 @@ impl Authenticator {
                     .unwrap_or_else(|_| http::HeaderValue::from_static("POST")),
             );
         }
-        let loaded = self.store.load(&req.headers);
-        let cookies = self.store.clear(&loaded, self.attrs(index));
+        let loaded = self.store.load(&req.headers).await;
+        let cookies = self.store.clear(&loaded, self.attrs(index)).await;
         let session = loaded.session();
         if let Some(session) = session
             && cfg.revoke_tokens_on_logout
@@ -287,13 +291,13 @@ impl Authenticator {
         reply.with_cookies(cookies)
     }
 
-    fn userinfo(&self, req: &RequestHeader) -> Reply {
+    async fn userinfo(&self, req: &RequestHeader) -> Reply {
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return Reply::json(405, &serde_json::json!({"error": "method_not_allowed"}))
                 .with_header(http::header::ALLOW, http::HeaderValue::from_static("GET"));
         }
         let now = now();
-        if let Loaded::Found { session, .. } = self.store.load(&req.headers)
+        if let Loaded::Found { session, .. } = self.store.load(&req.headers).await
             && session.check(now, self.store.timeouts()).is_ok()
         {
             let d = &session.data;

@@ -18,6 +18,7 @@ pub use denial::{Denial, Denied};
 use crate::claims;
 use crate::clock::now;
 use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings};
+use crate::fleet::Fleet;
 use crate::http::cookies::CookieAttrs;
 use crate::http::headers::HeaderSet;
 use crate::http::redirect;
@@ -27,7 +28,7 @@ use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
 use crate::ratelimit::{self, Limit};
 use crate::session::Session;
-use crate::session::store::{self, SessionStore, SetCookies};
+use crate::session::store::{Sessions, SetCookies};
 use async_trait::async_trait;
 use bearer::{TokenCaches, VerifiedToken};
 use dashmap::DashMap;
@@ -107,7 +108,9 @@ pub struct Authenticator {
     /// Configured providers and their discovery state.
     pub providers: Arc<Providers>,
     /// Session storage.
-    pub store: Arc<dyn SessionStore>,
+    pub store: Sessions,
+    /// The fleet's shared state (`[redis]`), when configured.
+    pub fleet: Option<Arc<Fleet>>,
     login: LoginCookies,
     settings: SessionSettings,
     /// Cookie attributes per provider (`Secure` follows the provider's redirect URI).
@@ -131,7 +134,10 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Builds the authenticator when the configuration has providers.
-    pub fn new(config: &Config) -> Result<Option<Authenticator>, String> {
+    pub fn new(
+        config: &Config,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Result<Option<Authenticator>, String> {
         let Some(settings) = config.session.clone() else {
             return Ok(None);
         };
@@ -164,7 +170,8 @@ impl Authenticator {
                 settings.login_timeout,
                 settings.max_login_cookies,
             ),
-            store: store::from_settings(&settings),
+            store: Sessions::new(&settings, fleet.as_ref())?,
+            fleet,
             scrub: identity::scrub_set(config),
             providers,
             settings,
@@ -224,6 +231,9 @@ impl Authenticator {
                         SessionOutcome::None(clear) => {
                             clear_cookies = clear;
                             None
+                        }
+                        SessionOutcome::Unavailable => {
+                            return Err(Denial::StoreUnavailable.into());
                         }
                     }
                 }

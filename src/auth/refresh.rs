@@ -5,7 +5,7 @@
 
 use crate::metrics;
 use crate::oidc::provider::Providers;
-use crate::session::store::{Loaded, SessionStore, SetCookies};
+use crate::session::store::{Loaded, Sessions, SetCookies};
 use crate::session::{Session, Sid};
 use crate::{clock, http::cookies::CookieAttrs};
 use dashmap::DashMap;
@@ -43,7 +43,7 @@ impl Refresher {
     pub async fn refresh(
         &self,
         providers: &Providers,
-        store: &dyn SessionStore,
+        store: &Sessions,
         index: usize,
         loaded: &Loaded,
         attrs: &CookieAttrs,
@@ -73,7 +73,7 @@ impl Refresher {
                 match crate::oidc::refresh::refresh(providers, index, &session.data, clock::now())
                     .await
                 {
-                    Ok(data) => match store.save(loaded, data, attrs) {
+                    Ok(data) => match store.save(loaded, data, attrs).await {
                         Ok(saved) => {
                             metrics::token_refresh(&name, "succeeded");
                             Some(saved)

@@ -17,6 +17,8 @@ pub(super) enum SessionOutcome {
     Valid(Arc<Session>, SetCookies),
     /// No usable session; cookies to clear (an invalid or expired one).
     None(SetCookies),
+    /// The session store cannot be asked right now.
+    Unavailable,
 }
 
 impl Authenticator {
@@ -28,7 +30,7 @@ impl Authenticator {
         now: u64,
     ) -> SessionOutcome {
         let first = spec.providers[0];
-        let loaded = self.store.load(&req.headers);
+        let loaded = self.store.load(&req.headers).await;
         let session = match &loaded {
             Loaded::Absent => {
                 route_metrics.session(SessionResult::Miss);
@@ -36,8 +38,10 @@ impl Authenticator {
             }
             Loaded::Invalid { .. } => {
                 route_metrics.session(SessionResult::Invalid);
-                return SessionOutcome::None(self.store.clear(&loaded, self.attrs(first)));
+                return SessionOutcome::None(self.store.clear(&loaded, self.attrs(first)).await);
             }
+            // Not a missing session: the store cannot tell. The cookie stays.
+            Loaded::Unavailable { .. } => return SessionOutcome::Unavailable,
             Loaded::Found {
                 session, cache_hit, ..
             } => {
@@ -56,7 +60,7 @@ impl Authenticator {
         let attrs = self.attrs(index);
         if session.check(now, self.store.timeouts()).is_err() {
             route_metrics.session(SessionResult::Expired);
-            return SessionOutcome::None(self.store.clear(&loaded, attrs));
+            return SessionOutcome::None(self.store.clear(&loaded, attrs).await);
         }
         session.touch(now);
         route_metrics.session(SessionResult::Hit);
@@ -68,7 +72,7 @@ impl Authenticator {
                 // and inline it would be moved around on every request, not just on refresh.
                 && let Some((fresh, cookies)) = Box::pin(self.refresher.refresh(
                     &self.providers,
-                    &*self.store,
+                    &self.store,
                     index,
                     &loaded,
                     attrs,
@@ -85,7 +89,7 @@ impl Authenticator {
         } else if session.needs_renewal(now, self.store.timeouts()) {
             let mut data = session.data.clone();
             data.renewed_at = now;
-            if let Ok((fresh, cookies)) = self.store.save(&loaded, data, attrs) {
+            if let Ok((fresh, cookies)) = self.store.save(&loaded, data, attrs).await {
                 return SessionOutcome::Valid(fresh, cookies);
             }
         }

@@ -39,8 +39,49 @@ pub struct Config {
     pub session: Option<SessionSettings>,
     /// `[[consumers]]`, in file order.
     pub consumers: Vec<Consumer>,
+    /// `[redis]`: shared state for a fleet, when configured.
+    pub redis: Option<RedisSettings>,
     /// What works but is probably not what was meant (`check` prints these, `run` logs them).
     pub warnings: Vec<ConfigError>,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// How to reach it.
+    pub topology: RedisTopology,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (or the ACL user's).
+    pub password: Option<Secret>,
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// Longest wait for one command's answer.
+    pub command_timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Extra CA certificates (PEM) for `rediss://`.
+    pub ca_file: Option<PathBuf>,
+    /// How long a session read from Redis is served from memory (0: ask Redis every time).
+    pub local_cache_ttl: Duration,
+}
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server: `redis://` or `rediss://` URL.
+    Single(String),
+    /// Sentinels that name the master.
+    Sentinel {
+        /// The monitored master's name.
+        master: String,
+        /// Sentinel URLs.
+        nodes: Vec<String>,
+        /// Whether the master speaks TLS (`rediss://` sentinels).
+        tls: bool,
+    },
+    /// Cluster seed nodes (URLs).
+    Cluster(Vec<String>),
 }
 
 /// A Kong-style consumer.
@@ -163,9 +204,11 @@ pub enum SessionStoreKind {
     Cookie,
     /// In this process; the cookie holds a random id.
     Memory {
-        /// Most sessions kept; the oldest are dropped beyond it.
+        /// Most sessions kept; the least recently used are dropped beyond it.
         max_sessions: usize,
     },
+    /// In Redis (`[redis]`); the cookie holds a sealed id and key.
+    Redis,
 }
 
 /// Cookie `SameSite` attribute.

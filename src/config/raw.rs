@@ -22,6 +22,31 @@ pub struct RawConfig {
     pub providers: Vec<RawProvider>,
     pub session: Option<Spanned<RawSession>>,
     pub consumers: Vec<Spanned<RawConsumer>>,
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// `[redis]`: the store fleet instances share.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRedis {
+    pub url: Option<SStr>,
+    pub username: Option<SStr>,
+    pub password: Option<SStr>,
+    pub password_file: Option<SStr>,
+    pub sentinel: Option<Spanned<RawSentinel>>,
+    pub cluster_nodes: Option<Vec<SStr>>,
+    pub key_prefix: Option<SStr>,
+    pub command_timeout: Option<SStr>,
+    pub connect_timeout: Option<SStr>,
+    pub ca_file: Option<SStr>,
+    pub local_cache_ttl: Option<SStr>,
+}
+
+/// `[redis] sentinel = { master = "...", nodes = [...] }`
+#[derive(Debug, Deserialize)]
+pub struct RawSentinel {
+    pub master: SStr,
+    pub nodes: Vec<SStr>,
 }
 
 /// `[[providers]]`: an OpenID Provider and this gateway's client registration there.

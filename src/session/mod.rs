@@ -202,6 +202,25 @@ pub struct Session {
     last_seen: AtomicU64,
     /// Headers sent upstream for this session, computed once.
     pub upstream_headers: OnceLock<Box<[(http::HeaderName, http::HeaderValue)]>>,
+    /// Redis store: where the session lives there (boxed: other stores pay one pointer).
+    pub remote: Option<Box<Remote>>,
+}
+
+/// Where a Redis-store session lives, and what saving it again needs.
+#[derive(Clone)]
+pub struct Remote {
+    /// The HMAC of the session id that names its keys.
+    pub tag: [u8; 32],
+    /// The key its data is sealed with (only the cookie carries it).
+    pub key: [u8; 32],
+    /// The version loaded or saved last (compare-and-set).
+    pub version: u64,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote(v{}, key hidden)", self.version)
+    }
 }
 
 impl Session {
@@ -214,6 +233,15 @@ impl Session {
             cookie_values: cookie_value.into_iter().collect(),
             last_seen: AtomicU64::new(seen),
             upstream_headers: OnceLock::new(),
+            remote: None,
+        }
+    }
+
+    /// Wraps data loaded from, or saved to, Redis.
+    pub fn with_remote(sid: Sid, data: SessionData, remote: Remote) -> Session {
+        Session {
+            remote: Some(Box::new(remote)),
+            ..Session::new(sid, data, None)
         }
     }
 
@@ -236,6 +264,7 @@ impl Session {
             cookie_values: values.into_boxed_slice(),
             last_seen: AtomicU64::new(self.last_seen()),
             upstream_headers: self.upstream_headers.clone(),
+            remote: self.remote.clone(),
         }
     }
 

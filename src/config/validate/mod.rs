@@ -6,6 +6,7 @@
 mod consumers;
 mod primitives;
 mod providers;
+mod redis;
 mod routes;
 mod server;
 mod session;
@@ -95,6 +96,23 @@ impl Builder<'_> {
             .filter_map(|(i, r)| self.route(i, r, &upstreams, &providers, &consumers))
             .collect();
         self.unique_names("routes", raw.routes.iter().map(|r| &r.name));
+        let redis = self.redis(raw.redis.as_ref());
+        if session
+            .as_ref()
+            .is_some_and(|s| s.store == SessionStoreKind::Redis)
+            && redis.is_none()
+        {
+            let span = raw
+                .session
+                .as_ref()
+                .and_then(|s| s.get_ref().store.as_ref())
+                .map(|s| s.span());
+            self.errs.at(
+                span,
+                "session.store",
+                "store = \"redis\" needs a [redis] section",
+            );
+        }
         Config {
             source: file.to_path_buf(),
             server,
@@ -105,6 +123,7 @@ impl Builder<'_> {
             providers,
             session,
             consumers,
+            redis,
             warnings: Vec::new(),
         }
     }

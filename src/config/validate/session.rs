@@ -34,11 +34,14 @@ impl Builder<'_> {
                     1,
                 ),
             },
+            Some(("redis", _)) => SessionStoreKind::Redis,
             Some((other, span)) => {
                 self.err(
                     span,
                     "session.store",
-                    format!("unknown session store {other:?}: expected \"cookie\" or \"memory\""),
+                    format!(
+                        "unknown session store {other:?}: expected \"cookie\", \"memory\" or \"redis\""
+                    ),
                 );
                 SessionStoreKind::Cookie
             }

@@ -1,25 +1,25 @@
 //! The tests every session store must pass: round trip, timeouts, id rotation, logout,
 //! tampering, eviction and concurrent use. Each store's own test module calls [`run`] with a
-//! constructor; a new store (Redis) only has to pass it too.
+//! constructor (the Redis store against a real `redis-server`).
 
-use super::{Loaded, SessionStore, SetCookies};
+use super::{Loaded, Sessions, SetCookies};
 use crate::config::{SameSite, SessionSettings, SessionStoreKind};
 use crate::http::cookies::CookieAttrs;
 use crate::session::{Claims, SessionData};
 use std::time::Duration;
 
 /// Makes a store that keeps at most this many sessions in memory.
-pub type MakeStore<'a> = &'a dyn Fn(usize) -> Box<dyn SessionStore>;
+pub type MakeStore<'a> = &'a dyn Fn(usize) -> Sessions;
 
 /// Runs every conformance test against stores made by `make`.
-pub fn run(make: MakeStore<'_>) {
-    round_trip(make);
-    timeouts(make);
-    ids_rotate_at_login_and_stay_on_update(make);
-    logout_refuses_the_cookie(make);
-    tampered_cookies_are_invalid(make);
-    eviction_keeps_the_recently_used(make);
-    concurrent_use(make);
+pub async fn run(make: MakeStore<'_>) {
+    round_trip(make).await;
+    timeouts(make).await;
+    ids_rotate_at_login_and_stay_on_update(make).await;
+    logout_refuses_the_cookie(make).await;
+    tampered_cookies_are_invalid(make).await;
+    eviction_keeps_the_recently_used(make).await;
+    concurrent_use(make).await;
 }
 
 /// `[session]` settings for tests.
@@ -86,11 +86,11 @@ pub fn headers_of_pairs(pairs: &[(String, String)]) -> http::HeaderMap {
     h
 }
 
-fn found(
-    store: &dyn SessionStore,
+async fn found(
+    store: &Sessions,
     set: &SetCookies,
 ) -> Option<(std::sync::Arc<crate::session::Session>, bool)> {
-    match store.load(&headers(set)) {
+    match store.load(&headers(set)).await {
         Loaded::Found {
             session, cache_hit, ..
         } => Some((session, cache_hit)),
@@ -98,15 +98,24 @@ fn found(
     }
 }
 
-fn round_trip(make: MakeStore<'_>) {
+async fn save_new(store: &Sessions) -> (std::sync::Arc<crate::session::Session>, SetCookies) {
+    store
+        .save(&Loaded::Absent, data(), &attrs())
+        .await
+        .expect("a new session is saved")
+}
+
+async fn round_trip(make: MakeStore<'_>) {
     let store = make(100);
     assert!(matches!(
-        store.load(&http::HeaderMap::new()),
+        store.load(&http::HeaderMap::new()).await,
         Loaded::Absent
     ));
-    let (saved, cookies) = store.save(&Loaded::Absent, data(), &attrs()).unwrap();
+    let (saved, cookies) = save_new(&store).await;
     assert!(!cookies.is_empty(), "a new session sets a cookie");
-    let (session, _) = found(&*store, &cookies).expect("the session loads back");
+    let (session, _) = found(&store, &cookies)
+        .await
+        .expect("the session loads back");
     assert_eq!(session.sid, saved.sid);
     assert_eq!(session.data, data());
     assert_eq!(store.len(), 1);
@@ -118,11 +127,11 @@ fn round_trip(make: MakeStore<'_>) {
     );
 }
 
-fn timeouts(make: MakeStore<'_>) {
+async fn timeouts(make: MakeStore<'_>) {
     let store = make(100);
     let t = *store.timeouts();
-    let (_, cookies) = store.save(&Loaded::Absent, data(), &attrs()).unwrap();
-    let (session, _) = found(&*store, &cookies).unwrap();
+    let (_, cookies) = save_new(&store).await;
+    let (session, _) = found(&store, &cookies).await.unwrap();
     let now = crate::clock::now();
     assert!(session.check(now, &t).is_ok());
     assert!(session.check(now + t.idle.as_secs(), &t).is_err(), "idle");
@@ -135,60 +144,69 @@ fn timeouts(make: MakeStore<'_>) {
     assert_eq!(store.len(), 0);
 }
 
-fn ids_rotate_at_login_and_stay_on_update(make: MakeStore<'_>) {
+async fn ids_rotate_at_login_and_stay_on_update(make: MakeStore<'_>) {
     let store = make(100);
-    let (first, cookies) = store.save(&Loaded::Absent, data(), &attrs()).unwrap();
-    let loaded = store.load(&headers(&cookies));
+    let (first, cookies) = save_new(&store).await;
+    let loaded = store.load(&headers(&cookies)).await;
     // Renewal or refresh: the same session, new contents.
     let mut d = data();
     d.access_token = "refreshed".into();
     d.renewed_at += 1;
-    let (updated, update_cookies) = store.save(&loaded, d, &attrs()).unwrap();
+    let (updated, update_cookies) = store.save(&loaded, d, &attrs()).await.unwrap();
     assert_eq!(updated.sid, first.sid);
     let current = if update_cookies.is_empty() {
         cookies.clone()
     } else {
         update_cookies
     };
-    let (session, _) = found(&*store, &current).unwrap();
+    let (session, _) = found(&store, &current).await.unwrap();
     assert_eq!(session.data.access_token.text(), "refreshed");
     // A login over an existing session: a fresh id, never the one the browser brought.
-    let loaded = store.load(&headers(&current));
-    store.clear(&loaded, &attrs());
+    let loaded = store.load(&headers(&current)).await;
+    store.clear(&loaded, &attrs()).await;
     let (fresh, fresh_cookies) = store
         .save(&loaded.without_session(), data(), &attrs())
+        .await
         .unwrap();
     assert_ne!(fresh.sid, first.sid);
-    assert!(found(&*store, &fresh_cookies).is_some());
+    assert!(found(&store, &fresh_cookies).await.is_some());
     assert!(
-        found(&*store, &current).is_none(),
+        found(&store, &current).await.is_none(),
         "the old session is gone"
     );
 }
 
-fn logout_refuses_the_cookie(make: MakeStore<'_>) {
+async fn logout_refuses_the_cookie(make: MakeStore<'_>) {
     let store = make(100);
-    let (_, cookies) = store.save(&Loaded::Absent, data(), &attrs()).unwrap();
-    let loaded = store.load(&headers(&cookies));
-    let deleted = store.clear(&loaded, &attrs());
+    let (_, cookies) = save_new(&store).await;
+    let loaded = store.load(&headers(&cookies)).await;
+    let deleted = store.clear(&loaded, &attrs()).await;
     assert!(
-        deleted
-            .iter()
-            .any(|c| c.to_str().unwrap().starts_with("s=;")
-                && c.to_str().unwrap().contains("Max-Age=0")),
+        deleted.iter().any(|c| {
+            let c = c.to_str().unwrap();
+            c.starts_with("s=;") && c.contains("Max-Age=0")
+        }),
         "{deleted:?}"
     );
     assert!(matches!(
-        store.load(&headers(&cookies)),
+        store.load(&headers(&cookies)).await,
+        Loaded::Invalid { .. }
+    ));
+    // An update of the logged-out session (a refresh in flight) must not bring it back.
+    let mut d = data();
+    d.renewed_at += 1;
+    let _ = store.save(&loaded, d, &attrs()).await;
+    assert!(matches!(
+        store.load(&headers(&cookies)).await,
         Loaded::Invalid { .. }
     ));
     // Clearing a request without a session still deletes the cookie.
-    assert!(!store.clear(&Loaded::Absent, &attrs()).is_empty());
+    assert!(!store.clear(&Loaded::Absent, &attrs()).await.is_empty());
 }
 
-fn tampered_cookies_are_invalid(make: MakeStore<'_>) {
+async fn tampered_cookies_are_invalid(make: MakeStore<'_>) {
     let store = make(100);
-    let (_, cookies) = store.save(&Loaded::Absent, data(), &attrs()).unwrap();
+    let (_, cookies) = save_new(&store).await;
     let value = cookies[0]
         .to_str()
         .unwrap()
@@ -212,57 +230,64 @@ fn tampered_cookies_are_invalid(make: MakeStore<'_>) {
     ] {
         let h = headers_of_pairs(&[("s".into(), bad.clone())]);
         assert!(
-            matches!(store.load(&h), Loaded::Invalid { .. }),
+            matches!(store.load(&h).await, Loaded::Invalid { .. }),
             "{bad} opened"
         );
     }
 }
 
-fn eviction_keeps_the_recently_used(make: MakeStore<'_>) {
+async fn eviction_keeps_the_recently_used(make: MakeStore<'_>) {
     let store = make(256);
-    let save = || store.save(&Loaded::Absent, data(), &attrs()).unwrap().1;
-    let idle: Vec<SetCookies> = (0..128).map(|_| save()).collect();
-    let active = save();
-    let hit = |c: &SetCookies| found(&*store, c).is_some_and(|(_, hit)| hit);
+    let mut idle = Vec::new();
+    for _ in 0..128 {
+        idle.push(save_new(&store).await.1);
+    }
+    let (_, active) = save_new(&store).await;
     // One account logging in ten times the capacity while another user keeps browsing.
     for i in 0..2560 {
-        save();
+        save_new(&store).await;
         if i % 16 == 0 {
             assert!(
-                hit(&active),
+                found(&store, &active).await.is_some_and(|(_, hit)| hit),
                 "the active session was evicted after {i} logins"
             );
         }
     }
-    assert!(hit(&active));
+    assert!(found(&store, &active).await.is_some_and(|(_, hit)| hit));
     assert_eq!(store.len(), 256);
-    assert!(idle.iter().all(|c| !hit(c)), "idle sessions go first");
+    for c in &idle {
+        assert!(
+            !found(&store, c).await.is_some_and(|(_, hit)| hit),
+            "idle sessions go first"
+        );
+    }
 }
 
-fn concurrent_use(make: MakeStore<'_>) {
-    let store: std::sync::Arc<dyn SessionStore> = make(10_000).into();
-    let threads: Vec<_> = (0..4)
+async fn concurrent_use(make: MakeStore<'_>) {
+    let store = std::sync::Arc::new(make(10_000));
+    let tasks: Vec<_> = (0..4)
         .map(|_| {
             let store = store.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for _ in 0..200 {
-                    let (saved, cookies) = store.save(&Loaded::Absent, data(), &attrs()).unwrap();
-                    let loaded = store.load(&headers(&cookies));
+                    let (saved, cookies) = save_new(&store).await;
+                    let loaded = store.load(&headers(&cookies)).await;
                     assert_eq!(loaded.session().map(|s| s.sid), Some(saved.sid));
                     let mut d = data();
                     d.renewed_at += 1;
-                    store.save(&loaded, d, &attrs()).unwrap();
-                    store.clear(&store.load(&headers(&cookies)), &attrs());
+                    store.save(&loaded, d, &attrs()).await.unwrap();
+                    let again = store.load(&headers(&cookies)).await;
+                    store.clear(&again, &attrs()).await;
                     assert!(matches!(
-                        store.load(&headers(&cookies)),
+                        store.load(&headers(&cookies)).await,
                         Loaded::Invalid { .. }
                     ));
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    for t in tasks {
+        t.await.unwrap();
     }
     assert_eq!(store.len(), 0);
 }

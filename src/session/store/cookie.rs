@@ -5,7 +5,7 @@
 
 use super::registry::Registry;
 use super::{
-    Loaded, SessionStore, SetCookies, TooLarge, carry, decode_sid, delete, encode_sid,
+    Loaded, LocalStore, SaveError, SetCookies, TooLarge, carry, decode_sid, delete, encode_sid,
     presented_sid, timeouts,
 };
 use crate::config::SessionSettings;
@@ -70,7 +70,7 @@ impl CookieStore {
     }
 }
 
-impl SessionStore for CookieStore {
+impl LocalStore for CookieStore {
     fn load(&self, headers: &http::HeaderMap) -> Loaded {
         let presented = match chunks::read(headers, &self.name) {
             Read::Absent => return Loaded::Absent,
@@ -124,8 +124,12 @@ impl SessionStore for CookieStore {
         loaded: &Loaded,
         data: SessionData,
         attrs: &CookieAttrs,
-    ) -> Result<(Arc<Session>, SetCookies), TooLarge> {
+    ) -> Result<(Arc<Session>, SetCookies), SaveError> {
         let sid = loaded.session().map_or_else(random_bytes::<32>, |s| s.sid);
+        if self.revoked.contains_key(&sid) {
+            // Logged out meanwhile (a refresh finishing after logout): it stays ended.
+            return Err(SaveError::Gone);
+        }
         let sid_b64 = encode_sid(&sid);
         let plain = codec::encode(&data).ok_or(TooLarge(0))?;
         let sealed = self.sealer.seal(self.aad(&sid_b64).as_bytes(), &plain);
@@ -176,14 +180,15 @@ mod tests {
         CookieStore::new(&settings(SessionStoreKind::Cookie, 100))
     }
 
-    #[test]
-    fn conformance() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn conformance() {
         conformance::run(&|capacity| {
-            Box::new(CookieStore::new(&settings(
+            super::super::Sessions::Local(Box::new(CookieStore::new(&settings(
                 SessionStoreKind::Cookie,
                 capacity,
-            )))
-        });
+            ))))
+        })
+        .await;
     }
 
     #[test]

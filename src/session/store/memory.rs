@@ -3,7 +3,7 @@
 //! process. Tokens, most of a session's size, are kept squeezed (see `token.rs`).
 
 use super::registry::Registry;
-use super::{Loaded, SID_LEN, SessionStore, SetCookies, TooLarge, carry, delete, encode_sid};
+use super::{Loaded, LocalStore, SID_LEN, SaveError, SetCookies, carry, delete, encode_sid};
 use super::{presented_sid, timeouts};
 use crate::config::SessionSettings;
 use crate::crypto::random_bytes;
@@ -38,7 +38,7 @@ fn squeeze_tokens(data: &mut SessionData) {
     data.refresh_token = data.refresh_token.as_ref().map(Token::squeezed);
 }
 
-impl SessionStore for MemoryStore {
+impl LocalStore for MemoryStore {
     fn load(&self, headers: &http::HeaderMap) -> Loaded {
         let presented = match chunks::read(headers, &self.name) {
             Read::Absent => return Loaded::Absent,
@@ -61,22 +61,25 @@ impl SessionStore for MemoryStore {
         loaded: &Loaded,
         mut data: SessionData,
         attrs: &CookieAttrs,
-    ) -> Result<(Arc<Session>, SetCookies), TooLarge> {
+    ) -> Result<(Arc<Session>, SetCookies), SaveError> {
         squeeze_tokens(&mut data);
-        // An update keeps the id, so the client's cookie stays as it is.
-        let (sid, cookies) = match loaded.session() {
-            Some(s) => (s.sid, Vec::new()),
-            None => {
-                let sid = random_bytes::<32>();
-                let cookies = carry(
-                    &self.name,
-                    &encode_sid(&sid),
-                    loaded.cookies_present(),
-                    attrs,
-                )?;
-                (sid, cookies)
-            }
-        };
+        if let Some(found) = loaded.session() {
+            // An update keeps the id, so the client's cookie stays as it is; and only a session
+            // still held is updated, so a refresh finishing after logout cannot bring it back.
+            let session = Arc::new(Session::new(found.sid, data, None));
+            return if self.sessions.replace_held(session.clone()) {
+                Ok((session, Vec::new()))
+            } else {
+                Err(SaveError::Gone)
+            };
+        }
+        let sid = random_bytes::<32>();
+        let cookies = carry(
+            &self.name,
+            &encode_sid(&sid),
+            loaded.cookies_present(),
+            attrs,
+        )?;
         let session = Arc::new(Session::new(sid, data, None));
         self.sessions.insert(session.clone());
         Ok((session, cookies))
@@ -121,9 +124,10 @@ mod tests {
         )
     }
 
-    #[test]
-    fn conformance() {
-        conformance::run(&|capacity| Box::new(store(capacity)));
+    #[tokio::test(flavor = "multi_thread")]
+    async fn conformance() {
+        conformance::run(&|capacity| super::super::Sessions::Local(Box::new(store(capacity))))
+            .await;
     }
 
     #[test]

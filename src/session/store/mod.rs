@@ -5,12 +5,16 @@
 //!
 //! - [`CookieStore`] (`cookie.rs`): the session sealed into the cookie; stateless.
 //! - [`MemoryStore`] (`memory.rs`): the session in this process; the cookie holds its id.
+//! - [`RedisStore`] (`redis.rs`): the session in Redis, shared by a fleet; the cookie holds a
+//!   sealed id and key.
 //!
-//! Both keep a bounded [`registry::Registry`] in memory, so the hot path is one lookup and no
-//! call to anything. `conformance.rs` holds the tests every store must pass.
+//! [`Sessions`] is the one interface the gateway uses. Every store keeps sessions in memory
+//! (a bounded [`registry::Registry`], or the Redis store's local cache), so the hot path is one
+//! lookup and no call to anything. `conformance.rs` holds the tests every store must pass.
 
 mod cookie;
 mod memory;
+mod redis;
 pub mod registry;
 
 #[cfg(test)]
@@ -18,10 +22,12 @@ pub(crate) mod conformance;
 
 pub use cookie::CookieStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use super::chunks;
 use super::{Session, SessionData, Sid, Timeouts};
 use crate::config::{SessionSettings, SessionStoreKind};
+use crate::fleet::Fleet;
 use crate::http::cookies::{self, CookieAttrs};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -43,6 +49,12 @@ pub enum Loaded {
         /// Session cookie chunks the client holds (to delete).
         cookies_present: usize,
     },
+    /// The store cannot be asked right now (Redis down): neither a session nor a reason to
+    /// clear the client's cookie.
+    Unavailable {
+        /// Session cookie chunks the client holds.
+        cookies_present: usize,
+    },
     /// A session (its timeouts are not checked yet).
     Found {
         /// The session.
@@ -60,6 +72,7 @@ impl Loaded {
         match self {
             Loaded::Absent => 0,
             Loaded::Invalid { cookies_present }
+            | Loaded::Unavailable { cookies_present }
             | Loaded::Found {
                 cookies_present, ..
             } => *cookies_present,
@@ -92,8 +105,25 @@ impl Loaded {
 )]
 pub struct TooLarge(pub usize);
 
-/// Session storage.
-pub trait SessionStore: Send + Sync {
+/// Why a session was not saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Too large for cookies.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// It ended meanwhile (logged out elsewhere): it must not come back.
+    #[error("the session ended meanwhile")]
+    Gone,
+    /// Another instance changed it meanwhile; the other change stands.
+    #[error("the session was changed meanwhile")]
+    Conflict,
+    /// The store cannot be asked right now.
+    #[error("the session store is unavailable")]
+    Unavailable,
+}
+
+/// A store answered from this process alone (cookie, memory): synchronous.
+pub trait LocalStore: Send + Sync {
     /// Finds the request's session (timeouts are the caller's to check).
     fn load(&self, headers: &http::HeaderMap) -> Loaded;
 
@@ -105,7 +135,7 @@ pub trait SessionStore: Send + Sync {
         loaded: &Loaded,
         data: SessionData,
         attrs: &CookieAttrs,
-    ) -> Result<(Arc<Session>, SetCookies), TooLarge>;
+    ) -> Result<(Arc<Session>, SetCookies), SaveError>;
 
     /// Ends the request's session, if it has one, so its cookie is refused from now on; returns
     /// the cookies that delete it from the client.
@@ -134,13 +164,105 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
-/// The store `[session]` asks for.
-pub fn from_settings(settings: &SessionSettings) -> Arc<dyn SessionStore> {
-    match settings.store {
-        SessionStoreKind::Cookie => Arc::new(CookieStore::new(settings)),
-        SessionStoreKind::Memory { max_sessions } => {
-            Arc::new(MemoryStore::new(settings, max_sessions))
+/// Session storage, as `[session]` asks for it: the one interface the gateway uses.
+pub enum Sessions {
+    /// The cookie or memory store.
+    Local(Box<dyn LocalStore>),
+    /// The Redis store.
+    Redis(RedisStore),
+}
+
+impl Sessions {
+    /// The store `[session]` asks for (`fleet`: the `[redis]` connection, when configured).
+    pub fn new(settings: &SessionSettings, fleet: Option<&Arc<Fleet>>) -> Result<Sessions, String> {
+        Ok(match settings.store {
+            SessionStoreKind::Cookie => Sessions::Local(Box::new(CookieStore::new(settings))),
+            SessionStoreKind::Memory { max_sessions } => {
+                Sessions::Local(Box::new(MemoryStore::new(settings, max_sessions)))
+            }
+            SessionStoreKind::Redis => {
+                let fleet = fleet.ok_or("store = \"redis\" needs a [redis] section")?;
+                Sessions::Redis(RedisStore::new(settings, fleet.clone()))
+            }
+        })
+    }
+
+    /// Finds the request's session (timeouts are the caller's to check).
+    pub async fn load(&self, headers: &http::HeaderMap) -> Loaded {
+        match self {
+            Sessions::Local(s) => s.load(headers),
+            Sessions::Redis(s) => s.load(headers).await,
         }
+    }
+
+    /// Stores `data` as the request's session: the found session updated under its id
+    /// (renewal, refresh), or a new session under a fresh id. Returns the session and the
+    /// cookies that carry it (none when the client's cookie stays valid).
+    pub async fn save(
+        &self,
+        loaded: &Loaded,
+        data: SessionData,
+        attrs: &CookieAttrs,
+    ) -> Result<(Arc<Session>, SetCookies), SaveError> {
+        match self {
+            Sessions::Local(s) => s.save(loaded, data, attrs),
+            Sessions::Redis(s) => Box::pin(s.save(loaded, data, attrs)).await,
+        }
+    }
+
+    /// Ends the request's session, if it has one, everywhere it is known; returns the cookies
+    /// that delete it from the client.
+    pub async fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
+        match self {
+            Sessions::Local(s) => s.clear(loaded, attrs),
+            Sessions::Redis(s) => Box::pin(s.clear(loaded, attrs)).await,
+        }
+    }
+
+    /// Drops expired sessions from memory (run periodically).
+    pub fn sweep(&self, now: u64) {
+        match self {
+            Sessions::Local(s) => s.sweep(now),
+            Sessions::Redis(s) => s.sweep(now),
+        }
+    }
+
+    /// Sessions held in memory.
+    pub fn len(&self) -> usize {
+        match self {
+            Sessions::Local(s) => s.len(),
+            Sessions::Redis(s) => s.len(),
+        }
+    }
+
+    /// Whether no session is held in memory.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        match self {
+            Sessions::Local(s) => s.timeouts(),
+            Sessions::Redis(s) => s.timeouts(),
+        }
+    }
+
+    /// What to do with the fleet's invalidation messages (the Redis store's local cache).
+    pub fn invalidator(&self) -> Option<crate::fleet::pubsub::Handler> {
+        match self {
+            Sessions::Local(_) => None,
+            Sessions::Redis(s) => Some(s.invalidator()),
+        }
+    }
+
+    /// Whether `cookie` is (a chunk of) the session cookie.
+    pub fn is_session_cookie(&self, cookie: &str) -> bool {
+        let name = match self {
+            Sessions::Local(s) => s.cookie_name(),
+            Sessions::Redis(s) => s.cookie_name(),
+        };
+        chunks::is_session_cookie(cookie, name)
     }
 }
 

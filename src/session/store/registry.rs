@@ -54,6 +54,18 @@ impl Registry {
         }
     }
 
+    /// Replaces the session with `next`'s id by `next`, if one is held; false otherwise.
+    pub fn replace_held(&self, next: Arc<Session>) -> bool {
+        let Some(mut entry) = self.map.get_mut(&key(&next.sid)) else {
+            return false;
+        };
+        if entry.value().sid != next.sid {
+            return false;
+        }
+        *entry.value_mut() = next;
+        true
+    }
+
     /// Replaces `current` by `next` (same id), unless the entry changed meanwhile.
     pub fn replace(&self, current: &Arc<Session>, next: Arc<Session>) -> bool {
         let Some(mut entry) = self.map.get_mut(&key(&current.sid)) else {

@@ -1,0 +1,161 @@
+//! What the instances of a fleet share, through Redis (`[redis]`): sessions (with
+//! `store = "redis"`), revocation marks, used login `state`s and back-channel `jti`s, refresh
+//! leases, and invalidation messages for the in-process caches.
+//!
+//! Nothing in Redis names a session, a user or a state in clear: every key ends with an HMAC
+//! (keyed from the session secrets) of what it is about, inside braces — a Cluster hash tag, so
+//! the keys about one session share a slot.
+
+pub mod client;
+pub mod pubsub;
+
+pub use client::{FleetError, RedisClient};
+
+use crate::config::{RedisSettings, Secret};
+use crate::crypto;
+use std::time::Duration;
+
+/// The fleet's shared state.
+pub struct Fleet {
+    /// The connection.
+    pub redis: RedisClient,
+    /// Settings (prefix, timeouts, local cache).
+    pub settings: RedisSettings,
+    /// One naming key per session secret: the first names new things; the others find what
+    /// older secrets named (rotation).
+    names: Vec<[u8; 32]>,
+}
+
+/// What an instance tells the others through the invalidation channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One session changed or ended: drop it from memory.
+    Session([u8; 32]),
+    /// Drop every cached session (a user's sessions ended, or state may have been missed).
+    All,
+}
+
+impl Invalidation {
+    /// The message text.
+    pub fn encode(&self) -> String {
+        match self {
+            Invalidation::Session(tag) => format!("s:{}", hex(tag)),
+            Invalidation::All => "all".into(),
+        }
+    }
+
+    /// Parses a message; unknown ones mean "drop everything", the safe reading.
+    pub fn decode(text: &str) -> Invalidation {
+        text.strip_prefix("s:")
+            .and_then(unhex)
+            .map_or(Invalidation::All, Invalidation::Session)
+    }
+}
+
+impl Fleet {
+    /// The fleet for `[redis]`, naming keys with the session secrets.
+    pub fn new(settings: &RedisSettings, secrets: &[Secret]) -> Result<Fleet, String> {
+        Ok(Fleet {
+            redis: RedisClient::new(settings)?,
+            settings: settings.clone(),
+            names: secrets
+                .iter()
+                .map(|s| crypto::derive_key(s, "oidc-gateway redis names"))
+                .collect(),
+        })
+    }
+
+    /// The name of `what` under the naming key of secret `index` (0: the current one).
+    pub fn name(&self, index: usize, what: &[u8]) -> [u8; 32] {
+        crypto::mac(&self.names[index.min(self.names.len() - 1)], what)
+    }
+
+    /// How many naming keys there are (one per configured secret).
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The Redis key of kind `kind` (`s`, `rs`, `ru`, `st`, `lk`, ...) about `tag`.
+    pub fn key(&self, kind: &str, tag: &[u8; 32]) -> String {
+        format!("{}{kind}:{{{}}}", self.settings.key_prefix, hex(tag))
+    }
+
+    /// The invalidation channel.
+    pub fn channel(&self) -> String {
+        format!("{}invalidate", self.settings.key_prefix)
+    }
+
+    /// Tells every instance (this one included) to drop what `inv` names from memory.
+    pub async fn publish(&self, inv: &Invalidation) -> Result<(), FleetError> {
+        self.redis
+            .query::<i64>(
+                "PUBLISH",
+                redis::cmd("PUBLISH").arg(self.channel()).arg(inv.encode()),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Records `what` of kind `kind` as used for `ttl`: true the first time anywhere in the
+    /// fleet, false ever after (a replayed login `state` or logout `jti`).
+    pub async fn claim_once(
+        &self,
+        kind: &str,
+        what: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, FleetError> {
+        let key = self.key(kind, &self.name(0, what));
+        let set: Option<String> = self
+            .redis
+            .query(
+                "SET",
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+        out[i] = (d(pair[0])? << 4) | d(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidations_round_trip_and_unknown_ones_flush_everything() {
+        let tag = [7u8; 32];
+        let m = Invalidation::Session(tag).encode();
+        assert_eq!(Invalidation::decode(&m), Invalidation::Session(tag));
+        assert_eq!(Invalidation::decode("all"), Invalidation::All);
+        assert_eq!(Invalidation::decode("s:zz"), Invalidation::All);
+        assert_eq!(Invalidation::decode("something new"), Invalidation::All);
+    }
+}

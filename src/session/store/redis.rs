@@ -1,0 +1,525 @@
+//! The Redis store: sessions shared by every instance of a fleet.
+//!
+//! The cookie carries a random session id and a random key, sealed with the session secrets
+//! (about 150 bytes). Redis holds the session under `s:{HMAC(sid)}`, sealed with that key. So
+//! neither a Redis dump nor a stolen Redis password reveals a token, and the cookie alone is
+//! nothing without Redis (oauth2-proxy's "ticket", lua-resty-session's `hash_storage_key`).
+//!
+//! - Each save writes a new version with a compare-and-set script: an update to a session that
+//!   logout deleted fails (it never comes back), and of two concurrent updates the second fails
+//!   rather than overwriting the first (a renewal never undoes a refresh).
+//! - Logout writes a revocation mark for the session, deletes it, then tells every instance to
+//!   drop its cached copy. A load refuses a session issued before a mark for its id or for its
+//!   user, so a lost delete or a missed message cannot bring it back.
+//! - The hot path stays in memory: a session read from Redis is kept for `local_cache_ttl`
+//!   (never past its access token's expiry); `0s` asks Redis on every request.
+//! - Redis down: a cached session is still served; otherwise the request gets a 503, and the
+//!   client's cookie is never cleared for it.
+
+use super::{Loaded, SaveError, SetCookies, TooLarge, carry, delete, timeouts};
+use crate::cache::BoundedCache;
+use crate::clock;
+use crate::config::SessionSettings;
+use crate::crypto::{self, Sealer, random_bytes};
+use crate::fleet::{Fleet, FleetError, Invalidation};
+use crate::http::cookies::CookieAttrs;
+use crate::metrics;
+use crate::session::chunks::{self, Read};
+use crate::session::{Remote, Session, SessionData, Sid, Timeouts, codec};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+/// Creates a session that must not exist yet.
+static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1",
+    )
+});
+
+/// Writes the next version of a session that still exists and is still at version ARGV[1]
+/// (`0`: any version). Returns the new version, -1 when it is gone, -2 when it moved on.
+static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+if ARGV[1] ~= '0' and v ~= ARGV[1] then return -2 end
+local n = tonumber(v) + 1
+redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n",
+    )
+});
+
+/// Sessions in Redis, cached in memory for a few seconds.
+pub struct RedisStore {
+    fleet: Arc<Fleet>,
+    sealer: Sealer,
+    name: String,
+    timeouts: Timeouts,
+    /// Sessions read from or written to Redis, by tag.
+    local: Arc<BoundedCache<[u8; 32], Arc<Session>>>,
+    local_ttl: u64,
+}
+
+impl RedisStore {
+    /// A Redis store for `settings`, through `fleet`.
+    pub fn new(settings: &SessionSettings, fleet: Arc<Fleet>) -> RedisStore {
+        let local_ttl = fleet.settings.local_cache_ttl.as_secs();
+        let capacity = if local_ttl == 0 {
+            0
+        } else {
+            settings.cache_size
+        };
+        RedisStore {
+            sealer: Sealer::new(&settings.secrets, "oidc-gateway redis session cookie"),
+            name: settings.cookie_name.clone(),
+            timeouts: timeouts(settings),
+            local: Arc::new(BoundedCache::new(capacity)),
+            local_ttl,
+            fleet,
+        }
+    }
+
+    /// What to do with an invalidation from the fleet's channel.
+    pub fn invalidator(&self) -> crate::fleet::pubsub::Handler {
+        let local = self.local.clone();
+        Arc::new(move |inv| match inv {
+            Invalidation::Session(tag) => local.remove(&tag),
+            Invalidation::All => local.clear(),
+        })
+    }
+
+    /// Finds the request's session: from memory, else from Redis.
+    pub async fn load(&self, headers: &http::HeaderMap) -> Loaded {
+        let presented = match chunks::read(headers, &self.name) {
+            Read::Absent => return Loaded::Absent,
+            Read::Invalid { cookies_present } => return Loaded::Invalid { cookies_present },
+            Read::Value(p) => p,
+        };
+        let cookies_present = presented.cookies_present;
+        let invalid = Loaded::Invalid { cookies_present };
+        let [value] = presented.parts() else {
+            return invalid;
+        };
+        let Some((plain, index)) = self.sealer.open_indexed(self.name.as_bytes(), value) else {
+            return invalid;
+        };
+        let Ok(ids) = <[u8; 64]>::try_from(plain.as_slice()) else {
+            return invalid;
+        };
+        let (sid, key) = split(&ids);
+        let tag = self.fleet.name(index, &sid);
+        if let Some(session) = self.local.get(&tag, clock::now()) {
+            metrics::redis_local_cache(true);
+            return Loaded::Found {
+                session,
+                cache_hit: true,
+                cookies_present,
+            };
+        }
+        metrics::redis_local_cache(false);
+        // Boxed: the Redis round trips are a large future, and the hit above is the hot path.
+        match Box::pin(self.fetch(sid, key, tag)).await {
+            Ok(Some(session)) => Loaded::Found {
+                session,
+                cache_hit: false,
+                cookies_present,
+            },
+            Ok(None) => invalid,
+            Err(_) => Loaded::Unavailable { cookies_present },
+        }
+    }
+
+    /// Reads, opens and checks a session in Redis; `None` when it is not (or no longer) valid.
+    async fn fetch(
+        &self,
+        sid: Sid,
+        key: [u8; 32],
+        tag: [u8; 32],
+    ) -> Result<Option<Arc<Session>>, FleetError> {
+        let mut p = redis::pipe();
+        p.cmd("HGETALL")
+            .arg(self.fleet.key("s", &tag))
+            .cmd("GET")
+            .arg(self.fleet.key("rs", &tag));
+        let (hash, mark): (HashMap<String, Vec<u8>>, Option<u64>) =
+            self.fleet.redis.pipeline("HGETALL", &p).await?;
+        let version = hash
+            .get("v")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+        let (Some(version), Some(sealed)) = (version, hash.get("d")) else {
+            return Ok(None);
+        };
+        let Some(data) = crypto::open_with(&key, &tag, sealed).and_then(|p| codec::decode(&p))
+        else {
+            return Ok(None);
+        };
+        if mark.is_some_and(|at| at >= data.created_at) {
+            return Ok(None);
+        }
+        if self.user_revoked_since(&data).await? {
+            return Ok(None);
+        }
+        let session = Arc::new(Session::with_remote(
+            sid,
+            data,
+            Remote { tag, key, version },
+        ));
+        self.remember(&session);
+        Ok(Some(session))
+    }
+
+    /// Whether every session of this user issued before some time was revoked (back-channel
+    /// logout by `sub`), and this one with them. Marks under every naming key count: a mark
+    /// written before a secret rotation still holds after it.
+    async fn user_revoked_since(&self, data: &SessionData) -> Result<bool, FleetError> {
+        let who = user_id(&data.provider, &data.sub);
+        let mut p = redis::pipe();
+        for i in 0..self.fleet.name_count() {
+            p.cmd("GET")
+                .arg(self.fleet.key("ru", &self.fleet.name(i, who.as_bytes())));
+        }
+        let marks: Vec<Option<u64>> = self.fleet.redis.pipeline("GET", &p).await?;
+        Ok(marks.into_iter().flatten().any(|at| at >= data.created_at))
+    }
+
+    /// Keeps `session` in memory for the local-cache time, never past its access token.
+    fn remember(&self, session: &Arc<Session>) {
+        let Some(remote) = &session.remote else {
+            return;
+        };
+        let now = clock::now();
+        let mut until = now.saturating_add(self.local_ttl);
+        if let Some(exp) = session.data.expires_at {
+            until = until.min(exp);
+        }
+        self.local.insert(remote.tag, session.clone(), until, now);
+    }
+
+    /// Milliseconds the session may live in Redis: until its idle or absolute timeout.
+    fn ttl_ms(&self, data: &SessionData, now: u64) -> u64 {
+        let absolute_end = data
+            .created_at
+            .saturating_add(self.timeouts.absolute.as_secs());
+        let secs = absolute_end
+            .saturating_sub(now)
+            .min(self.timeouts.idle.as_secs())
+            .max(1);
+        secs * 1000
+    }
+
+    /// Stores `data`: an update of the found session (compare-and-set on its version), or a
+    /// new session under fresh random id and key.
+    pub async fn save(
+        &self,
+        loaded: &Loaded,
+        data: SessionData,
+        attrs: &CookieAttrs,
+    ) -> Result<(Arc<Session>, SetCookies), SaveError> {
+        let now = clock::now();
+        let ttl = self.ttl_ms(&data, now);
+        let plain = codec::encode(&data).ok_or(TooLarge(0))?;
+        let unavailable = |_| SaveError::Unavailable;
+        if let Some(found) = loaded.session()
+            && let Some(remote) = &found.remote
+        {
+            let sealed = crypto::seal_with(&remote.key, &remote.tag, &plain);
+            let version: i64 = self
+                .fleet
+                .redis
+                .script(
+                    "EVALSHA",
+                    UPDATE
+                        .key(self.fleet.key("s", &remote.tag))
+                        .arg(remote.version)
+                        .arg(sealed)
+                        .arg(ttl),
+                )
+                .await
+                .map_err(unavailable)?;
+            match version {
+                -1 => {
+                    self.local.remove(&remote.tag);
+                    return Err(SaveError::Gone);
+                }
+                -2 => {
+                    self.local.remove(&remote.tag);
+                    return Err(SaveError::Conflict);
+                }
+                _ => {}
+            }
+            let session = Arc::new(Session::with_remote(
+                found.sid,
+                data,
+                Remote {
+                    version: version as u64,
+                    ..(**remote).clone()
+                },
+            ));
+            self.remember(&session);
+            // The others drop their copy; a lost message only keeps it for local_cache_ttl.
+            let _ = self.fleet.publish(&Invalidation::Session(remote.tag)).await;
+            return Ok((session, Vec::new()));
+        }
+        let sid: Sid = random_bytes();
+        let key: [u8; 32] = random_bytes();
+        let tag = self.fleet.name(0, &sid);
+        let sealed = crypto::seal_with(&key, &tag, &plain);
+        let created: i64 = self
+            .fleet
+            .redis
+            .script(
+                "EVALSHA",
+                CREATE.key(self.fleet.key("s", &tag)).arg(sealed).arg(ttl),
+            )
+            .await
+            .map_err(unavailable)?;
+        if created != 1 {
+            // 256 random bits collided: surely something else is wrong.
+            return Err(SaveError::Conflict);
+        }
+        let mut ids = [0u8; 64];
+        ids[..32].copy_from_slice(&sid);
+        ids[32..].copy_from_slice(&key);
+        let value = self.sealer.seal(self.name.as_bytes(), &ids);
+        let cookies = carry(&self.name, &value, loaded.cookies_present(), attrs)?;
+        let session = Arc::new(Session::with_remote(
+            sid,
+            data,
+            Remote {
+                tag,
+                key,
+                version: 1,
+            },
+        ));
+        self.remember(&session);
+        Ok((session, cookies))
+    }
+
+    /// Ends the request's session on every instance: a revocation mark, the delete, then the
+    /// message. The cookie is deleted whatever Redis says.
+    pub async fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
+        if let Some(found) = loaded.session()
+            && let Some(remote) = &found.remote
+        {
+            self.local.remove(&remote.tag);
+            if let Err(e) = self.revoke(&remote.tag, &found.data).await {
+                tracing::warn!("logout could not reach Redis: {e}");
+            }
+        }
+        delete(&self.name, loaded, attrs)
+    }
+
+    async fn revoke(&self, tag: &[u8; 32], data: &SessionData) -> Result<(), FleetError> {
+        let now = clock::now();
+        let keep_ms = self.ttl_ms(data, now).max(
+            data.created_at
+                .saturating_add(self.timeouts.absolute.as_secs())
+                .saturating_sub(now)
+                * 1000,
+        );
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg(self.fleet.key("rs", tag))
+            .arg(now)
+            .arg("PX")
+            .arg(keep_ms.max(1))
+            .ignore()
+            .cmd("DEL")
+            .arg(self.fleet.key("s", tag))
+            .ignore();
+        self.fleet.redis.pipeline::<()>("SET", &p).await?;
+        self.fleet.publish(&Invalidation::Session(*tag)).await
+    }
+
+    /// Drops expired entries from memory.
+    pub fn sweep(&self, now: u64) {
+        self.local.sweep(now);
+    }
+
+    /// Sessions held in memory.
+    pub fn len(&self) -> usize {
+        self.local.len()
+    }
+
+    /// Whether none is held in memory.
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty()
+    }
+
+    /// The configured timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// The session cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The id and key a cookie carries.
+fn split(ids: &[u8; 64]) -> (Sid, [u8; 32]) {
+    let mut sid = [0u8; 32];
+    let mut key = [0u8; 32];
+    sid.copy_from_slice(&ids[..32]);
+    key.copy_from_slice(&ids[32..]);
+    (sid, key)
+}
+
+/// What names a user across the fleet: the provider and its subject.
+pub fn user_id(provider: &str, sub: &str) -> String {
+    format!("{provider}\u{0}{sub}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Sessions;
+    use super::super::conformance::{self, attrs, data, headers, settings};
+    use super::*;
+    use crate::config::{RedisSettings, RedisTopology, SessionStoreKind};
+    use std::time::Duration;
+
+    /// The machine's Redis (`.ci/run` starts one), with a key prefix of this test's own.
+    fn fleet(local_cache: Duration) -> Arc<Fleet> {
+        let prefix = format!(
+            "oidc-gateway-test:{}:",
+            crate::fleet::hex(&random_bytes::<8>())
+        );
+        let r = RedisSettings {
+            topology: RedisTopology::Single("redis://127.0.0.1:6379".into()),
+            username: None,
+            password: None,
+            key_prefix: prefix,
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            ca_file: None,
+            local_cache_ttl: local_cache,
+        };
+        let s = settings(SessionStoreKind::Redis, 100);
+        Arc::new(Fleet::new(&r, &s.secrets).unwrap())
+    }
+
+    fn store(fleet: &Arc<Fleet>, capacity: usize) -> RedisStore {
+        RedisStore::new(&settings(SessionStoreKind::Redis, capacity), fleet.clone())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn conformance() {
+        let f = fleet(Duration::from_secs(5));
+        conformance::run(&|capacity| Sessions::Redis(store(&f, capacity))).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_instances_share_sessions_and_a_dump_reveals_no_token() {
+        let f = fleet(Duration::from_secs(5));
+        let (a, b) = (store(&f, 100), store(&f, 100));
+        let d = SessionData {
+            access_token: "eyJhbGciOiJSUzI1NiJ9.secret-access-token.sig".into(),
+            refresh_token: Some("refresh-token-never-in-clear".into()),
+            ..data()
+        };
+        let (saved, cookies) = a.save(&Loaded::Absent, d.clone(), &attrs()).await.unwrap();
+        let cookie = cookies[0].to_str().unwrap().to_owned();
+        assert!(cookie.len() < 200, "a small cookie: {cookie}");
+        match b.load(&headers(&cookies)).await {
+            Loaded::Found {
+                session, cache_hit, ..
+            } => {
+                assert!(!cache_hit, "read from Redis");
+                assert_eq!(session.sid, saved.sid);
+                assert_eq!(session.data, d);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing in Redis names the session or holds a token in clear.
+        let keys: Vec<String> = f
+            .redis
+            .query(
+                "KEYS",
+                redis::cmd("KEYS").arg(format!("{}*", f.settings.key_prefix)),
+            )
+            .await
+            .unwrap();
+        assert!(!keys.is_empty());
+        let sid_b64 = crate::session::store::encode_sid(&saved.sid);
+        for k in &keys {
+            assert!(!k.contains(&sid_b64), "{k}");
+            let dump: Vec<u8> = f
+                .redis
+                .query("DUMP", redis::cmd("DUMP").arg(k))
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&dump);
+            for secret in ["eyJ", "refresh-token-never-in-clear", "secret-access-token"] {
+                assert!(!text.contains(secret), "{k} reveals {secret}");
+            }
+        }
+        // Logout on A ends it on B too (B's cached copy is dropped by the message; here, by
+        // hand, as no subscriber runs in this test).
+        let loaded = a.load(&headers(&cookies)).await;
+        a.clear(&loaded, &attrs()).await;
+        b.local.clear();
+        assert!(matches!(
+            b.load(&headers(&cookies)).await,
+            Loaded::Invalid { .. }
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_concurrent_update_does_not_overwrite_a_newer_version() {
+        let f = fleet(Duration::ZERO);
+        let (a, b) = (store(&f, 100), store(&f, 100));
+        let (_, cookies) = a.save(&Loaded::Absent, data(), &attrs()).await.unwrap();
+        let seen_by_a = a.load(&headers(&cookies)).await;
+        let seen_by_b = b.load(&headers(&cookies)).await;
+        let mut refreshed = data();
+        refreshed.access_token = "refreshed".into();
+        b.save(&seen_by_b, refreshed, &attrs()).await.unwrap();
+        let mut renewed = data();
+        renewed.renewed_at += 60;
+        assert!(matches!(
+            a.save(&seen_by_a, renewed, &attrs()).await,
+            Err(SaveError::Conflict)
+        ));
+        let Loaded::Found { session, .. } = a.load(&headers(&cookies)).await else {
+            panic!("gone");
+        };
+        assert_eq!(session.data.access_token.text(), "refreshed");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn redis_down_is_unavailable_not_invalid() {
+        let r = RedisSettings {
+            topology: RedisTopology::Single("redis://127.0.0.1:1".into()),
+            username: None,
+            password: None,
+            key_prefix: "x:".into(),
+            command_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_millis(100),
+            ca_file: None,
+            local_cache_ttl: Duration::from_secs(5),
+        };
+        let s = settings(SessionStoreKind::Redis, 100);
+        let down = Arc::new(Fleet::new(&r, &s.secrets).unwrap());
+        let up = fleet(Duration::from_secs(5));
+        // A cookie the down instance can open (same secrets).
+        let (_, cookies) = store(&up, 10)
+            .save(&Loaded::Absent, data(), &attrs())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            store(&down, 10).load(&headers(&cookies)).await,
+            Loaded::Unavailable { .. }
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
