@@ -167,9 +167,29 @@ impl Authenticator {
                 None,
             ));
         }
-        // A callback is good once: a replay (even with the cookie) is refused.
+        // A callback is good once: a replay (even with the cookie) is refused — by every
+        // instance of a fleet, which records the state in Redis (and fails closed without it).
         let until = now.saturating_add(self.settings.login_timeout.as_secs());
-        if self.used_states.insert(state.to_owned(), until).is_some() {
+        let mut replayed = self.used_states.insert(state.to_owned(), until).is_some();
+        if !replayed && let Some(fleet) = &self.fleet {
+            match fleet
+                .claim_once("st", state.as_bytes(), self.settings.login_timeout)
+                .await
+            {
+                Ok(first) => replayed = !first,
+                Err(e) => {
+                    metrics::login(&name, "store_unavailable");
+                    tracing::warn!(provider = %name, "sign-in refused: {e}");
+                    return clear_attempt(self.retry_page(
+                        503,
+                        "Sign-in is temporarily unavailable",
+                        "The sign-in could not be completed right now. Please try again in a moment.",
+                        None,
+                    ));
+                }
+            }
+        }
+        if replayed {
             metrics::login(&name, "replayed");
             return clear_attempt(self.retry_page(
                 400,

@@ -76,6 +76,7 @@ impl Authenticator {
                     index,
                     &loaded,
                     attrs,
+                    self.fleet.as_deref(),
                 ))
                 .await
             {

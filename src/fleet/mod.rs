@@ -121,6 +121,76 @@ impl Fleet {
     }
 }
 
+/// A lease (a lock with an expiry) held by this instance.
+#[derive(Debug)]
+pub struct Lease {
+    key: String,
+    token: String,
+}
+
+/// Extends a lease, if it is still ours.
+static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+    )
+});
+
+/// Releases a lease, if it is still ours (never another instance's that took it over).
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+});
+
+impl Fleet {
+    /// Takes the lease `kind` on `tag` for `ttl`, if no instance holds it.
+    pub async fn acquire(
+        &self,
+        kind: &str,
+        tag: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<Option<Lease>, FleetError> {
+        let key = self.key(kind, tag);
+        let token = hex(&crypto::random_bytes::<16>());
+        let set: Option<String> = self
+            .redis
+            .query(
+                "SET",
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
+            .await?;
+        Ok(set.map(|_| Lease { key, token }))
+    }
+
+    /// Extends `lease` to `ttl` from now; false when it is no longer ours.
+    pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, FleetError> {
+        let renewed: i64 = self
+            .redis
+            .script(
+                "EVALSHA",
+                RENEW
+                    .key(&lease.key)
+                    .arg(&lease.token)
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives `lease` back (compare-and-delete).
+    pub async fn release(&self, lease: Lease) {
+        let _ = self
+            .redis
+            .script::<i64>("EVALSHA", RELEASE.key(&lease.key).arg(&lease.token))
+            .await;
+    }
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

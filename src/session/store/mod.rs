@@ -210,6 +210,20 @@ impl Sessions {
         }
     }
 
+    /// A version of `loaded`'s session newer than the one loaded, with a valid access token,
+    /// when another instance saved one (a refresh elsewhere), waiting up to `wait` for it. Only
+    /// the Redis store can know; the others answer `None`.
+    pub async fn newer_version(
+        &self,
+        loaded: &Loaded,
+        wait: std::time::Duration,
+    ) -> Option<(Arc<Session>, SetCookies)> {
+        match self {
+            Sessions::Local(_) => None,
+            Sessions::Redis(s) => Box::pin(s.newer_version(loaded, wait)).await,
+        }
+    }
+
     /// Ends the request's session, if it has one, everywhere it is known; returns the cookies
     /// that delete it from the client.
     pub async fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {

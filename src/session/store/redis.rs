@@ -133,6 +133,32 @@ impl RedisStore {
         }
     }
 
+    /// A version of `loaded`'s session newer than the loaded one with a valid access token,
+    /// read from Redis (not memory), polling for up to `wait`.
+    pub async fn newer_version(
+        &self,
+        loaded: &Loaded,
+        wait: std::time::Duration,
+    ) -> Option<(Arc<Session>, SetCookies)> {
+        let found = loaded.session()?;
+        let remote = found.remote.as_ref()?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Ok(Some(s)) = self.fetch(found.sid, remote.key, remote.tag).await
+                && s.remote
+                    .as_ref()
+                    .is_some_and(|r| r.version > remote.version)
+                && !s.access_token_expired(clock::now(), std::time::Duration::ZERO)
+            {
+                return Some((s, Vec::new()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Reads, opens and checks a session in Redis; `None` when it is not (or no longer) valid.
     async fn fetch(
         &self,
