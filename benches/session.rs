@@ -8,7 +8,7 @@ use common::{KEYS, idp_metadata};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use oidc_gateway::auth::Authenticator;
 use oidc_gateway::clock::now;
-use oidc_gateway::config::Config;
+use oidc_gateway::config::{Config, SessionStoreKind};
 use oidc_gateway::http::cookies::CookieAttrs;
 use oidc_gateway::metrics::RouteMetrics;
 use oidc_gateway::oidc::provider::Discovered;
@@ -154,10 +154,12 @@ fn bench_sessions(c: &mut Criterion) {
 fn bench_create(c: &mut Criterion) {
     for (store, label) in [("cookie", "cookie store"), ("memory", "memory store")] {
         let cfg = config(store, 100_000);
-        let store::Sessions::Local(sessions) =
-            store::Sessions::new(cfg.session.as_ref().unwrap(), None).unwrap()
-        else {
-            unreachable!("cookie and memory stores are local")
+        let settings = cfg.session.as_ref().unwrap();
+        let sessions: Box<dyn LocalStore> = match settings.store {
+            SessionStoreKind::Memory { max_sessions } => {
+                Box::new(store::MemoryStore::new(settings, max_sessions))
+            }
+            _ => Box::new(store::CookieStore::new(settings)),
         };
         let attrs = CookieAttrs::default();
         c.bench_function(&format!("session create: {label}"), |b| {

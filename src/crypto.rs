@@ -94,6 +94,37 @@ impl Sealer {
     }
 }
 
+/// Names for things that must not be recognisable where they are stored (Redis keys, the
+/// revocation file): HMACs under one key per session secret. The first secret names new
+/// things; the others still find what older secrets named, so a rotation loses nothing.
+#[derive(Clone)]
+pub struct Names(Vec<[u8; 32]>);
+
+impl Names {
+    /// Naming keys derived from `secrets` (at least one).
+    pub fn new(secrets: &[Secret]) -> Names {
+        Names(
+            secrets
+                .iter()
+                .map(|s| derive_key(s, "oidc-gateway redis names"))
+                .collect(),
+        )
+    }
+
+    /// The name of `what` under naming key `index` (0: the current secret's).
+    pub fn name(&self, index: usize, what: &[u8]) -> [u8; 32] {
+        match self.0.get(index).or(self.0.last()) {
+            Some(key) => mac(key, what),
+            None => [0; 32],
+        }
+    }
+
+    /// How many naming keys there are.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A 256-bit key derived from `secret` for `purpose` (HKDF-SHA256).
 pub fn derive_key(secret: &Secret, purpose: &str) -> [u8; 32] {
     let hk = Hkdf::<Sha256>::new(Some(b"oidc-gateway v1"), secret.expose().as_bytes());

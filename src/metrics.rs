@@ -177,7 +177,7 @@ pub fn init_provider(provider: &str) {
     for result in ["started", "succeeded"] {
         LOGINS.with_label_values(&[provider, result]);
     }
-    for result in ["succeeded", "failed"] {
+    for result in ["succeeded", "failed", "rejected"] {
         TOKEN_REFRESH.with_label_values(&[provider, result]);
     }
     for result in ["ok", "error"] {

@@ -68,7 +68,8 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     };
     let oidc = Authenticator::new(&config, fleet.clone())?.map(Arc::new);
     if let Some(auth) = &oidc {
-        if let (Some(fleet), Some(handler)) = (&fleet, auth.store.invalidator()) {
+        if let Some(fleet) = &fleet {
+            let handler = auth.store.invalidator();
             let mut sub = background_service(
                 "Redis invalidations",
                 Subscriber::new(fleet.clone(), handler.clone()),

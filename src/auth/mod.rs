@@ -170,7 +170,11 @@ impl Authenticator {
                 settings.login_timeout,
                 settings.max_login_cookies,
             ),
-            store: Sessions::new(&settings, fleet.as_ref())?,
+            store: Sessions::new(
+                &settings,
+                fleet.as_ref(),
+                config.server.state_dir.as_deref(),
+            )?,
             fleet,
             scrub: identity::scrub_set(config),
             providers,

@@ -12,6 +12,7 @@
 use crate::fleet::{Fleet, Lease};
 use crate::metrics;
 use crate::oidc::provider::Providers;
+use crate::oidc::refresh::RefreshError;
 use crate::session::store::{Loaded, SaveError, Sessions, SetCookies};
 use crate::session::{Session, Sid};
 use crate::{clock, http::cookies::CookieAttrs};
@@ -180,6 +181,14 @@ impl Job<'_> {
                     None
                 }
             },
+            Err(e @ RefreshError::Rejected(_)) => {
+                // The provider ended the grant (revoked, rotated away, user disabled): the
+                // session ends on every instance, not just for this request.
+                metrics::token_refresh(name, "rejected");
+                tracing::info!(provider = %name, "session ended: {e}");
+                store.clear(loaded, attrs).await;
+                None
+            }
             Err(e) => {
                 metrics::token_refresh(name, "failed");
                 tracing::warn!(provider = %name, "token refresh failed: {e}");

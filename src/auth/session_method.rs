@@ -38,7 +38,7 @@ impl Authenticator {
             }
             Loaded::Invalid { .. } => {
                 route_metrics.session(SessionResult::Invalid);
-                return SessionOutcome::None(self.store.clear(&loaded, self.attrs(first)).await);
+                return SessionOutcome::None(self.store.discard(&loaded, self.attrs(first)).await);
             }
             // Not a missing session: the store cannot tell. The cookie stays.
             Loaded::Unavailable { .. } => return SessionOutcome::Unavailable,
@@ -60,7 +60,7 @@ impl Authenticator {
         let attrs = self.attrs(index);
         if session.check(now, self.store.timeouts()).is_err() {
             route_metrics.session(SessionResult::Expired);
-            return SessionOutcome::None(self.store.clear(&loaded, attrs).await);
+            return SessionOutcome::None(self.store.discard(&loaded, attrs).await);
         }
         session.touch(now);
         route_metrics.session(SessionResult::Hit);

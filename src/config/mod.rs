@@ -265,6 +265,8 @@ pub struct Server {
     pub login_rate_limit: u64,
     /// Introspection calls (cache misses) per client IP and minute (0: unlimited).
     pub introspection_rate_limit: u64,
+    /// Where state that must survive a restart is kept without `[redis]` (revocations).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A TLS listener.

@@ -146,6 +146,7 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub login_rate_limit: Option<Spanned<i64>>,
     pub introspection_rate_limit: Option<Spanned<i64>>,
+    pub state_dir: Option<SStr>,
 }
 
 /// `[[server.tls]]`

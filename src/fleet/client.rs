@@ -129,6 +129,29 @@ pub fn server_client(s: &RedisSettings, url: &str) -> Result<redis::Client, Stri
     client.map_err(|e| format!("Redis {url:?}: {e}"))
 }
 
+/// The runtime Redis connections live on. Pingora runs each service on runtimes of its own,
+/// and the gateway is built before any of them runs; a connection's driver task must run on a
+/// runtime that lives as long as the process, whichever runtime sends it commands. One small
+/// runtime of our own is that place, and it is never dropped.
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("redis")
+        .enable_all()
+        .build()
+        .expect("a one-thread Tokio runtime for Redis connections")
+});
+
+/// Runs `f` (which may spawn a connection's driver) on the Redis runtime.
+async fn on_runtime<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, FleetError> {
+    RUNTIME
+        .spawn(f)
+        .await
+        .map_err(|e| FleetError::Unavailable(e.to_string()))
+}
+
 impl RedisClient {
     /// A client for `[redis]`; nothing is connected yet.
     pub fn new(s: &RedisSettings) -> Result<RedisClient, String> {
@@ -142,6 +165,7 @@ impl RedisClient {
             RedisTopology::Single(url) => {
                 let client = server_client(s, url)?;
                 subscribe_to.push(client.clone());
+                let _on = RUNTIME.enter();
                 Conn::Single(
                     ConnectionManager::new_lazy_with_config(client, config)
                         .map_err(|e| format!("Redis {url:?}: {e}"))?,
@@ -243,8 +267,11 @@ impl RedisClient {
                     return Ok(Handle::Manager(m.clone()));
                 }
                 let client = st.sentinel.async_get_client().await.map_err(unavailable)?;
-                let m = ConnectionManager::new_lazy_with_config(client, st.config.clone())
-                    .map_err(unavailable)?;
+                let m = {
+                    let _on = RUNTIME.enter();
+                    ConnectionManager::new_lazy_with_config(client, st.config.clone())
+                        .map_err(unavailable)?
+                };
                 st.master = Some(m.clone());
                 Ok(Handle::Manager(m))
             }
@@ -253,7 +280,10 @@ impl RedisClient {
                 if let Some(c) = c.as_ref() {
                     return Ok(Handle::Cluster(c.clone()));
                 }
-                let fresh = client.get_async_connection().await.map_err(unavailable)?;
+                let client = client.clone();
+                let fresh = on_runtime(async move { client.get_async_connection().await })
+                    .await?
+                    .map_err(unavailable)?;
                 *c = Some(fresh.clone());
                 Ok(Handle::Cluster(fresh))
             }

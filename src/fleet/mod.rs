@@ -21,9 +21,8 @@ pub struct Fleet {
     pub redis: RedisClient,
     /// Settings (prefix, timeouts, local cache).
     pub settings: RedisSettings,
-    /// One naming key per session secret: the first names new things; the others find what
-    /// older secrets named (rotation).
-    names: Vec<[u8; 32]>,
+    /// Names of sessions, users and states in keys.
+    pub names: crypto::Names,
 }
 
 /// What an instance tells the others through the invalidation channel.
@@ -31,7 +30,16 @@ pub struct Fleet {
 pub enum Invalidation {
     /// One session changed or ended: drop it from memory.
     Session([u8; 32]),
-    /// Drop every cached session (a user's sessions ended, or state may have been missed).
+    /// Something was revoked (see `session::revocations`): apply the mark.
+    Revoked {
+        /// The name of what was revoked.
+        tag: [u8; 32],
+        /// When.
+        at: u64,
+        /// Until when the mark must be kept.
+        until: u64,
+    },
+    /// Drop every cached session: messages may have been missed.
     All,
 }
 
@@ -40,15 +48,25 @@ impl Invalidation {
     pub fn encode(&self) -> String {
         match self {
             Invalidation::Session(tag) => format!("s:{}", hex(tag)),
+            Invalidation::Revoked { tag, at, until } => format!("r:{}:{at}:{until}", hex(tag)),
             Invalidation::All => "all".into(),
         }
     }
 
     /// Parses a message; unknown ones mean "drop everything", the safe reading.
     pub fn decode(text: &str) -> Invalidation {
-        text.strip_prefix("s:")
-            .and_then(unhex)
-            .map_or(Invalidation::All, Invalidation::Session)
+        if let Some(tag) = text.strip_prefix("s:").and_then(unhex) {
+            return Invalidation::Session(tag);
+        }
+        let revoked = text.strip_prefix("r:").and_then(|rest| {
+            let mut f = rest.split(':');
+            Some(Invalidation::Revoked {
+                tag: unhex(f.next()?)?,
+                at: f.next()?.parse().ok()?,
+                until: f.next()?.parse().ok()?,
+            })
+        });
+        revoked.unwrap_or(Invalidation::All)
     }
 }
 
@@ -58,21 +76,13 @@ impl Fleet {
         Ok(Fleet {
             redis: RedisClient::new(settings)?,
             settings: settings.clone(),
-            names: secrets
-                .iter()
-                .map(|s| crypto::derive_key(s, "oidc-gateway redis names"))
-                .collect(),
+            names: crypto::Names::new(secrets),
         })
     }
 
     /// The name of `what` under the naming key of secret `index` (0: the current one).
     pub fn name(&self, index: usize, what: &[u8]) -> [u8; 32] {
-        crypto::mac(&self.names[index.min(self.names.len() - 1)], what)
-    }
-
-    /// How many naming keys there are (one per configured secret).
-    pub fn name_count(&self) -> usize {
-        self.names.len()
+        self.names.name(index, what)
     }
 
     /// The Redis key of kind `kind` (`s`, `rs`, `ru`, `st`, `lk`, ...) about `tag`.
@@ -202,7 +212,8 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+/// The 32 bytes `hex` wrote.
+pub fn unhex(s: &str) -> Option<[u8; 32]> {
     let b = s.as_bytes();
     if b.len() != 64 {
         return None;
@@ -224,6 +235,13 @@ mod tests {
         let tag = [7u8; 32];
         let m = Invalidation::Session(tag).encode();
         assert_eq!(Invalidation::decode(&m), Invalidation::Session(tag));
+        let r = Invalidation::Revoked {
+            tag,
+            at: 5,
+            until: 9,
+        };
+        assert_eq!(Invalidation::decode(&r.encode()), r);
+        assert_eq!(Invalidation::decode("r:00:1"), Invalidation::All);
         assert_eq!(Invalidation::decode("all"), Invalidation::All);
         assert_eq!(Invalidation::decode("s:zz"), Invalidation::All);
         assert_eq!(Invalidation::decode("something new"), Invalidation::All);

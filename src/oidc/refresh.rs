@@ -9,13 +9,36 @@ use crate::session::SessionData;
 use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse as _};
 use std::time::Instant;
 
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider refused the refresh token (`invalid_grant`): the session is over.
+    #[error("the provider refused the refresh token: {0}")]
+    Rejected(String),
+    /// Anything else (the provider down, a bad answer): the session may refresh later.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for RefreshError {
+    fn from(e: String) -> RefreshError {
+        RefreshError::Failed(e)
+    }
+}
+
+impl From<&str> for RefreshError {
+    fn from(e: &str) -> RefreshError {
+        RefreshError::Failed(e.into())
+    }
+}
+
 /// Returns the session contents after a successful refresh.
 pub async fn refresh(
     providers: &Providers,
     index: usize,
     old: &SessionData,
     now: u64,
-) -> Result<SessionData, String> {
+) -> Result<SessionData, RefreshError> {
     let handle = providers.handle(index).ok_or("no such provider")?;
     let d = providers
         .get(index)
@@ -29,7 +52,15 @@ pub async fn refresh(
         .request_async(&handle.http)
         .await;
     metrics::idp_request(&handle.config.name, "refresh", start.elapsed());
-    let token = result.map_err(|e| error_chain(&e))?;
+    let token = match result {
+        Ok(t) => t,
+        Err(openidconnect::RequestTokenError::ServerResponse(r))
+            if *r.error() == openidconnect::core::CoreErrorResponseType::InvalidGrant =>
+        {
+            return Err(RefreshError::Rejected(r.to_string()));
+        }
+        Err(e) => return Err(RefreshError::Failed(error_chain(&e))),
+    };
 
     let mut data = old.clone();
     let mut claims = old.claims().clone();

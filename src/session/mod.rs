@@ -6,6 +6,7 @@
 
 pub mod chunks;
 pub mod codec;
+pub mod revocations;
 pub mod store;
 pub mod token;
 
@@ -204,6 +205,8 @@ pub struct Session {
     pub upstream_headers: OnceLock<Box<[(http::HeaderName, http::HeaderValue)]>>,
     /// Redis store: where the session lives there (boxed: other stores pay one pointer).
     pub remote: Option<Box<Remote>>,
+    /// The revocation epoch at which it was last found not revoked.
+    pub revocations_checked: AtomicU64,
 }
 
 /// Where a Redis-store session lives, and what saving it again needs.
@@ -234,6 +237,7 @@ impl Session {
             last_seen: AtomicU64::new(seen),
             upstream_headers: OnceLock::new(),
             remote: None,
+            revocations_checked: AtomicU64::new(0),
         }
     }
 
@@ -265,6 +269,7 @@ impl Session {
             last_seen: AtomicU64::new(self.last_seen()),
             upstream_headers: self.upstream_headers.clone(),
             remote: self.remote.clone(),
+            revocations_checked: AtomicU64::new(self.revocations_checked.load(Ordering::Relaxed)),
         }
     }
 
@@ -327,7 +332,7 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn data(created: u64) -> SessionData {

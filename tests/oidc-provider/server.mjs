@@ -309,6 +309,7 @@ const configuration = {
       },
     },
     userinfo: { enabled: true },
+    backchannelLogout: { enabled: cfg.backchannel_logout === true },
     rpInitiatedLogout: {
       enabled: true,
       async logoutSource(ctx, form) {
@@ -458,6 +459,35 @@ async function handleInteraction(provider, req, res, pathname) {
 
 const HISTORY = 200;
 const stats = { count: 0, paths: [] };
+// What the OP issued and how its token endpoint answered, for the fleet tests: refresh
+// tokens (to prove no store holds one in clear), grants by type, invalid_grant answers, and
+// back-channel logout deliveries.
+const issued = {
+  refresh_tokens: [],
+  grants: {},
+  invalid_grant: 0,
+  backchannel: { ok: 0, error: 0 },
+};
+
+function sendJson(res, status, value) {
+  const body = JSON.stringify(value);
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Cache-Control': 'no-store',
+    'Content-Length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+// Signs a JWT with the OP's own key: the tests build logout tokens the OP would never send
+// (a nonce, no events, a stale iat, a wrong typ) and need them to carry a valid signature, so
+// that only the claim under test is wrong.
+function signJwt(header, payload) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const input = `${b64({ alg: 'RS256', kid: signingJwk.kid, ...header })}.${b64(payload)}`;
+  const sig = crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url');
+  return `${input}.${sig}`;
+}
 
 let provider;
 let providerCallback;
@@ -470,6 +500,22 @@ const server = http.createServer((req, res) => {
     pathname = req.url;
   }
 
+  if (pathname === '/__test/issued') {
+    sendJson(res, 200, issued);
+    return;
+  }
+  if (pathname === '/__test/sign' && req.method === 'POST') {
+    readForm(req).then((form) => {
+      try {
+        sendJson(res, 200, {
+          jwt: signJwt(JSON.parse(form.get('header') ?? '{}'), JSON.parse(form.get('payload') ?? '{}')),
+        });
+      } catch (err) {
+        sendJson(res, 400, { error: String(err) });
+      }
+    }, () => sendJson(res, 400, { error: 'bad form' }));
+    return;
+  }
   if (pathname === '/__test/requests') {
     const body = JSON.stringify({ count: stats.count, paths: stats.paths });
     res.writeHead(200, {
@@ -521,6 +567,19 @@ server.listen(args.port, '127.0.0.1', () => {
     fail(`invalid provider configuration: ${err.stack ?? err}`);
   }
   provider.on('server_error', (ctx, err) => console.error('test-op: server_error', err));
+  provider.on('refresh_token.saved', (token) => issued.refresh_tokens.push(token.jti));
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params?.grant_type ?? 'unknown';
+    issued.grants[type] = (issued.grants[type] ?? 0) + 1;
+  });
+  provider.on('grant.error', (ctx, err) => {
+    if (err.error === 'invalid_grant') issued.invalid_grant += 1;
+  });
+  provider.on('backchannel.success', () => { issued.backchannel.ok += 1; });
+  provider.on('backchannel.error', (ctx, err) => {
+    issued.backchannel.error += 1;
+    console.error('test-op: back-channel logout failed', err?.message ?? err);
+  });
   providerCallback = provider.callback();
   process.stdout.write(`READY ${issuer}\n`);
 });

@@ -63,11 +63,33 @@ impl Browser {
     /// GET `url` and follow redirects (up to 20), filling login/consent forms on the way with
     /// `credentials` when given. Stops at the first non-redirect that is not such a form.
     pub async fn navigate(&self, url: &str, credentials: Option<(&str, &str)>) -> Page {
+        self.navigate_until(url, credentials, None).await
+    }
+
+    /// Like [`navigate`](Self::navigate), but stops before requesting the first URL that
+    /// starts with `stop` (a callback to deliver by hand), returned as the page's `url`.
+    pub async fn navigate_until(
+        &self,
+        url: &str,
+        credentials: Option<(&str, &str)>,
+        stop: Option<&str>,
+    ) -> Page {
         let mut url = url.to_owned();
         let mut method = reqwest::Method::GET;
         let mut form: Option<Vec<(String, String)>> = None;
         let mut trail = Vec::new();
         for _ in 0..30 {
+            if let Some(stop) = stop
+                && url.starts_with(stop)
+            {
+                return Page {
+                    url,
+                    status: 0,
+                    headers: reqwest::header::HeaderMap::new(),
+                    body: String::new(),
+                    trail,
+                };
+            }
             trail.push(url.clone());
             let mut req = self
                 .client

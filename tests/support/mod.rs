@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod hostile_op;
 pub mod lenient;
 pub mod op;
+pub mod redis;
 pub mod upstream;
 
 #[allow(unused_imports)]

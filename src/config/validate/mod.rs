@@ -113,6 +113,19 @@ impl Builder<'_> {
                 "store = \"redis\" needs a [redis] section",
             );
         }
+        if session
+            .as_ref()
+            .is_some_and(|s| s.store == SessionStoreKind::Cookie)
+            && redis.is_none()
+            && server.state_dir.is_none()
+        {
+            self.errs.warn_at(
+                None,
+                "server.state_dir",
+                "logouts are forgotten when the gateway restarts (a logged-out cookie works \
+                 again): set [server] state_dir, or share them with [redis]",
+            );
+        }
         Config {
             source: file.to_path_buf(),
             server,

@@ -4,6 +4,7 @@ use super::Builder;
 use crate::config::raw::*;
 use crate::config::*;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 impl Builder<'_> {
@@ -104,7 +105,22 @@ impl Builder<'_> {
                 300,
                 0,
             ) as u64,
+            state_dir: raw.state_dir.as_ref().and_then(|d| self.state_dir(d)),
         }
+    }
+
+    /// A directory for state: one that exists, or one the gateway may create.
+    fn state_dir(&mut self, raw: &SStr) -> Option<PathBuf> {
+        let p = PathBuf::from(raw.get_ref());
+        if raw.get_ref().is_empty() || p.is_file() {
+            self.err(
+                raw.span(),
+                "server.state_dir",
+                format!("{:?} is not a directory", raw.get_ref()),
+            );
+            return None;
+        }
+        Some(p)
     }
 
     /// A list of header names, lower-cased; every entry must be a valid name.

@@ -22,6 +22,18 @@ pub async fn run(make: MakeStore<'_>) {
     concurrent_use(make).await;
 }
 
+/// `store` behind the one interface, with revocations of its own (`fleet`: shared through
+/// Redis).
+pub fn sessions(
+    store: super::Store,
+    fleet: Option<std::sync::Arc<crate::fleet::Fleet>>,
+) -> Sessions {
+    let names = crate::crypto::Names::new(&settings(SessionStoreKind::Cookie, 0).secrets);
+    let revocations = crate::session::revocations::Revocations::new(names, fleet, None)
+        .expect("revocations without a file");
+    Sessions::with(store, std::sync::Arc::new(revocations))
+}
+
 /// `[session]` settings for tests.
 pub fn settings(store: SessionStoreKind, cache_size: usize) -> SessionSettings {
     SessionSettings {

@@ -1,7 +1,7 @@
 //! The cookie store: the whole session sealed (XChaCha20-Poly1305, bound to its id and the
 //! cookie name) into the cookie, so any instance with the secrets can open it. Recently seen
 //! sessions stay in memory, so a request normally costs one lookup and one comparison, not a
-//! decryption. Logging out refuses the session's id here until it would have expired anyway.
+//! decryption. Logged-out sessions are refused by their revocation marks (`Sessions`).
 
 use super::registry::Registry;
 use super::{
@@ -13,7 +13,6 @@ use crate::crypto::{Sealer, random_bytes};
 use crate::http::cookies::CookieAttrs;
 use crate::session::chunks::{self, Read};
 use crate::session::{Session, SessionData, Sid, Timeouts, codec};
-use dashmap::DashMap;
 use std::sync::Arc;
 
 /// Sessions sealed into their cookies.
@@ -23,8 +22,6 @@ pub struct CookieStore {
     timeouts: Timeouts,
     /// Opened cookies, so most requests need no decryption.
     cache: Registry,
-    /// Sessions logged out here, until they would have expired anyway.
-    revoked: DashMap<Sid, u64>,
 }
 
 impl CookieStore {
@@ -35,7 +32,6 @@ impl CookieStore {
             name: settings.cookie_name.clone(),
             timeouts: timeouts(settings),
             cache: Registry::new(settings.cache_size),
-            revoked: DashMap::new(),
         }
     }
 
@@ -82,9 +78,6 @@ impl LocalStore for CookieStore {
         let Some(sid) = presented_sid(&presented) else {
             return invalid;
         };
-        if self.revoked.contains_key(&sid) {
-            return invalid;
-        }
         let cached = self.cache.get(&sid);
         // A plain comparison is fine: reaching it requires the secret session id.
         if let Some(session) = cached
@@ -126,10 +119,6 @@ impl LocalStore for CookieStore {
         attrs: &CookieAttrs,
     ) -> Result<(Arc<Session>, SetCookies), SaveError> {
         let sid = loaded.session().map_or_else(random_bytes::<32>, |s| s.sid);
-        if self.revoked.contains_key(&sid) {
-            // Logged out meanwhile (a refresh finishing after logout): it stays ended.
-            return Err(SaveError::Gone);
-        }
         let sid_b64 = encode_sid(&sid);
         let plain = codec::encode(&data).ok_or(TooLarge(0))?;
         let sealed = self.sealer.seal(self.aad(&sid_b64).as_bytes(), &plain);
@@ -143,18 +132,16 @@ impl LocalStore for CookieStore {
     fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
         if let Some(s) = loaded.session() {
             self.cache.remove(&s.sid);
-            let until = s
-                .data
-                .created_at
-                .saturating_add(self.timeouts.absolute.as_secs());
-            self.revoked.insert(s.sid, until);
         }
         delete(&self.name, loaded, attrs)
     }
 
+    fn forget(&self, sid: &Sid) {
+        self.cache.remove(sid);
+    }
+
     fn sweep(&self, now: u64) {
         self.cache.sweep(now, &self.timeouts);
-        self.revoked.retain(|_, until| *until > now);
     }
 
     fn len(&self) -> usize {
@@ -183,10 +170,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn conformance() {
         conformance::run(&|capacity| {
-            super::super::Sessions::Local(Box::new(CookieStore::new(&settings(
-                SessionStoreKind::Cookie,
-                capacity,
-            ))))
+            conformance::sessions(
+                super::super::Store::Local(Box::new(CookieStore::new(&settings(
+                    SessionStoreKind::Cookie,
+                    capacity,
+                )))),
+                None,
+            )
         })
         .await;
     }
@@ -239,8 +229,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn newer_state_wins_over_old_cookies_which_are_recognised_from_memory() {
+    #[tokio::test]
+    async fn newer_state_wins_over_old_cookies_which_are_recognised_from_memory() {
         let s = store();
         let attrs = CookieAttrs::default();
         let (first, old) = s.save(&Loaded::Absent, data(), &attrs).unwrap();
@@ -263,10 +253,16 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        // Logging out refuses the old cookie as well.
-        let loaded = s.load(&headers(&old));
-        s.clear(&loaded, &attrs);
-        assert!(matches!(s.load(&headers(&old)), Loaded::Invalid { .. }));
+        // Logging out refuses the old cookie as well, though it still opens.
+        let sessions = conformance::sessions(super::super::Store::Local(Box::new(s)), None);
+        let loaded = sessions.load(&headers(&old)).await;
+        sessions.clear(&loaded, &attrs).await;
+        for cookies in [&old, &new] {
+            assert!(matches!(
+                sessions.load(&headers(cookies)).await,
+                Loaded::Invalid { .. }
+            ));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::config::SessionSettings;
 use crate::crypto::random_bytes;
 use crate::http::cookies::CookieAttrs;
 use crate::session::chunks::{self, Read};
-use crate::session::{Session, SessionData, Timeouts, Token};
+use crate::session::{Session, SessionData, Sid, Timeouts, Token};
 use std::sync::Arc;
 
 /// Sessions in memory.
@@ -92,6 +92,10 @@ impl LocalStore for MemoryStore {
         delete(&self.name, loaded, attrs)
     }
 
+    fn forget(&self, sid: &Sid) {
+        self.sessions.remove(sid);
+    }
+
     fn sweep(&self, now: u64) {
         self.sessions.sweep(now, &self.timeouts);
     }
@@ -126,8 +130,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn conformance() {
-        conformance::run(&|capacity| super::super::Sessions::Local(Box::new(store(capacity))))
-            .await;
+        conformance::run(&|capacity| {
+            conformance::sessions(super::super::Store::Local(Box::new(store(capacity))), None)
+        })
+        .await;
     }
 
     #[test]

@@ -25,12 +25,16 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
 use super::chunks;
+use super::revocations::{Mark, Revocations, Subject};
 use super::{Session, SessionData, Sid, Timeouts};
+use crate::clock;
 use crate::config::{SessionSettings, SessionStoreKind};
-use crate::fleet::Fleet;
+use crate::crypto::Names;
+use crate::fleet::{Fleet, Invalidation};
 use crate::http::cookies::{self, CookieAttrs};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use std::path::Path;
 use std::sync::Arc;
 
 /// `Set-Cookie` values to send with the response.
@@ -141,6 +145,9 @@ pub trait LocalStore: Send + Sync {
     /// the cookies that delete it from the client.
     fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies;
 
+    /// Drops the session `sid` from memory (it was revoked elsewhere).
+    fn forget(&self, sid: &Sid);
+
     /// Drops expired sessions (run periodically).
     fn sweep(&self, now: u64);
 
@@ -164,34 +171,74 @@ pub trait LocalStore: Send + Sync {
     }
 }
 
-/// Session storage, as `[session]` asks for it: the one interface the gateway uses.
-pub enum Sessions {
+/// Where the sessions themselves are.
+pub enum Store {
     /// The cookie or memory store.
     Local(Box<dyn LocalStore>),
     /// The Redis store.
     Redis(RedisStore),
 }
 
+/// Session storage, as `[session]` asks for it, with the revocations that refuse ended
+/// sessions whatever the store: the one interface the gateway uses.
+pub struct Sessions {
+    store: Store,
+    revocations: Arc<Revocations>,
+}
+
 impl Sessions {
-    /// The store `[session]` asks for (`fleet`: the `[redis]` connection, when configured).
-    pub fn new(settings: &SessionSettings, fleet: Option<&Arc<Fleet>>) -> Result<Sessions, String> {
-        Ok(match settings.store {
-            SessionStoreKind::Cookie => Sessions::Local(Box::new(CookieStore::new(settings))),
+    /// The store `[session]` asks for (`fleet`: the `[redis]` connection, when configured;
+    /// `state_dir`: where revocations are kept without one).
+    pub fn new(
+        settings: &SessionSettings,
+        fleet: Option<&Arc<Fleet>>,
+        state_dir: Option<&Path>,
+    ) -> Result<Sessions, String> {
+        let store = match settings.store {
+            SessionStoreKind::Cookie => Store::Local(Box::new(CookieStore::new(settings))),
             SessionStoreKind::Memory { max_sessions } => {
-                Sessions::Local(Box::new(MemoryStore::new(settings, max_sessions)))
+                Store::Local(Box::new(MemoryStore::new(settings, max_sessions)))
             }
             SessionStoreKind::Redis => {
                 let fleet = fleet.ok_or("store = \"redis\" needs a [redis] section")?;
-                Sessions::Redis(RedisStore::new(settings, fleet.clone()))
+                Store::Redis(RedisStore::new(settings, fleet.clone()))
             }
-        })
+        };
+        let revocations =
+            Revocations::new(Names::new(&settings.secrets), fleet.cloned(), state_dir)?;
+        Ok(Sessions::with(store, Arc::new(revocations)))
+    }
+
+    /// `store`, refusing what `revocations` ended.
+    pub fn with(store: Store, revocations: Arc<Revocations>) -> Sessions {
+        Sessions { store, revocations }
+    }
+
+    /// The revocations.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// Finds the request's session (timeouts are the caller's to check).
     pub async fn load(&self, headers: &http::HeaderMap) -> Loaded {
-        match self {
-            Sessions::Local(s) => s.load(headers),
-            Sessions::Redis(s) => s.load(headers).await,
+        let loaded = match &self.store {
+            Store::Local(s) => s.load(headers),
+            Store::Redis(s) => s.load(headers).await,
+        };
+        match &loaded {
+            Loaded::Found { session, .. } if self.revocations.is_revoked(session) => {
+                self.forget(session);
+                loaded.without_session()
+            }
+            _ => loaded,
+        }
+    }
+
+    /// Drops `session` from memory (it was revoked elsewhere).
+    fn forget(&self, session: &Session) {
+        match &self.store {
+            Store::Local(s) => s.forget(&session.sid),
+            Store::Redis(s) => s.forget(session),
         }
     }
 
@@ -204,9 +251,16 @@ impl Sessions {
         data: SessionData,
         attrs: &CookieAttrs,
     ) -> Result<(Arc<Session>, SetCookies), SaveError> {
-        match self {
-            Sessions::Local(s) => s.save(loaded, data, attrs),
-            Sessions::Redis(s) => Box::pin(s.save(loaded, data, attrs)).await,
+        if let Some(found) = loaded.session()
+            && self.revocations.ends(&found.sid, &found.data)
+        {
+            // Logged out meanwhile (a refresh finishing after logout): it stays ended.
+            self.forget(found);
+            return Err(SaveError::Gone);
+        }
+        match &self.store {
+            Store::Local(s) => s.save(loaded, data, attrs),
+            Store::Redis(s) => Box::pin(s.save(loaded, data, attrs)).await,
         }
     }
 
@@ -218,34 +272,66 @@ impl Sessions {
         loaded: &Loaded,
         wait: std::time::Duration,
     ) -> Option<(Arc<Session>, SetCookies)> {
-        match self {
-            Sessions::Local(_) => None,
-            Sessions::Redis(s) => Box::pin(s.newer_version(loaded, wait)).await,
+        match &self.store {
+            Store::Local(_) => None,
+            Store::Redis(s) => Box::pin(s.newer_version(loaded, wait)).await,
         }
     }
 
-    /// Ends the request's session, if it has one, everywhere it is known; returns the cookies
-    /// that delete it from the client.
+    /// Ends the request's session, if it has one, everywhere it is known: a revocation mark
+    /// first (so nothing can bring it back), then the session itself. Returns the cookies that
+    /// delete it from the client.
     pub async fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
-        match self {
-            Sessions::Local(s) => s.clear(loaded, attrs),
-            Sessions::Redis(s) => Box::pin(s.clear(loaded, attrs)).await,
+        if let Some(s) = loaded.session() {
+            let until = s
+                .data
+                .created_at
+                .saturating_add(self.timeouts().absolute.as_secs());
+            if let Err(e) = self
+                .revocations
+                .revoke(Subject::Session(&s.sid), until)
+                .await
+            {
+                tracing::warn!("the logout is only known to this instance: {e}");
+            }
+        }
+        self.discard(loaded, attrs).await
+    }
+
+    /// Deletes the request's expired session without a revocation mark (its own timestamps
+    /// refuse it everywhere); returns the cookies that delete it from the client.
+    pub async fn discard(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
+        match &self.store {
+            Store::Local(s) => s.clear(loaded, attrs),
+            Store::Redis(s) => Box::pin(s.clear(loaded, attrs)).await,
         }
     }
 
-    /// Drops expired sessions from memory (run periodically).
-    pub fn sweep(&self, now: u64) {
-        match self {
-            Sessions::Local(s) => s.sweep(now),
-            Sessions::Redis(s) => s.sweep(now),
+    /// Ends every session `subject` names (back-channel logout), on every instance: the mark,
+    /// then the sessions the Redis store indexed under it. An error means it is not shared.
+    pub async fn revoke(&self, subject: Subject<'_>) -> Result<(), String> {
+        let until = clock::now().saturating_add(self.timeouts().absolute.as_secs());
+        self.revocations.revoke(subject, until).await?;
+        if let Store::Redis(s) = &self.store {
+            Box::pin(s.delete_indexed(subject)).await;
         }
+        Ok(())
+    }
+
+    /// Drops expired sessions and marks from memory (run periodically).
+    pub fn sweep(&self, now: u64) {
+        match &self.store {
+            Store::Local(s) => s.sweep(now),
+            Store::Redis(s) => s.sweep(now),
+        }
+        self.revocations.sweep(now);
     }
 
     /// Sessions held in memory.
     pub fn len(&self) -> usize {
-        match self {
-            Sessions::Local(s) => s.len(),
-            Sessions::Redis(s) => s.len(),
+        match &self.store {
+            Store::Local(s) => s.len(),
+            Store::Redis(s) => s.len(),
         }
     }
 
@@ -256,25 +342,50 @@ impl Sessions {
 
     /// The configured timeouts.
     pub fn timeouts(&self) -> &Timeouts {
-        match self {
-            Sessions::Local(s) => s.timeouts(),
-            Sessions::Redis(s) => s.timeouts(),
+        match &self.store {
+            Store::Local(s) => s.timeouts(),
+            Store::Redis(s) => s.timeouts(),
         }
     }
 
-    /// What to do with the fleet's invalidation messages (the Redis store's local cache).
-    pub fn invalidator(&self) -> Option<crate::fleet::pubsub::Handler> {
-        match self {
-            Sessions::Local(_) => None,
-            Sessions::Redis(s) => Some(s.invalidator()),
-        }
+    /// What to do with the fleet's messages: apply marks made elsewhere, drop sessions other
+    /// instances changed from the Redis store's cache, and after a gap re-read every mark.
+    pub fn invalidator(&self) -> crate::fleet::pubsub::Handler {
+        let revocations = self.revocations.clone();
+        let local = match &self.store {
+            Store::Redis(s) => Some(s.invalidator()),
+            Store::Local(_) => None,
+        };
+        Arc::new(move |inv| {
+            match &inv {
+                Invalidation::Revoked { tag, at, until } => revocations.apply(
+                    *tag,
+                    Mark {
+                        at: *at,
+                        until: *until,
+                    },
+                ),
+                Invalidation::All => {
+                    let r = revocations.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = r.load_shared().await {
+                            tracing::warn!("cannot read revocations from Redis: {e}");
+                        }
+                    });
+                }
+                Invalidation::Session(_) => {}
+            }
+            if let Some(local) = &local {
+                local(inv);
+            }
+        })
     }
 
     /// Whether `cookie` is (a chunk of) the session cookie.
     pub fn is_session_cookie(&self, cookie: &str) -> bool {
-        let name = match self {
-            Sessions::Local(s) => s.cookie_name(),
-            Sessions::Redis(s) => s.cookie_name(),
+        let name = match &self.store {
+            Store::Local(s) => s.cookie_name(),
+            Store::Redis(s) => s.cookie_name(),
         };
         chunks::is_session_cookie(cookie, name)
     }

@@ -8,9 +8,11 @@
 //! - Each save writes a new version with a compare-and-set script: an update to a session that
 //!   logout deleted fails (it never comes back), and of two concurrent updates the second fails
 //!   rather than overwriting the first (a renewal never undoes a refresh).
-//! - Logout writes a revocation mark for the session, deletes it, then tells every instance to
-//!   drop its cached copy. A load refuses a session issued before a mark for its id or for its
-//!   user, so a lost delete or a missed message cannot bring it back.
+//! - Logout writes a revocation mark (`session::revocations`), deletes the session, then tells
+//!   every instance to drop its cached copy. Every fetch also reads the marks for the session,
+//!   its user and its IdP session, so a lost delete or a missed message cannot bring it back.
+//! - Sessions are indexed by user and by IdP session (sets with TTLs), so a back-channel logout
+//!   deletes them all.
 //! - The hot path stays in memory: a session read from Redis is kept for `local_cache_ttl`
 //!   (never past its access token's expiry); `0s` asks Redis on every request.
 //! - Redis down: a cached session is still served; otherwise the request gets a 503, and the
@@ -25,6 +27,7 @@ use crate::fleet::{Fleet, FleetError, Invalidation};
 use crate::http::cookies::CookieAttrs;
 use crate::metrics;
 use crate::session::chunks::{self, Read};
+use crate::session::revocations::{self, Subject};
 use crate::session::{Remote, Session, SessionData, Sid, Timeouts, codec};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -87,9 +90,16 @@ impl RedisStore {
     pub fn invalidator(&self) -> crate::fleet::pubsub::Handler {
         let local = self.local.clone();
         Arc::new(move |inv| match inv {
-            Invalidation::Session(tag) => local.remove(&tag),
+            Invalidation::Session(tag) | Invalidation::Revoked { tag, .. } => local.remove(&tag),
             Invalidation::All => local.clear(),
         })
+    }
+
+    /// Drops `session` from memory (it was revoked).
+    pub fn forget(&self, session: &Session) {
+        if let Some(r) = &session.remote {
+            self.local.remove(&r.tag);
+        }
     }
 
     /// Finds the request's session: from memory, else from Redis.
@@ -166,13 +176,14 @@ impl RedisStore {
         key: [u8; 32],
         tag: [u8; 32],
     ) -> Result<Option<Arc<Session>>, FleetError> {
-        let mut p = redis::pipe();
-        p.cmd("HGETALL")
-            .arg(self.fleet.key("s", &tag))
-            .cmd("GET")
-            .arg(self.fleet.key("rs", &tag));
-        let (hash, mark): (HashMap<String, Vec<u8>>, Option<u64>) =
-            self.fleet.redis.pipeline("HGETALL", &p).await?;
+        let hash: HashMap<String, Vec<u8>> = self
+            .fleet
+            .redis
+            .query(
+                "HGETALL",
+                redis::cmd("HGETALL").arg(self.fleet.key("s", &tag)),
+            )
+            .await?;
         let version = hash
             .get("v")
             .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
@@ -183,10 +194,7 @@ impl RedisStore {
         else {
             return Ok(None);
         };
-        if mark.is_some_and(|at| at >= data.created_at) {
-            return Ok(None);
-        }
-        if self.user_revoked_since(&data).await? {
+        if revocations::ended_in_redis(&self.fleet, &sid, &data).await? {
             return Ok(None);
         }
         let session = Arc::new(Session::with_remote(
@@ -196,20 +204,6 @@ impl RedisStore {
         ));
         self.remember(&session);
         Ok(Some(session))
-    }
-
-    /// Whether every session of this user issued before some time was revoked (back-channel
-    /// logout by `sub`), and this one with them. Marks under every naming key count: a mark
-    /// written before a secret rotation still holds after it.
-    async fn user_revoked_since(&self, data: &SessionData) -> Result<bool, FleetError> {
-        let who = user_id(&data.provider, &data.sub);
-        let mut p = redis::pipe();
-        for i in 0..self.fleet.name_count() {
-            p.cmd("GET")
-                .arg(self.fleet.key("ru", &self.fleet.name(i, who.as_bytes())));
-        }
-        let marks: Vec<Option<u64>> = self.fleet.redis.pipeline("GET", &p).await?;
-        Ok(marks.into_iter().flatten().any(|at| at >= data.created_at))
     }
 
     /// Keeps `session` in memory for the local-cache time, never past its access token.
@@ -307,6 +301,7 @@ impl RedisStore {
             // 256 random bits collided: surely something else is wrong.
             return Err(SaveError::Conflict);
         }
+        self.index(&tag, &data).await.map_err(unavailable)?;
         let mut ids = [0u8; 64];
         ids[..32].copy_from_slice(&sid);
         ids[32..].copy_from_slice(&key);
@@ -325,40 +320,96 @@ impl RedisStore {
         Ok((session, cookies))
     }
 
-    /// Ends the request's session on every instance: a revocation mark, the delete, then the
-    /// message. The cookie is deleted whatever Redis says.
+    /// Deletes the request's session from Redis and tells every instance to drop its copy
+    /// (the revocation mark, written first by `Sessions`, already refuses it). The cookie is
+    /// deleted whatever Redis says.
     pub async fn clear(&self, loaded: &Loaded, attrs: &CookieAttrs) -> SetCookies {
         if let Some(found) = loaded.session()
             && let Some(remote) = &found.remote
         {
             self.local.remove(&remote.tag);
-            if let Err(e) = self.revoke(&remote.tag, &found.data).await {
+            if let Err(e) = self.delete(&[remote.tag]).await {
                 tracing::warn!("logout could not reach Redis: {e}");
             }
         }
         delete(&self.name, loaded, attrs)
     }
 
-    async fn revoke(&self, tag: &[u8; 32], data: &SessionData) -> Result<(), FleetError> {
-        let now = clock::now();
-        let keep_ms = self.ttl_ms(data, now).max(
-            data.created_at
-                .saturating_add(self.timeouts.absolute.as_secs())
-                .saturating_sub(now)
-                * 1000,
-        );
-        let mut p = redis::pipe();
-        p.cmd("SET")
-            .arg(self.fleet.key("rs", tag))
-            .arg(now)
-            .arg("PX")
-            .arg(keep_ms.max(1))
-            .ignore()
-            .cmd("DEL")
-            .arg(self.fleet.key("s", tag))
-            .ignore();
-        self.fleet.redis.pipeline::<()>("SET", &p).await?;
-        self.fleet.publish(&Invalidation::Session(*tag)).await
+    /// Deletes the sessions named `tags`, then tells every instance.
+    async fn delete(&self, tags: &[[u8; 32]]) -> Result<(), FleetError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut del = redis::cmd("DEL");
+        for t in tags {
+            del.arg(self.fleet.key("s", t));
+        }
+        self.fleet.redis.query::<i64>("DEL", &del).await?;
+        for t in tags {
+            self.fleet.publish(&Invalidation::Session(*t)).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a new session to the indexes back-channel logout finds sessions by: its user and
+    /// its IdP session (sets, living as long as the longest session in them).
+    async fn index(&self, tag: &[u8; 32], data: &SessionData) -> Result<(), FleetError> {
+        let idp = revocations::idp_sid(data);
+        let keep = self.timeouts.absolute.as_secs().max(1);
+        for subject in revocations::subjects(&[0; 32], data, idp.as_deref())
+            .into_iter()
+            .skip(1)
+        {
+            let key = self.fleet.key("ix", &self.fleet.name(0, &subject.bytes()));
+            let mut p = redis::pipe();
+            p.cmd("SADD")
+                .arg(&key)
+                .arg(&tag[..])
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(keep)
+                .arg("GT")
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(keep)
+                .arg("NX")
+                .ignore();
+            self.fleet.redis.pipeline::<()>("SADD", &p).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every session indexed under `subject` (a user or an IdP session), under every
+    /// naming key.
+    pub async fn delete_indexed(&self, subject: Subject<'_>) {
+        let bytes = subject.bytes();
+        for i in 0..self.fleet.names.count() {
+            let key = self.fleet.key("ix", &self.fleet.name(i, &bytes));
+            let found: Result<Vec<Vec<u8>>, _> = self
+                .fleet
+                .redis
+                .query("SMEMBERS", redis::cmd("SMEMBERS").arg(&key))
+                .await;
+            let tags: Vec<[u8; 32]> = found
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| <[u8; 32]>::try_from(t.as_slice()).ok())
+                .collect();
+            for t in &tags {
+                self.local.remove(t);
+            }
+            // The marks already refuse them: deleting frees the memory and is best effort.
+            if let Err(e) = self.delete(&tags).await {
+                tracing::warn!("back-channel logout could not delete sessions: {e}");
+            }
+            let _ = self
+                .fleet
+                .redis
+                .query::<i64>("DEL", redis::cmd("DEL").arg(&key))
+                .await;
+        }
     }
 
     /// Drops expired entries from memory.
@@ -396,14 +447,9 @@ fn split(ids: &[u8; 64]) -> (Sid, [u8; 32]) {
     (sid, key)
 }
 
-/// What names a user across the fleet: the provider and its subject.
-pub fn user_id(provider: &str, sub: &str) -> String {
-    format!("{provider}\u{0}{sub}")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::Sessions;
+    use super::super::Store;
     use super::super::conformance::{self, attrs, data, headers, settings};
     use super::*;
     use crate::config::{RedisSettings, RedisTopology, SessionStoreKind};
@@ -436,7 +482,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn conformance() {
         let f = fleet(Duration::from_secs(5));
-        conformance::run(&|capacity| Sessions::Redis(store(&f, capacity))).await;
+        conformance::run(&|capacity| {
+            conformance::sessions(Store::Redis(store(&f, capacity)), Some(f.clone()))
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

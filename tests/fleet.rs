@@ -1,0 +1,520 @@
+//! Fleet mode end to end: two gateway processes (A and B, as behind a load balancer) sharing
+//! one real `redis-server`, logging in at the real `oidc-provider` OP. Each test starts its own
+//! Redis, OP, upstream and gateways on loopback, and stops them when it ends.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::redis::RedisServer;
+use support::*;
+
+const SECRET: &str = "fleet-session-secret-0123456789abcdef-0123456789";
+const ALICE: Option<(&str, &str)> = Some(("alice", "wonderland"));
+
+struct Fleet {
+    redis: RedisServer,
+    op: RealOp,
+    up: TestUpstream,
+    a: GatewayProcess,
+    b: GatewayProcess,
+    /// The public origin (A's): the redirect URI both instances use.
+    origin: String,
+    body: String,
+}
+
+impl Fleet {
+    /// Redis, the OP (access tokens living `access_ttl` seconds) and two gateways with
+    /// `[session] store = store`; `op_extra` is merged into the OP's config.
+    async fn start(store: &str, access_ttl: u64, op_extra: serde_json::Value) -> Fleet {
+        let redis = RedisServer::start();
+        let up = TestUpstream::start("app");
+        let (port_a, port_b) = (free_port(), free_port());
+        let origin = format!("http://127.0.0.1:{port_a}");
+        let mut op_cfg = op_config(&origin, access_ttl);
+        merge(&mut op_cfg, op_extra);
+        let op = RealOp::start(&op_cfg);
+        let body = Toml::new()
+            .session(
+                "${SESSION_SECRET}",
+                &format!("store = \"{store}\"\nidling_timeout = \"1h\""),
+            )
+            .provider(
+                "op",
+                &op.issuer,
+                "${OP_CLIENT_SECRET}",
+                &origin,
+                "leeway = \"1s\"",
+            )
+            .upstream("app", &up.address())
+            .route("app", &["/app"], "app", r#"provider = "op""#, "")
+            .raw(&format!(
+                "[redis]\nurl = \"{}\"\ncommand_timeout = \"200ms\"\nconnect_timeout = \"500ms\"\n",
+                redis.url()
+            ))
+            .build();
+        let a = start_gateway(&body, port_a);
+        let b = start_gateway(&body, port_b);
+        wait_discovered(&a).await;
+        wait_discovered(&b).await;
+        Fleet {
+            redis,
+            op,
+            up,
+            a,
+            b,
+            origin,
+            body,
+        }
+    }
+
+    /// Stops both gateways and starts them again on the same ports.
+    async fn restart(&mut self) {
+        let (pa, pb) = (self.a.port, self.b.port);
+        self.a.signal("KILL");
+        self.b.signal("KILL");
+        self.a.wait_exit(Duration::from_secs(5));
+        self.b.wait_exit(Duration::from_secs(5));
+        self.a = start_gateway(&self.body, pa);
+        self.b = start_gateway(&self.body, pb);
+        wait_discovered(&self.a).await;
+        wait_discovered(&self.b).await;
+    }
+
+    /// Logs alice in through `gw` with a fresh browser; the session cookie's value.
+    async fn login(&self, gw: &GatewayProcess) -> (Browser, String) {
+        login(gw, &self.origin).await
+    }
+
+    async fn issued(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/__test/issued", self.op.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Logs alice in through `gw` with a fresh browser; the session cookie's value.
+async fn login(gw: &GatewayProcess, origin: &str) -> (Browser, String) {
+    let b = Browser::new();
+    let page = b.navigate(&gw.url("/app/x"), ALICE).await;
+    assert_eq!(
+        page.status,
+        200,
+        "{}\n{:?}\n{}",
+        page.body,
+        page.trail,
+        gw.log()
+    );
+    let cookie = b
+        .cookie_header(origin)
+        .split("; ")
+        .find_map(|c| c.strip_prefix("oidc_session="))
+        .expect("a session cookie")
+        .to_owned();
+    (b, cookie)
+}
+
+fn start_gateway(body: &str, port: u16) -> GatewayProcess {
+    start_gateway_with(body, port, "")
+}
+
+fn start_gateway_with(body: &str, port: u16, server_extra: &str) -> GatewayProcess {
+    GatewayProcess::start_with(GatewayOptions {
+        body,
+        port: Some(port),
+        server_extra,
+        env: &[
+            ("SESSION_SECRET", SECRET),
+            ("OP_CLIENT_SECRET", "gateway-secret-0123456789"),
+        ],
+        ..Default::default()
+    })
+}
+
+fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(extra)) = (into.as_object_mut(), extra) {
+        for (k, v) in extra {
+            into.insert(k, v);
+        }
+    }
+}
+
+/// Discovery runs in the background: until it is done a login answers 503.
+async fn wait_discovered(gw: &GatewayProcess) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client()
+            .get(gw.url("/app/"))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 302 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not discovered:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET /app/x on `gw` with the session cookie `cookie`: the status, and the user the upstream
+/// was told about.
+async fn use_session(gw: &GatewayProcess, cookie: &str) -> (u16, Option<String>) {
+    let r = client()
+        .get(gw.url("/app/x"))
+        .header("Accept", "text/html")
+        .header("Cookie", format!("oidc_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let user = if status == 200 {
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["headers"]["x-auth-request-user"][0]
+            .as_str()
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    (status, user)
+}
+
+async fn assert_served(gw: &GatewayProcess, cookie: &str, what: &str) {
+    let (status, user) = use_session(gw, cookie).await;
+    assert_eq!(
+        (status, user.as_deref()),
+        (200, Some("alice-id")),
+        "{what}\n{}",
+        gw.log()
+    );
+}
+
+/// Polls until `gw` refuses `cookie` (asks for a login); how long that took.
+async fn refused_within(gw: &GatewayProcess, cookie: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, _) = use_session(gw, cookie).await;
+        if status == 302 {
+            return started.elapsed();
+        }
+        assert_eq!(status, 200, "{}", gw.log());
+        assert!(
+            started.elapsed() < limit,
+            "still served after {limit:?}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// POST /oauth2/logout on `gw` with `cookie`.
+async fn logout(gw: &GatewayProcess, cookie: &str) {
+    let r = client()
+        .post(gw.url("/oauth2/logout"))
+        .header("Accept", "text/html")
+        .header("Cookie", format!("oidc_session={cookie}"))
+        .header("Origin", format!("http://127.0.0.1:{}", gw.port))
+        .form(&[("x", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", gw.log());
+}
+
+/// The session id and key a Redis-store cookie carries, opened with the session secret the
+/// way the gateway opens it (white box: to search a Redis dump for them).
+fn cookie_ids(cookie: &str) -> Vec<u8> {
+    let secrets = [oidc_gateway::config::Secret::new(SECRET)];
+    let sealer = oidc_gateway::crypto::Sealer::new(&secrets, "oidc-gateway redis session cookie");
+    let (plain, _) = sealer
+        .open_indexed(b"oidc_session", cookie)
+        .expect("the cookie opens with the session secret");
+    assert_eq!(plain.len(), 64, "a session id and a key");
+    plain
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_cross_nodes_logout_reaches_every_node_restarts_keep_both_and_redis_reveals_nothing()
+ {
+    let mut f = Fleet::start("redis", 3600, serde_json::json!({})).await;
+
+    // Log in through A; B serves the same cookie, a small one.
+    let (_b1, kept) = f.login(&f.a).await;
+    assert!(kept.len() < 200, "a ticket, not the session: {kept}");
+    assert_served(&f.b, &kept, "B serves a session made on A").await;
+    let (_b2, ended) = f.login(&f.b).await;
+    assert_served(&f.a, &ended, "A serves a session made on B").await;
+    assert_served(&f.b, &ended, "B has it cached").await;
+
+    // Log out on A: B, which holds the session in its local cache, refuses it within 200 ms.
+    logout(&f.a, &ended).await;
+    let took = refused_within(&f.b, &ended, Duration::from_millis(200)).await;
+    println!("B refused the logged-out session after {took:?}");
+    assert_eq!(use_session(&f.a, &ended).await.0, 302);
+    assert_served(&f.b, &kept, "another session is untouched").await;
+
+    // Kill every pub/sub connection, then log out at once: the message may be lost, yet B
+    // refuses within 5 s (it resubscribes and drops its cache; its cache lives 5 s at most).
+    let (_b3, third) = f.login(&f.a).await;
+    assert_served(&f.b, &third, "B caches the third session").await;
+    f.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    logout(&f.a, &third).await;
+    refused_within(&f.b, &third, Duration::from_secs(5)).await;
+
+    // Restart both: the live session survives, the logged-out ones stay dead.
+    f.restart().await;
+    assert_served(&f.a, &kept, "A after the restart").await;
+    assert_served(&f.b, &kept, "B after the restart").await;
+    for gw in [&f.a, &f.b] {
+        assert_eq!(use_session(gw, &ended).await.0, 302, "{}", gw.log());
+        assert_eq!(use_session(gw, &third).await.0, 302, "{}", gw.log());
+    }
+
+    // A Redis dump reveals no token, no session id, no session key.
+    let dump = f.redis.dump_all();
+    assert!(!dump.is_empty());
+    let issued = f.issued().await;
+    let refresh_tokens: Vec<String> = issued["refresh_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!refresh_tokens.is_empty(), "the OP issued refresh tokens");
+    let ids = cookie_ids(&kept);
+    let (sid, key) = ids.split_at(32);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for (k, v) in &dump {
+        let mut all = k.as_bytes().to_vec();
+        all.extend_from_slice(v);
+        assert!(!contains(&all, b"eyJ"), "{k} holds a JWT");
+        for rt in &refresh_tokens {
+            assert!(!contains(&all, rt.as_bytes()), "{k} holds a refresh token");
+        }
+        for secret in [sid, key] {
+            assert!(!contains(&all, secret), "{k} holds a raw session id or key");
+            assert!(!contains(&all, b64.encode(secret).as_bytes()), "{k}");
+            assert!(
+                !contains(&all, oidc_gateway::fleet::hex(secret).as_bytes()),
+                "{k}"
+            );
+        }
+        assert!(!contains(&all, kept.as_bytes()), "{k} holds the cookie");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_cookie_store_a_logout_is_refused_by_every_node_and_after_restarts() {
+    let mut f = Fleet::start("cookie", 3600, serde_json::json!({})).await;
+    let (_b1, kept) = f.login(&f.a).await;
+    let (_b2, ended) = f.login(&f.a).await;
+    assert_served(&f.b, &ended, "B opens A's cookie").await;
+    logout(&f.a, &ended).await;
+    refused_within(&f.b, &ended, Duration::from_millis(200)).await;
+    // Restarted, both still refuse it (the marks are read back from Redis), and serve the other.
+    f.restart().await;
+    for gw in [&f.a, &f.b] {
+        assert_eq!(use_session(gw, &ended).await.0, 302, "{}", gw.log());
+        assert_served(gw, &kept, "the live session after the restart").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_raced_on_two_nodes_succeeds_exactly_once() {
+    let f = Fleet::start("redis", 3600, serde_json::json!({})).await;
+    for round in 0..3 {
+        let b = Browser::new();
+        let page = b
+            .navigate_until(
+                &f.a.url("/app/x"),
+                ALICE,
+                Some(&format!("{}/oauth2/callback", f.origin)),
+            )
+            .await;
+        let query = page
+            .url
+            .split_once('?')
+            .map(|(_, q)| q.to_owned())
+            .unwrap_or_else(|| panic!("no callback reached: {:?}", page.trail));
+        let deliver = |gw: &GatewayProcess| {
+            let req = b
+                .client
+                .get(format!("{}?{query}", gw.url("/oauth2/callback")))
+                .header("Accept", "text/html")
+                .send();
+            async move { req.await.unwrap() }
+        };
+        let (ra, rb) = tokio::join!(deliver(&f.a), deliver(&f.b));
+        let won = |r: &reqwest::Response| {
+            r.status() == 302
+                && r.headers().get_all("set-cookie").iter().any(|c| {
+                    c.to_str().unwrap().starts_with("oidc_session=")
+                        && !c.to_str().unwrap().starts_with("oidc_session=;")
+                })
+        };
+        let winners = [won(&ra), won(&rb)].iter().filter(|w| **w).count();
+        assert_eq!(
+            winners,
+            1,
+            "round {round}: A {} B {}\n{}\n{}",
+            ra.status(),
+            rb.status(),
+            f.a.log(),
+            f.b.log()
+        );
+        let loser = if won(&ra) { rb } else { ra };
+        assert_eq!(loser.status(), 400, "the replay is refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_requests_over_two_nodes_refresh_once() {
+    // Access tokens live 3 s; the OP rotates refresh tokens, so a second redemption of the same
+    // one would be an invalid_grant (and revoke the family).
+    let f = Fleet::start("redis", 3, serde_json::json!({})).await;
+    let (_b, cookie) = f.login(&f.a).await;
+    assert_served(&f.b, &cookie, "B before the refresh").await;
+    let before = f.issued().await;
+    assert_eq!(before["grants"]["refresh_token"].as_u64().unwrap_or(0), 0);
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let gw_url = if i % 2 == 0 {
+            f.a.url("/app/x")
+        } else {
+            f.b.url("/app/x")
+        };
+        let cookie = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .get(gw_url)
+                .header("Accept", "text/html")
+                .header("Cookie", format!("oidc_session={cookie}"))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let issued = f.issued().await;
+    assert_eq!(
+        issued["grants"]["refresh_token"].as_u64(),
+        Some(1),
+        "exactly one refresh at the OP: {issued}\nA:\n{}\nB:\n{}",
+        f.a.log(),
+        f.b.log()
+    );
+    assert_eq!(issued["invalid_grant"].as_u64(), Some(0), "{issued}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every request served: {statuses:?}\nA:\n{}\nB:\n{}",
+        f.a.log(),
+        f.b.log()
+    );
+    // Both nodes go on with the refreshed session.
+    assert_served(&f.a, &cookie, "A after the refresh").await;
+    assert_served(&f.b, &cookie, "B after the refresh").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_all_recovers() {
+    let f = Fleet::start("redis", 3600, serde_json::json!({})).await;
+    let (_b1, cached) = f.login(&f.a).await;
+    let (_b2, uncached) = f.login(&f.a).await;
+    // A holds both (it created them); B only the first.
+    assert_served(&f.b, &cached, "B caches the first").await;
+
+    f.redis.signal("STOP");
+    assert_served(&f.b, &cached, "a cache hit needs no Redis").await;
+    let started = Instant::now();
+    let r = client()
+        .get(f.b.url("/app/x"))
+        .header("Accept", "text/html")
+        .header("Cookie", format!("oidc_session={uncached}"))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503, "{}", f.b.log());
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("oidc_session=")),
+        "the cookie is kept"
+    );
+    assert!(took < Duration::from_secs(1), "answered in {took:?}");
+    // A login cannot complete without Redis either (fail closed), and says so quickly.
+    let started = Instant::now();
+    let b = Browser::new();
+    let page = b.navigate(&f.a.url("/app/y"), ALICE).await;
+    assert_eq!(page.status, 503, "{}\n{}", page.body, f.a.log());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    f.redis.signal("CONT");
+    // Everything recovers by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = use_session(&f.b, &uncached).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never recovered:\n{}",
+            f.b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_served(&f.b, &cached, "the first session after recovery").await;
+    f.login(&f.b).await;
+    let _ = &f.up;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_a_cookie_store_logout_survives_a_restart_through_state_dir() {
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let op = RealOp::start(&op_config(&origin, 3600));
+    let state = tempfile::tempdir().unwrap();
+    let body = Toml::new()
+        .session("${SESSION_SECRET}", "store = \"cookie\"")
+        .provider("op", &op.issuer, "${OP_CLIENT_SECRET}", &origin, "")
+        .upstream("app", &up.address())
+        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+        .build();
+    let server_extra = format!("state_dir = \"{}\"", state.path().join("state").display());
+    let mut gw = start_gateway_with(&body, port, &server_extra);
+    wait_discovered(&gw).await;
+    let (_b1, kept) = login(&gw, &origin).await;
+    let (_b2, ended) = login(&gw, &origin).await;
+    logout(&gw, &ended).await;
+    assert_eq!(use_session(&gw, &ended).await.0, 302);
+
+    gw.signal("KILL");
+    gw.wait_exit(Duration::from_secs(5));
+    let gw = start_gateway_with(&body, port, &server_extra);
+    wait_discovered(&gw).await;
+    assert_eq!(
+        use_session(&gw, &ended).await.0,
+        302,
+        "the logged-out cookie is still refused after a restart\n{}",
+        gw.log()
+    );
+    assert_served(&gw, &kept, "the live session after the restart").await;
+    assert!(state.path().join("state/revocations").is_file());
+}
