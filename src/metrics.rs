@@ -219,6 +219,20 @@ pub fn revocation(provider: &str, result: &str) {
     REVOCATIONS.with_label_values(&[provider, result]).inc();
 }
 
+/// `backchannel_logouts_total{result}`
+pub static BACKCHANNEL_LOGOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "backchannel_logouts_total",
+        "Back-channel logout requests: succeeded, invalid (a bad logout token), replayed (a jti seen before), unavailable (not recorded: Redis or the provider's keys).",
+        &["result"],
+    )
+});
+
+/// Counts a back-channel logout outcome.
+pub fn backchannel_logout(result: &str) {
+    BACKCHANNEL_LOGOUTS.with_label_values(&[result]).inc();
+}
+
 /// Counts a token refresh outcome.
 pub fn token_refresh(provider: &str, result: &str) {
     TOKEN_REFRESH.with_label_values(&[provider, result]).inc();
@@ -334,6 +348,9 @@ pub fn init() {
     // Every reason at zero, so alerts and dashboards see the series before the first refusal.
     for reason in REFUSAL_REASONS {
         REFUSED.with_label_values(&[reason]);
+    }
+    for result in ["succeeded", "invalid", "replayed", "unavailable"] {
+        BACKCHANNEL_LOGOUTS.with_label_values(&[result]);
     }
     LazyLock::force(&HTTP_DURATION);
     LazyLock::force(&UPSTREAM_DURATION);

@@ -100,7 +100,7 @@ impl Gateway {
     }
 
     /// Route → authenticate → authorize → pick a target. An `Err` is a complete answer.
-    async fn decide(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
+    async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reply> {
         let req = session.req_header();
         let html = wants_html(&req.headers);
         // What is routed is what is forwarded: the method and target are read once, here, and
@@ -123,9 +123,16 @@ impl Gateway {
             && let Some(endpoint) = auth.endpoint(&target.path)
         {
             ctx.own_endpoint = true;
+            let client = self.client_ip(session);
+            let body = if endpoint.reads_body() {
+                crate::http::body::read_limited(session, crate::auth::backchannel::MAX_BODY).await
+            } else {
+                None
+            };
+            let req = session.req_header();
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
             // be moved around on every request of every route.
-            return Err(Box::pin(auth.serve(endpoint, req, self.client_ip(session), html)).await);
+            return Err(Box::pin(auth.serve(endpoint, req, client, html, body.as_deref())).await);
         }
 
         let m = self

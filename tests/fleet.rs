@@ -32,6 +32,11 @@ impl Fleet {
         let origin = format!("http://127.0.0.1:{port_a}");
         let mut op_cfg = op_config(&origin, access_ttl);
         merge(&mut op_cfg, op_extra);
+        if op_cfg["backchannel_logout"] == true {
+            op_cfg["clients"][0]["backchannel_logout_uri"] =
+                format!("{origin}/oauth2/backchannel-logout").into();
+            op_cfg["clients"][0]["backchannel_logout_session_required"] = true.into();
+        }
         let op = RealOp::start(&op_cfg);
         let body = Toml::new()
             .session(
@@ -43,7 +48,7 @@ impl Fleet {
                 &op.issuer,
                 "${OP_CLIENT_SECRET}",
                 &origin,
-                "leeway = \"1s\"",
+                "leeway = \"1s\"\nupstream_id_token_header = \"X-Id-Token\"",
             )
             .upstream("app", &up.address())
             .route("app", &["/app"], "app", r#"provider = "op""#, "")
@@ -517,4 +522,248 @@ async fn without_redis_a_cookie_store_logout_survives_a_restart_through_state_di
     );
     assert_served(&gw, &kept, "the live session after the restart").await;
     assert!(state.path().join("state/revocations").is_file());
+}
+
+/// A logout token signed by the OP's own key, with `header` and `claims` merged over a valid
+/// one for `sid` (or `sub` only, when `sid` is `None`).
+async fn logout_token(
+    op: &RealOp,
+    sid: Option<&str>,
+    header: serde_json::Value,
+    claims: serde_json::Value,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut payload = serde_json::json!({
+        "iss": op.issuer,
+        "aud": "gateway",
+        "iat": now,
+        "exp": now + 120,
+        "jti": format!("jti-{}", rand_suffix()),
+        "sub": "alice-id",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    if let Some(sid) = sid {
+        payload["sid"] = sid.into();
+    }
+    merge(&mut payload, claims);
+    if let Some(p) = payload.as_object_mut() {
+        p.retain(|_, v| !v.is_null());
+    }
+    let mut h = serde_json::json!({"typ": "logout+jwt"});
+    merge(&mut h, header);
+    let r: serde_json::Value = client()
+        .post(format!("{}/__test/sign", op.issuer))
+        .form(&[("header", h.to_string()), ("payload", payload.to_string())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["jwt"].as_str().unwrap().to_owned()
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// POSTs `token` to `gw`'s back-channel logout endpoint; the status and body.
+async fn backchannel(gw: &GatewayProcess, token: &str) -> (u16, String) {
+    let r = client()
+        .post(gw.url("/oauth2/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    (status, r.text().await.unwrap())
+}
+
+/// The ID token's `sid` of the session `cookie`, as the upstream saw it (`X-Id-Token`).
+async fn idp_sid(gw: &GatewayProcess, cookie: &str) -> String {
+    let r = client()
+        .get(gw.url("/app/x"))
+        .header("Cookie", format!("oidc_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let auth = v["headers"]["authorization"][0]
+        .as_str()
+        .unwrap_or_default();
+    let _ = auth;
+    let id_token = v["headers"]["x-id-token"][0]
+        .as_str()
+        .expect("the ID token upstream");
+    let payload = id_token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sid"].as_str().expect("a sid claim").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idp_initiated_logout_ends_the_session_on_both_nodes() {
+    let f = Fleet::start(
+        "redis",
+        3600,
+        serde_json::json!({"backchannel_logout": true}),
+    )
+    .await;
+    let (browser, cookie) = f.login(&f.a).await;
+    let (_other_browser, other) = f.login(&f.b).await;
+    assert_served(&f.b, &cookie, "B before the logout").await;
+    assert_served(&f.a, &cookie, "A before the logout").await;
+
+    // The user signs out at the OP (its end-session page, confirmed): the OP tells the
+    // gateway through the back channel.
+    let page = browser
+        .navigate(&format!("{}/session/end", f.op.issuer), None)
+        .await;
+    let xsrf = form_value(&page.body, "xsrf").expect("the OP's sign-out form");
+    let done = browser
+        .client
+        .post(format!("{}/session/end/confirm", f.op.issuer))
+        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert!(done.status().is_redirection() || done.status().is_success());
+    refused_within(&f.a, &cookie, Duration::from_secs(5)).await;
+    refused_within(&f.b, &cookie, Duration::from_secs(1)).await;
+    let issued = f.issued().await;
+    assert_eq!(issued["backchannel"]["ok"].as_u64(), Some(1), "{issued}");
+    // Another browser's session (another IdP session) is untouched.
+    assert_served(&f.a, &other, "another IdP session").await;
+    assert_served(&f.b, &other, "another IdP session").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_logout_tokens_get_400_and_a_sub_token_ends_every_older_session_of_the_user() {
+    let f = Fleet::start(
+        "redis",
+        3600,
+        serde_json::json!({"backchannel_logout": true}),
+    )
+    .await;
+    let (_b1, first) = f.login(&f.a).await;
+    let (_b2, second) = f.login(&f.b).await;
+    let sid = idp_sid(&f.a, &first).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+
+    use serde_json::json;
+    let stale = logout_token(
+        &f.op,
+        Some(&sid),
+        json!({}),
+        json!({"iat": now - 3600, "exp": null}),
+    )
+    .await;
+    let nonce = logout_token(&f.op, Some(&sid), json!({}), json!({"nonce": "n"})).await;
+    let no_events = logout_token(&f.op, Some(&sid), json!({}), json!({"events": null})).await;
+    let wrong_typ = logout_token(&f.op, Some(&sid), json!({"typ": "JWT"}), json!({})).await;
+    let wrong_aud =
+        logout_token(&f.op, Some(&sid), json!({}), json!({"aud": "someone-else"})).await;
+    let no_subject = logout_token(&f.op, None, json!({}), json!({"sub": null})).await;
+    // alg=none: the same claims, unsigned.
+    let signed = logout_token(&f.op, Some(&sid), json!({}), json!({})).await;
+    let payload = signed.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let none_header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"alg":"none","typ":"logout+jwt"}"#);
+    let alg_none = format!("{none_header}.{payload}.");
+    let tampered = {
+        let mut parts: Vec<String> = signed.split('.').map(str::to_owned).collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&parts[1])
+                .unwrap(),
+        )
+        .unwrap();
+        claims["sub"] = "mallory".into();
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        parts.join(".")
+    };
+    for (what, token) in [
+        ("stale iat", &stale),
+        ("nonce", &nonce),
+        ("no events", &no_events),
+        ("typ JWT", &wrong_typ),
+        ("another audience", &wrong_aud),
+        ("neither sid nor sub", &no_subject),
+        ("alg none", &alg_none),
+        ("a changed claim", &tampered),
+    ] {
+        let (status, body) = backchannel(&f.a, token).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(body.contains("invalid_request"), "{what}: {body}");
+    }
+    assert_served(&f.a, &first, "nothing ended by bad tokens").await;
+
+    // A valid token by sid: 200, once; its replay (on the other node) is refused.
+    let by_sid = logout_token(&f.op, Some(&sid), json!({}), json!({})).await;
+    assert_eq!(backchannel(&f.a, &by_sid).await.0, 200, "{}", f.a.log());
+    let (status, body) = backchannel(&f.b, &by_sid).await;
+    assert_eq!(status, 400, "a replayed jti: {body}");
+    assert!(body.contains("jti"), "{body}");
+    refused_within(&f.b, &first, Duration::from_millis(500)).await;
+    assert_served(&f.b, &second, "another IdP session survives a sid logout").await;
+
+    // By sub only: every session of alice issued until then ends, on both nodes.
+    let by_sub = logout_token(&f.op, None, json!({}), json!({})).await;
+    assert_eq!(backchannel(&f.b, &by_sub).await.0, 200, "{}", f.b.log());
+    refused_within(&f.a, &second, Duration::from_millis(500)).await;
+    refused_within(&f.b, &second, Duration::from_millis(500)).await;
+    // Marks have one-second resolution: a login a second later is not caught by it.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (_b3, later) = f.login(&f.a).await;
+    assert_served(&f.a, &later, "a login after the logout survives").await;
+    assert_served(&f.b, &later, "a login after the logout survives").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_back_channel_logout_ends_memory_store_sessions_of_this_instance() {
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let op = RealOp::start(&op_config(&origin, 3600));
+    let body = Toml::new()
+        .session("${SESSION_SECRET}", "store = \"memory\"")
+        .provider("op", &op.issuer, "${OP_CLIENT_SECRET}", &origin, "")
+        .upstream("app", &up.address())
+        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+        .build();
+    let gw = start_gateway(&body, port);
+    wait_discovered(&gw).await;
+    let (_b1, first) = login(&gw, &origin).await;
+    let (_b2, second) = login(&gw, &origin).await;
+    let token = logout_token(&op, None, serde_json::json!({}), serde_json::json!({})).await;
+    assert_eq!(backchannel(&gw, &token).await.0, 200, "{}", gw.log());
+    for cookie in [&first, &second] {
+        assert_eq!(use_session(&gw, cookie).await.0, 302, "{}", gw.log());
+    }
+    let (status, _) = backchannel(&gw, &token).await;
+    assert_eq!(status, 400, "a replayed jti, without Redis too");
 }

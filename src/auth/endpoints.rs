@@ -23,6 +23,15 @@ pub enum Endpoint {
     Logout(usize),
     /// The session's identity as JSON.
     UserInfo,
+    /// The back-channel logout path of provider `n` (and of any other provider sharing it).
+    BackchannelLogout(usize),
+}
+
+impl Endpoint {
+    /// Whether it needs the request body (read before [`Authenticator::serve`]).
+    pub fn reads_body(self) -> bool {
+        matches!(self, Endpoint::BackchannelLogout(_))
+    }
 }
 
 /// Most query parameters a callback may carry.
@@ -39,6 +48,8 @@ impl Authenticator {
                 Some(Endpoint::Callback(p.index))
             } else if p.config.logout_path == path {
                 Some(Endpoint::Logout(p.index))
+            } else if p.config.backchannel_logout_path == path {
+                Some(Endpoint::BackchannelLogout(p.index))
             } else {
                 None
             }
@@ -46,13 +57,15 @@ impl Authenticator {
     }
 
     /// Answers a request to one of the gateway's endpoints; `client` is the client's address
-    /// (after `trusted_proxies`), `html` whether it prefers pages to JSON.
+    /// (after `trusted_proxies`), `html` whether it prefers pages to JSON, `body` the request
+    /// body when the endpoint [reads one](Endpoint::reads_body) (`None`: too large).
     pub async fn serve(
         &self,
         endpoint: Endpoint,
         req: &RequestHeader,
         client: Option<std::net::IpAddr>,
         html: bool,
+        body: Option<&[u8]>,
     ) -> Reply {
         match endpoint {
             Endpoint::Callback(i) => {
@@ -64,6 +77,37 @@ impl Authenticator {
             }
             Endpoint::Logout(i) => self.logout(i, req, html).await,
             Endpoint::UserInfo => self.userinfo(req).await,
+            Endpoint::BackchannelLogout(i) => {
+                let path = self
+                    .providers
+                    .handle(i)
+                    .map(|p| p.config.backchannel_logout_path.clone())
+                    .unwrap_or_default();
+                self.backchannel_logout(&path, req, body).await
+            }
+        }
+    }
+
+    /// Records `what` (of kind `kind`: a login `state`, a logout token's `jti`) as used for
+    /// `ttl`: true the first time, false for a replay — here, and on every instance of a fleet
+    /// (an error then: Redis cannot tell, so the caller fails closed).
+    pub(super) async fn first_use(
+        &self,
+        kind: &str,
+        what: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<bool, crate::fleet::FleetError> {
+        let until = now().saturating_add(ttl.as_secs());
+        let mut local = Vec::with_capacity(kind.len() + 1 + what.len());
+        local.extend_from_slice(kind.as_bytes());
+        local.push(0);
+        local.extend_from_slice(what);
+        if self.used_once.insert(local, until).is_some() {
+            return Ok(false);
+        }
+        match &self.fleet {
+            Some(fleet) => fleet.claim_once(kind, what, ttl).await,
+            None => Ok(true),
         }
     }
 
@@ -169,26 +213,22 @@ impl Authenticator {
         }
         // A callback is good once: a replay (even with the cookie) is refused — by every
         // instance of a fleet, which records the state in Redis (and fails closed without it).
-        let until = now.saturating_add(self.settings.login_timeout.as_secs());
-        let mut replayed = self.used_states.insert(state.to_owned(), until).is_some();
-        if !replayed && let Some(fleet) = &self.fleet {
-            match fleet
-                .claim_once("st", state.as_bytes(), self.settings.login_timeout)
-                .await
-            {
-                Ok(first) => replayed = !first,
-                Err(e) => {
-                    metrics::login(&name, "store_unavailable");
-                    tracing::warn!(provider = %name, "sign-in refused: {e}");
-                    return clear_attempt(self.retry_page(
-                        503,
-                        "Sign-in is temporarily unavailable",
-                        "The sign-in could not be completed right now. Please try again in a moment.",
-                        None,
-                    ));
-                }
+        let replayed = match self
+            .first_use("st", state.as_bytes(), self.settings.login_timeout)
+            .await
+        {
+            Ok(first) => !first,
+            Err(e) => {
+                metrics::login(&name, "store_unavailable");
+                tracing::warn!(provider = %name, "sign-in refused: {e}");
+                return clear_attempt(self.retry_page(
+                    503,
+                    "Sign-in is temporarily unavailable",
+                    "The sign-in could not be completed right now. Please try again in a moment.",
+                    None,
+                ));
             }
-        }
+        };
         if replayed {
             metrics::login(&name, "replayed");
             return clear_attempt(self.retry_page(

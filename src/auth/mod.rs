@@ -4,6 +4,7 @@
 //! make no call to the identity provider. A refusal is returned as data ([`Denied`]) and
 //! rendered in one place (`denial.rs`).
 
+pub mod backchannel;
 pub mod bearer;
 pub mod consumers;
 pub mod denial;
@@ -118,8 +119,9 @@ pub struct Authenticator {
     /// Identity headers removed from every request before it goes upstream.
     pub scrub: HeaderSet,
     refresher: Refresher,
-    /// `state` values already used at the callback, until their login cookie would expire.
-    used_states: DashMap<String, u64>,
+    /// Login `state`s and logout-token `jti`s already used (kind, NUL, value), until they
+    /// could no longer be replayed.
+    used_once: DashMap<Vec<u8>, u64>,
     /// Verified bearer tokens and introspection answers.
     tokens: TokenCaches,
     /// `[[consumers]]`
@@ -181,7 +183,7 @@ impl Authenticator {
             settings,
             attrs,
             refresher: Refresher::default(),
-            used_states: DashMap::new(),
+            used_once: DashMap::new(),
             tokens: TokenCaches::new(settings_cache_size),
             consumers: config.consumers.clone(),
             login_starts: Limit::new(config.server.login_rate_limit),
@@ -481,7 +483,7 @@ impl Authenticator {
     pub fn sweep(&self) {
         let now = now();
         self.store.sweep(now);
-        self.used_states.retain(|_, until| *until > now);
+        self.used_once.retain(|_, until| *until > now);
         self.refresher.sweep();
     }
 }

@@ -130,6 +130,10 @@ pub struct Provider {
     pub logout_redirect_uri: Option<String>,
     /// Methods accepted on `logout_path`.
     pub logout_methods: Vec<http::Method>,
+    /// Path receiving the provider's back-channel logout tokens (providers may share it).
+    pub backchannel_logout_path: String,
+    /// Accept logout tokens typed `JWT` (or untyped), not only `logout+jwt` (Keycloak).
+    pub backchannel_logout_allow_jwt_typ: bool,
     /// Fetch the userinfo endpoint at login (and require its `sub` to match).
     pub use_userinfo: bool,
     /// At logout, revoke the refresh and access tokens at the provider's revocation endpoint

@@ -79,6 +79,10 @@ pub struct RawProvider {
     #[serde(default)]
     pub logout_methods: Option<Vec<SStr>>,
     #[serde(default)]
+    pub backchannel_logout_path: Option<SStr>,
+    #[serde(default)]
+    pub backchannel_logout_allow_jwt_typ: Option<bool>,
+    #[serde(default)]
     pub use_userinfo: Option<bool>,
     #[serde(default)]
     pub revoke_tokens_on_logout: Option<bool>,

@@ -177,7 +177,7 @@ impl ServeHttp for DevIdp {
             .as_deref()
             .and_then(|s| self.sessions.get(s).map(|u| *u));
         let form = if method == http::Method::POST {
-            match read_body(session).await {
+            match crate::http::body::read_limited(session, MAX_BODY).await {
                 Some(body) => form_urlencoded::parse(&body).into_owned().collect(),
                 None => return oauth_error(413, "invalid_request"),
             }
@@ -206,17 +206,6 @@ impl ServeHttp for DevIdp {
             ),
         }
     }
-}
-
-async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = session.read_request_body().await {
-        if body.len() + chunk.len() > MAX_BODY {
-            return None;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Some(body)
 }
 
 #[cfg(test)]

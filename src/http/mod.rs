@@ -1,5 +1,6 @@
 //! HTTP pieces the gateway writes itself: its own responses and the headers it owns.
 
+pub mod body;
 pub mod cookies;
 pub mod headers;
 pub mod redirect;

@@ -5,6 +5,7 @@ pub mod http;
 pub mod jwks;
 pub mod login;
 pub mod logout;
+pub mod logout_token;
 pub mod provider;
 pub mod refresh;
 pub mod revoke;

@@ -71,11 +71,12 @@ pub fn subjects<'a>(
     out
 }
 
-/// The ID token's `sid` claim (the IdP's session), if it has one.
+/// The ID token's `sid` claim (the IdP's session), if it has one (read from the token: it is
+/// bookkeeping, not one of the session's identity claims).
 pub fn idp_sid(data: &SessionData) -> Option<String> {
-    data.claims_once()
-        .get("sid")
-        .and_then(|v| v.as_str())
+    crate::claims::jwt_payload(&data.id_token.text())?
+        .get("sid")?
+        .as_str()
         .map(str::to_owned)
 }
 

@@ -337,6 +337,12 @@ const configuration = {
     },
   },
   clientBasedCORS: () => false,
+  // oidc-provider refuses outgoing requests to loopback addresses (SSRF protection), and every
+  // relying party of these tests (the back-channel logout URI) is on 127.0.0.1.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   async renderError(ctx, out) {
     ctx.type = 'html';
     ctx.body = page('Error', Object.entries(out)
@@ -578,7 +584,7 @@ server.listen(args.port, '127.0.0.1', () => {
   provider.on('backchannel.success', () => { issued.backchannel.ok += 1; });
   provider.on('backchannel.error', (ctx, err) => {
     issued.backchannel.error += 1;
-    console.error('test-op: back-channel logout failed', err?.message ?? err);
+    console.error('test-op: back-channel logout failed', err?.message ?? err, err?.cause);
   });
   providerCallback = provider.callback();
   process.stdout.write(`READY ${issuer}\n`);

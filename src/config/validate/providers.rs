@@ -100,6 +100,10 @@ impl Builder<'_> {
             None => "/oauth2/logout".to_owned(),
             Some(p) => self.own_path(p, &key("logout_path")),
         };
+        let backchannel_logout_path = match &raw.backchannel_logout_path {
+            None => "/oauth2/backchannel-logout".to_owned(),
+            Some(p) => self.own_path(p, &key("backchannel_logout_path")),
+        };
         let logout_redirect_uri = raw.logout_redirect_uri.as_ref().and_then(|u| {
             self.url(u, &key("logout_redirect_uri"))?;
             Some(u.get_ref().clone())
@@ -141,6 +145,8 @@ impl Builder<'_> {
             logout_path,
             logout_redirect_uri,
             logout_methods,
+            backchannel_logout_path,
+            backchannel_logout_allow_jwt_typ: raw.backchannel_logout_allow_jwt_typ.unwrap_or(false),
             use_userinfo: raw.use_userinfo.unwrap_or(true),
             revoke_tokens_on_logout: raw.revoke_tokens_on_logout.unwrap_or(true),
             allow_hmac_id_tokens: raw.allow_hmac_id_tokens.unwrap_or(false),
@@ -209,6 +215,22 @@ impl Builder<'_> {
                 } else {
                     seen.push((path, key));
                 }
+            }
+        }
+        // Back-channel logout paths may be shared by providers (the token's issuer picks the
+        // provider), but not with any other endpoint.
+        for (i, (p, r)) in providers.iter().zip(raw).enumerate() {
+            let path = p.backchannel_logout_path.as_str();
+            if let Some((_, other)) = seen.iter().find(|(q, _)| *q == path) {
+                let span = r
+                    .backchannel_logout_path
+                    .as_ref()
+                    .map_or(r.name.span(), |l| l.span());
+                self.err(
+                    span,
+                    format!("providers[{i}].backchannel_logout_path"),
+                    format!("path {path:?} is already used by {other}"),
+                );
             }
         }
     }
