@@ -1,13 +1,20 @@
 //! The metrics listener: `GET /metrics` (Prometheus text), `GET /healthz` (the process is up),
-//! `GET /readyz` (it is serving). Kept off the proxy listeners so it is never exposed by accident.
+//! `GET /readyz` (it can serve: with `[redis]`, Redis answers). Kept off the proxy listeners so
+//! it is never exposed by accident.
 
+use crate::fleet::Fleet;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
 
 /// The metrics listener's request handler.
-pub struct AdminApp;
+#[derive(Default)]
+pub struct AdminApp {
+    /// The fleet's Redis, which readiness depends on.
+    pub fleet: Option<Arc<Fleet>>,
+}
 
 #[async_trait]
 impl ServeHttp for AdminApp {
@@ -20,8 +27,23 @@ impl ServeHttp for AdminApp {
                     .await
             }
             "/healthz" => text(200, "ok\n"),
-            "/readyz" => text(200, "ready\n"),
+            "/readyz" => self.ready().await,
             _ => text(404, "not found: try /metrics, /healthz or /readyz\n"),
+        }
+    }
+}
+
+impl AdminApp {
+    /// 200 when every dependency answers, else 503 naming what does not. A Redis behind an
+    /// open circuit breaker is reported at once, without waiting for a timeout.
+    async fn ready(&self) -> Response<Vec<u8>> {
+        let Some(fleet) = &self.fleet else {
+            return text(200, "ready\n");
+        };
+        if fleet.redis.ping().await {
+            text(200, "ready\nredis: ok\n")
+        } else {
+            text(503, "not ready\nredis: unavailable\n")
         }
     }
 }

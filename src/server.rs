@@ -127,7 +127,9 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     if let Some(addr) = metrics_listen {
         let mut admin = Service::new(
             "oidc-gateway metrics".to_owned(),
-            HttpServer::new_app(AdminApp),
+            HttpServer::new_app(AdminApp {
+                fleet: fleet.clone(),
+            }),
         );
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);

@@ -214,6 +214,16 @@ async fn refused_within(gw: &GatewayProcess, cookie: &str, limit: Duration) -> D
     }
 }
 
+/// GET /readyz on `gw`'s metrics listener.
+async fn readyz(gw: &GatewayProcess) -> (u16, String) {
+    let r = client()
+        .get(format!("http://127.0.0.1:{}/readyz", gw.metrics_port))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// POST /oauth2/logout on `gw` with `cookie`.
 async fn logout(gw: &GatewayProcess, cookie: &str) {
     let r = client()
@@ -441,6 +451,7 @@ async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_
     // A holds both (it created them); B only the first.
     assert_served(&f.b, &cached, "B caches the first").await;
 
+    assert_eq!(readyz(&f.b).await.0, 200);
     f.redis.signal("STOP");
     assert_served(&f.b, &cached, "a cache hit needs no Redis").await;
     let started = Instant::now();
@@ -469,6 +480,13 @@ async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_
     assert_eq!(page.status, 503, "{}\n{}", page.body, f.a.log());
     assert!(started.elapsed() < Duration::from_secs(5));
 
+    let (status, body) = readyz(&f.b).await;
+    assert_eq!(
+        (status, body.contains("redis: unavailable")),
+        (503, true),
+        "{body}"
+    );
+
     f.redis.signal("CONT");
     // Everything recovers by itself.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -484,7 +502,22 @@ async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The local cache was flushed on recovery: the first session is read from Redis again.
+    let misses = || async {
+        metric_value(
+            &f.b.metrics().await,
+            "oidc_gateway_redis_local_cache_total{result=\"miss\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = misses().await;
     assert_served(&f.b, &cached, "the first session after recovery").await;
+    assert_eq!(
+        misses().await,
+        before + 1.0,
+        "read from Redis, not the old cache"
+    );
+    assert_eq!(readyz(&f.b).await.0, 200);
     f.login(&f.b).await;
     let _ = &f.up;
 }

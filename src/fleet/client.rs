@@ -442,10 +442,16 @@ impl Breaker {
                 .is_ok()
     }
 
-    /// Records an answer; true when the breaker had been open.
+    /// Records an answer; true when it follows failures (the breaker open or not): Redis is
+    /// back, and what was published meanwhile may have been missed.
     fn success(&self) -> bool {
-        self.failures.store(0, Ordering::Relaxed);
-        self.opened_at.swap(0, Ordering::Relaxed) != 0
+        // Read first: the common case (no failure) then writes nothing shared.
+        if self.failures.load(Ordering::Relaxed) == 0 && self.opened_at.load(Ordering::Relaxed) == 0
+        {
+            return false;
+        }
+        let failed = self.failures.swap(0, Ordering::Relaxed) > 0;
+        self.opened_at.swap(0, Ordering::Relaxed) != 0 || failed
     }
 
     fn failure(&self) {
@@ -473,7 +479,10 @@ mod tests {
             .store(millis().saturating_sub(2_000).max(1), Ordering::Relaxed);
         assert!(b.allows(), "one trial after the open period");
         assert!(!b.allows(), "only one");
-        b.success();
+        assert!(b.success(), "a success after failures is a recovery");
         assert!(b.allows());
+        assert!(!b.success(), "a success after successes is not");
+        b.failure();
+        assert!(b.success(), "even one failure may have lost a message");
     }
 }
