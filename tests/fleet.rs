@@ -5,14 +5,43 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::redis::RedisServer;
+use support::redis::{ClusterSet, RedisServer, SENTINEL_MASTER, SentinelSet};
 use support::*;
 
 const SECRET: &str = "fleet-session-secret-0123456789abcdef-0123456789";
 const ALICE: Option<(&str, &str)> = Some(("alice", "wonderland"));
 
+/// Where the fleet's Redis runs.
+enum Topology {
+    Single(RedisServer),
+    Sentinel(SentinelSet),
+    Cluster(ClusterSet),
+}
+
+impl Topology {
+    /// The `[redis]` lines that reach it.
+    fn config(&self) -> String {
+        match self {
+            Topology::Single(r) => format!("url = \"{}\"", r.url()),
+            Topology::Sentinel(s) => format!(
+                "sentinel = {{ master = \"{SENTINEL_MASTER}\", nodes = [\"redis://127.0.0.1:{}\"] }}",
+                s.port
+            ),
+            Topology::Cluster(c) => format!("cluster_nodes = {}", c.config_nodes()),
+        }
+    }
+
+    /// The single node (tests that stop or inspect it).
+    fn single(&self) -> &RedisServer {
+        match self {
+            Topology::Single(r) => r,
+            _ => panic!("not a single node"),
+        }
+    }
+}
+
 struct Fleet {
-    redis: RedisServer,
+    redis: Topology,
     op: RealOp,
     up: TestUpstream,
     a: GatewayProcess,
@@ -26,7 +55,22 @@ impl Fleet {
     /// Redis, the OP (access tokens living `access_ttl` seconds) and two gateways with
     /// `[session] store = store`; `op_extra` is merged into the OP's config.
     async fn start(store: &str, access_ttl: u64, op_extra: serde_json::Value) -> Fleet {
-        let redis = RedisServer::start();
+        Self::start_on(
+            Topology::Single(RedisServer::start()),
+            store,
+            access_ttl,
+            op_extra,
+        )
+        .await
+    }
+
+    /// Like [`start`](Self::start), with Redis in `redis`.
+    async fn start_on(
+        redis: Topology,
+        store: &str,
+        access_ttl: u64,
+        op_extra: serde_json::Value,
+    ) -> Fleet {
         let up = TestUpstream::start("app");
         let (port_a, port_b) = (free_port(), free_port());
         let origin = format!("http://127.0.0.1:{port_a}");
@@ -53,8 +97,8 @@ impl Fleet {
             .upstream("app", &up.address())
             .route("app", &["/app"], "app", r#"provider = "op""#, "")
             .raw(&format!(
-                "[redis]\nurl = \"{}\"\ncommand_timeout = \"200ms\"\nconnect_timeout = \"500ms\"\n",
-                redis.url()
+                "[redis]\n{}\ncommand_timeout = \"200ms\"\nconnect_timeout = \"500ms\"\n",
+                redis.config()
             ))
             .build();
         let a = start_gateway(&body, port_a);
@@ -278,7 +322,7 @@ async fn sessions_cross_nodes_logout_reaches_every_node_restarts_keep_both_and_r
     // refuses within 5 s (it resubscribes and drops its cache; its cache lives 5 s at most).
     let (_b3, third) = f.login(&f.a).await;
     assert_served(&f.b, &third, "B caches the third session").await;
-    f.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    f.redis.single().cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     logout(&f.a, &third).await;
     refused_within(&f.b, &third, Duration::from_secs(5)).await;
 
@@ -292,7 +336,7 @@ async fn sessions_cross_nodes_logout_reaches_every_node_restarts_keep_both_and_r
     }
 
     // A Redis dump reveals no token, no session id, no session key.
-    let dump = f.redis.dump_all();
+    let dump = f.redis.single().dump_all();
     assert!(!dump.is_empty());
     let issued = f.issued().await;
     let refresh_tokens: Vec<String> = issued["refresh_tokens"]
@@ -396,10 +440,16 @@ async fn fifty_concurrent_requests_over_two_nodes_refresh_once() {
     let f = Fleet::start("redis", 3, serde_json::json!({})).await;
     let (_b, cookie) = f.login(&f.a).await;
     assert_served(&f.b, &cookie, "B before the refresh").await;
-    let before = f.issued().await;
-    assert_eq!(before["grants"]["refresh_token"].as_u64().unwrap_or(0), 0);
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    refresh_once_over_two_nodes(&f, &cookie).await;
+}
 
+/// Waits for the access token of `cookie` to expire, then sends 50 concurrent requests split
+/// over A and B: exactly one refresh at the OP, no invalid_grant, every request served.
+async fn refresh_once_over_two_nodes(f: &Fleet, cookie: &str) {
+    let before = f.issued().await["grants"]["refresh_token"]
+        .as_u64()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
     let mut tasks = Vec::new();
     for i in 0..50 {
         let gw_url = if i % 2 == 0 {
@@ -407,7 +457,7 @@ async fn fifty_concurrent_requests_over_two_nodes_refresh_once() {
         } else {
             f.b.url("/app/x")
         };
-        let cookie = cookie.clone();
+        let cookie = cookie.to_owned();
         tasks.push(tokio::spawn(async move {
             let r = client()
                 .get(gw_url)
@@ -426,7 +476,7 @@ async fn fifty_concurrent_requests_over_two_nodes_refresh_once() {
     let issued = f.issued().await;
     assert_eq!(
         issued["grants"]["refresh_token"].as_u64(),
-        Some(1),
+        Some(before + 1),
         "exactly one refresh at the OP: {issued}\nA:\n{}\nB:\n{}",
         f.a.log(),
         f.b.log()
@@ -439,8 +489,59 @@ async fn fifty_concurrent_requests_over_two_nodes_refresh_once() {
         f.b.log()
     );
     // Both nodes go on with the refreshed session.
-    assert_served(&f.a, &cookie, "A after the refresh").await;
-    assert_served(&f.b, &cookie, "B after the refresh").await;
+    assert_served(&f.a, cookie, "A after the refresh").await;
+    assert_served(&f.b, cookie, "B after the refresh").await;
+}
+
+/// Tests 1 and 3 on Sentinel and Cluster: sessions cross nodes, a logout reaches the other
+/// node, (Sentinel) the master dies and the replica takes over, refresh happens once.
+async fn sessions_logout_and_refresh_on(redis: Topology) {
+    let mut f = Fleet::start_on(redis, "redis", 3, serde_json::json!({})).await;
+    let (_b1, kept) = f.login(&f.a).await;
+    let (_b2, ended) = f.login(&f.b).await;
+    assert_served(&f.b, &kept, "B serves A's session").await;
+    assert_served(&f.a, &ended, "A serves B's session").await;
+    logout(&f.a, &ended).await;
+    refused_within(&f.b, &ended, Duration::from_millis(200)).await;
+
+    if let Topology::Sentinel(s) = &mut f.redis {
+        s.wait_replicated();
+        s.kill_master();
+    }
+    // Everything written before (the session, the revocation) is there after a failover.
+    refresh_once_over_two_nodes(&f, &kept).await;
+    for gw in [&f.a, &f.b] {
+        assert_eq!(use_session(gw, &ended).await.0, 302, "{}", gw.log());
+    }
+    // New logins and logouts work (on the new master).
+    let (_b3, third) = f.login(&f.b).await;
+    assert_served(&f.a, &third, "A serves a session made after the failover").await;
+    logout(&f.b, &third).await;
+    refused_within(&f.a, &third, Duration::from_secs(1)).await;
+    if let Topology::Cluster(c) = &f.redis {
+        let dump = c.dump_all();
+        assert!(
+            dump.len() > 3,
+            "keys spread over the cluster: {}",
+            dump.len()
+        );
+        for (k, v) in &dump {
+            assert!(
+                !contains(v, b"eyJ") && !k.contains("eyJ"),
+                "{k} holds a JWT"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_sentinel_sessions_logout_and_refresh_survive_killing_the_master() {
+    sessions_logout_and_refresh_on(Topology::Sentinel(SentinelSet::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_sessions_logout_and_refresh_work_across_slots() {
+    sessions_logout_and_refresh_on(Topology::Cluster(ClusterSet::start())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -452,7 +553,7 @@ async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_
     assert_served(&f.b, &cached, "B caches the first").await;
 
     assert_eq!(readyz(&f.b).await.0, 200);
-    f.redis.signal("STOP");
+    f.redis.single().signal("STOP");
     assert_served(&f.b, &cached, "a cache hit needs no Redis").await;
     let started = Instant::now();
     let r = client()
@@ -487,7 +588,7 @@ async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_
         "{body}"
     );
 
-    f.redis.signal("CONT");
+    f.redis.single().signal("CONT");
     // Everything recovers by itself.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -346,16 +346,18 @@ pub async fn ended_in_redis(
 ) -> Result<bool, FleetError> {
     let idp = idp_sid(data);
     let subjects = subjects(sid, data, idp.as_deref());
-    let mut p = redis::pipe();
+    // One MGET: a Cluster client splits it by slot (a pipeline of GETs would be refused as
+    // crossing slots).
+    let mut mget = redis::cmd("MGET");
     let mut asked = Vec::new();
     for s in &subjects {
         let bytes = s.bytes();
         for i in 0..fleet.names.count() {
-            p.cmd("GET").arg(fleet.key("rv", &fleet.name(i, &bytes)));
+            mget.arg(fleet.key("rv", &fleet.name(i, &bytes)));
             asked.push(*s);
         }
     }
-    let marks: Vec<Option<u64>> = fleet.redis.pipeline("GET", &p).await?;
+    let marks: Vec<Option<u64>> = fleet.redis.query("MGET", &mget).await?;
     Ok(marks
         .into_iter()
         .zip(asked)

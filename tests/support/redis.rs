@@ -135,3 +135,175 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .expect("redis-cli must be installed (.ci/run installs it)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A master, a replica and one Sentinel watching them (quorum 1, fast failover).
+pub struct SentinelSet {
+    /// The first master (killed by [`kill_master`](Self::kill_master)).
+    pub master: RedisServer,
+    /// Its replica, promoted on failover.
+    pub replica: RedisServer,
+    /// The Sentinel's port.
+    pub port: u16,
+    sentinel: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// The name the Sentinel knows the master by.
+pub const SENTINEL_MASTER: &str = "gwmaster";
+
+impl SentinelSet {
+    /// Starts the three processes and waits until the Sentinel sees the replica.
+    pub fn start() -> SentinelSet {
+        let master = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {d}\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {m} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                d = dir.path().display(),
+                m = master.port,
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("sentinel.log")).unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        let s = SentinelSet {
+            master,
+            replica,
+            port,
+            sentinel,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let replicas = cli(port, &["SENTINEL", "REPLICAS", SENTINEL_MASTER]);
+            let synced = s
+                .replica
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up");
+            if synced && replicas.contains(&s.replica.port.to_string()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinel never saw the replica"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// The master's port as the Sentinel reports it.
+    pub fn master_port(&self) -> u16 {
+        cli(
+            self.port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+        )
+        .lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0)
+    }
+
+    /// Waits until what was written to the master reached the replica.
+    pub fn wait_replicated(&self) {
+        let out = self.master.cli(&["WAIT", "1", "2000"]);
+        assert_eq!(out.trim(), "1", "the replica acknowledged the writes");
+    }
+
+    /// Kills the master and waits until the Sentinel has promoted the replica.
+    pub fn kill_master(&mut self) {
+        self.master.signal("KILL");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.master_port() != self.replica.port
+            || !self.replica.cli(&["ROLE"]).starts_with("master")
+        {
+            assert!(Instant::now() < deadline, "no failover");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}
+
+/// A three-master Redis Cluster (no replicas), created with `redis-cli --cluster create`.
+pub struct ClusterSet {
+    /// Its nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl ClusterSet {
+    /// Starts three nodes, joins them and waits until the cluster is ok.
+    pub fn start() -> ClusterSet {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ClusterSet { nodes }
+    }
+
+    /// `cluster_nodes = [...]` for the gateway's `[redis]`.
+    pub fn config_nodes(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Every key on every node, with its value's raw bytes.
+    pub fn dump_all(&self) -> Vec<(String, Vec<u8>)> {
+        self.nodes.iter().flat_map(RedisServer::dump_all).collect()
+    }
+}
