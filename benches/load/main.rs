@@ -24,12 +24,14 @@ mod bare;
 mod flows;
 mod memory;
 mod processes;
+mod redis;
 mod report;
 mod wrk;
 
 use flows::*;
 use memory::*;
 use processes::*;
+use redis::*;
 use report::*;
 use wrk::*;
 
@@ -393,8 +395,41 @@ async fn run(o: &Opts) {
 
     let (logins_per_sec, gateway_ms_per_login) = logins(&origin, &p, o.logins).await;
     let memory = memory_report(&o.session_counts);
-
     pairs.push(("session / no-auth, memory st.", memory_paired, Some(0.95)));
+
+    // The Redis store, with its local cache and without (every request asks Redis).
+    let [redis_port] = free_ports();
+    let _redis = start_redis(d, redis_port);
+    let mut redis_figures = Vec::new();
+    for (label, ttl, target) in [
+        ("session / no-auth, redis st.", "5s", 0.95),
+        ("session / no-auth, redis 0s", "0s", 0.70),
+    ] {
+        drop(gateway);
+        std::fs::write(&config, redis_gateway_config(d, &p, redis_port, ttl)).unwrap();
+        gateway = spawn(
+            Command::new(BIN).args(["run", "--config"]).arg(&config),
+            &d.join(format!("gateway-redis-{ttl}.log")),
+        );
+        wait_port(p.gateway, "gateway (Redis store)");
+        wait_discovered(&origin).await;
+        let cookie = login(&origin, "/session/").await;
+        let t: Target = (
+            "gateway, session (redis)",
+            format!("{origin}/session/"),
+            Some(format!("Cookie: {cookie}")),
+        );
+        wrk(&t.1, t.2.as_deref(), 1, o.connections);
+        let before = redis_calls(redis_port);
+        let run = wrk(&t.1, t.2.as_deref(), o.seconds, o.connections);
+        assert_eq!(run.errors, 0, "{label}: errors");
+        let per_request = (redis_calls(redis_port) - before) as f64 / run.requests.max(1) as f64;
+        pairs.push((label, pair(&t, &noauth2), Some(target)));
+        redis_figures.push((ttl, cookie.len(), run.rps, per_request));
+    }
+    let redis_sessions = if o.quick { 10_000 } else { 100_000 };
+    let redis_bytes = redis_session_memory(redis_port, redis_sessions).await;
+
     print_report(&Results {
         opts: o,
         targets: &targets,
@@ -409,5 +444,14 @@ async fn run(o: &Opts) {
         gateway_ms_per_login,
         memory: &memory,
     });
+    for (ttl, cookie_len, rps, per_request) in redis_figures {
+        println!(
+            "redis store, local_cache_ttl = {ttl}: {rps:.0} req/s, cookie {cookie_len} bytes, {per_request:.4} Redis commands per request"
+        );
+    }
+    println!(
+        "redis store: {redis_sessions} sessions take {redis_bytes:.0} bytes of Redis memory each ({:.0} MiB)",
+        redis_bytes * redis_sessions as f64 / (1024.0 * 1024.0)
+    );
     drop(gateway);
 }

@@ -54,13 +54,27 @@ pub fn dev_idp_tokens(
     )
 }
 
+/// Session `i` as a login at the development IdP makes it.
+pub fn session_data(i: usize, now: u64) -> oidc_gateway::session::SessionData {
+    let (id_token, access_token, claims) = dev_idp_tokens(i, now);
+    oidc_gateway::session::SessionData {
+        provider: "dev".into(),
+        sub: format!("user-{i:08}").into(),
+        claims: oidc_gateway::session::Claims::derive(&id_token, claims),
+        id_token: id_token.as_str().into(),
+        access_token: access_token.as_str().into(),
+        expires_at: Some(now + 300),
+        refresh_token: Some(b64(&oidc_gateway::crypto::random_bytes::<32>()).into()),
+        created_at: now,
+        renewed_at: now,
+    }
+}
+
 pub fn session_memory(n: usize, idle: bool) -> f64 {
     use oidc_gateway::auth::identity;
     use oidc_gateway::clock::now;
     use oidc_gateway::config::{SameSite, Secret, SessionSettings, SessionStoreKind};
-    use oidc_gateway::crypto::random_bytes;
     use oidc_gateway::http::cookies::CookieAttrs;
-    use oidc_gateway::session::SessionData;
     use oidc_gateway::session::store::{self, Loaded, LocalStore};
     let settings = SessionSettings {
         store: SessionStoreKind::Memory {
@@ -92,19 +106,9 @@ pub fn session_memory(n: usize, idle: bool) -> f64 {
     let before = resident_bytes();
     let now = now();
     for i in 0..n {
-        let (id_token, access_token, claims) = dev_idp_tokens(i, now);
-        let data = SessionData {
-            provider: "dev".into(),
-            sub: format!("user-{i:08}").into(),
-            claims: oidc_gateway::session::Claims::derive(&id_token, claims),
-            id_token: id_token.as_str().into(),
-            access_token: access_token.as_str().into(),
-            expires_at: Some(now + 300),
-            refresh_token: Some(b64(&random_bytes::<32>()).into()),
-            created_at: now,
-            renewed_at: now,
-        };
-        let (session, _) = store.save(&Loaded::Absent, data, &attrs).unwrap();
+        let (session, _) = store
+            .save(&Loaded::Absent, session_data(i, now), &attrs)
+            .unwrap();
         // Its first request (the redirect after login), as `Authenticator::identify` does it.
         session
             .upstream_headers
