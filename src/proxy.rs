@@ -124,8 +124,14 @@ impl Gateway {
         {
             ctx.own_endpoint = true;
             let client = self.client_ip(session);
+            // A small body, whole within the body deadline (no slow drip holds the connection).
             let body = if endpoint.reads_body() {
-                crate::http::body::read_limited(session, crate::auth::backchannel::MAX_BODY).await
+                let read =
+                    crate::http::body::read_limited(session, crate::auth::backchannel::MAX_BODY);
+                tokio::time::timeout(self.config.server.request_body_timeout, read)
+                    .await
+                    .ok()
+                    .flatten()
             } else {
                 None
             };

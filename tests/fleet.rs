@@ -64,12 +64,34 @@ impl Fleet {
         .await
     }
 
+    /// Like [`start`](Self::start), with extra `[[providers]]` lines.
+    async fn start_with_provider(store: &str, access_ttl: u64, provider_extra: &str) -> Fleet {
+        Self::start_full(
+            Topology::Single(RedisServer::start()),
+            store,
+            access_ttl,
+            serde_json::json!({}),
+            provider_extra,
+        )
+        .await
+    }
+
     /// Like [`start`](Self::start), with Redis in `redis`.
     async fn start_on(
         redis: Topology,
         store: &str,
         access_ttl: u64,
         op_extra: serde_json::Value,
+    ) -> Fleet {
+        Self::start_full(redis, store, access_ttl, op_extra, "").await
+    }
+
+    async fn start_full(
+        redis: Topology,
+        store: &str,
+        access_ttl: u64,
+        op_extra: serde_json::Value,
+        provider_extra: &str,
     ) -> Fleet {
         let up = TestUpstream::start("app");
         let (port_a, port_b) = (free_port(), free_port());
@@ -92,7 +114,9 @@ impl Fleet {
                 &op.issuer,
                 "${OP_CLIENT_SECRET}",
                 &origin,
-                "leeway = \"1s\"\nupstream_id_token_header = \"X-Id-Token\"",
+                &format!(
+                    "leeway = \"1s\"\nupstream_id_token_header = \"X-Id-Token\"\n{provider_extra}"
+                ),
             )
             .upstream("app", &up.address())
             .route("app", &["/app"], "app", r#"provider = "op""#, "")
@@ -542,6 +566,69 @@ async fn on_sentinel_sessions_logout_and_refresh_survive_killing_the_master() {
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_cluster_sessions_logout_and_refresh_work_across_slots() {
     sessions_logout_and_refresh_on(Topology::Cluster(ClusterSet::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_refresh_lease_holder_mid_refresh_lets_another_node_refresh_later() {
+    // Calls to the OP time out after 1 s, so a refresh lease lives 2 s without renewal.
+    let mut f = Fleet::start_with_provider("redis", 3, "timeout = \"1s\"").await;
+    let (_b, cookie) = f.login(&f.a).await;
+    assert_served(&f.b, &cookie, "B before").await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+
+    // A takes the lease and calls the token endpoint, which holds the request; A dies.
+    let op_delay = |ms: u64| {
+        let url = format!("{}/__test/token-delay?ms={ms}", f.op.issuer);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    op_delay(3_000).await;
+    let in_flight = {
+        let url = f.a.url("/app/x");
+        let cookie = cookie.clone();
+        tokio::spawn(async move {
+            let _ = client()
+                .get(url)
+                .header("Cookie", format!("oidc_session={cookie}"))
+                .send()
+                .await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.a.signal("KILL");
+    f.a.wait_exit(Duration::from_secs(5));
+    let _ = in_flight.await;
+    op_delay(0).await;
+
+    // The lease expires; B refreshes with the refresh token A never redeemed.
+    let started = Instant::now();
+    loop {
+        let (status, user) = use_session(&f.b, &cookie).await;
+        if status == 200 {
+            assert_eq!(user.as_deref(), Some("alice-id"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "B never refreshed: {status}\n{}",
+            f.b.log()
+        );
+        // Each refused try is a login start: stay under login_rate_limit.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let issued = f.issued().await;
+    assert_eq!(
+        issued["grants"]["refresh_token"].as_u64(),
+        Some(1),
+        "{issued}"
+    );
+    assert_eq!(issued["invalid_grant"].as_u64(), Some(0), "{issued}");
+
+    // Nothing deleted comes back: log out on B, restart A, A refuses it.
+    logout(&f.b, &cookie).await;
+    let port = f.a.port;
+    f.a = start_gateway(&f.body, port);
+    wait_discovered(&f.a).await;
+    assert_eq!(use_session(&f.a, &cookie).await.0, 302, "{}", f.a.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

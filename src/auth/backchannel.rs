@@ -44,7 +44,7 @@ impl Authenticator {
                 .with_header(http::header::ALLOW, http::HeaderValue::from_static("POST"));
         }
         let Some(body) = body else {
-            return refuse("the request body is too large");
+            return refuse("the request body is too large or arrived too slowly");
         };
         let form = match form_of(req, body) {
             Ok(f) => f,

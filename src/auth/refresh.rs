@@ -29,6 +29,9 @@ pub type Refreshed = Option<(Arc<Session>, SetCookies)>;
 struct Flight {
     started: Instant,
     result: tokio::sync::OnceCell<Refreshed>,
+    /// Ended without trying (another instance held the lease): not a failure to remember,
+    /// the next request tries again.
+    deferred: std::sync::atomic::AtomicBool,
 }
 
 impl Flight {
@@ -36,6 +39,7 @@ impl Flight {
         Arc::new(Flight {
             started: Instant::now(),
             result: tokio::sync::OnceCell::new(),
+            deferred: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -63,7 +67,10 @@ impl Refresher {
             // A remembered failure expires; a finished success is never reused (the store has
             // the refreshed session by then).
             let stale = match entry.result.get() {
-                Some(None) => entry.started.elapsed() > FAILURE_MEMORY,
+                Some(None) => {
+                    entry.deferred.load(std::sync::atomic::Ordering::Relaxed)
+                        || entry.started.elapsed() > FAILURE_MEMORY
+                }
                 Some(Some(_)) => true,
                 None => false,
             };
@@ -86,6 +93,9 @@ impl Refresher {
                         Ok(None) => {
                             // Another instance is refreshing this session.
                             metrics::token_refresh(&name, "elsewhere");
+                            flight
+                                .deferred
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
                             return store
                                 .newer_version(loaded, providers_timeout(providers, index))
                                 .await;

@@ -475,6 +475,11 @@ const issued = {
   backchannel: { ok: 0, error: 0 },
 };
 
+// A delay before the token endpoint sees a request (`/__test/token-delay?ms=N`), so a test can
+// kill a gateway while its refresh is in flight. A request whose client went away meanwhile is
+// dropped unprocessed, as if it had been lost on the network.
+let tokenDelayMs = 0;
+
 function sendJson(res, status, value) {
   const body = JSON.stringify(value);
   res.writeHead(status, {
@@ -522,6 +527,11 @@ const server = http.createServer((req, res) => {
     }, () => sendJson(res, 400, { error: 'bad form' }));
     return;
   }
+  if (pathname === '/__test/token-delay') {
+    tokenDelayMs = Number(new URL(req.url, 'http://127.0.0.1').searchParams.get('ms') ?? 0);
+    sendJson(res, 200, { ms: tokenDelayMs });
+    return;
+  }
   if (pathname === '/__test/requests') {
     const body = JSON.stringify({ count: stats.count, paths: stats.paths });
     res.writeHead(200, {
@@ -547,6 +557,13 @@ const server = http.createServer((req, res) => {
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
+    return;
+  }
+  if (pathname === '/token' && tokenDelayMs > 0) {
+    setTimeout(() => {
+      if (req.socket.destroyed || res.destroyed) return;
+      providerCallback(req, res);
+    }, tokenDelayMs);
     return;
   }
   providerCallback(req, res);
