@@ -175,8 +175,8 @@ pub trait LocalStore: Send + Sync {
 pub enum Store {
     /// The cookie or memory store.
     Local(Box<dyn LocalStore>),
-    /// The Redis store.
-    Redis(RedisStore),
+    /// The Redis store (boxed: it is much larger than a pointer).
+    Redis(Box<RedisStore>),
 }
 
 /// Session storage, as `[session]` asks for it, with the revocations that refuse ended
@@ -201,7 +201,7 @@ impl Sessions {
             }
             SessionStoreKind::Redis => {
                 let fleet = fleet.ok_or("store = \"redis\" needs a [redis] section")?;
-                Store::Redis(RedisStore::new(settings, fleet.clone()))
+                Store::Redis(Box::new(RedisStore::new(settings, fleet.clone())))
             }
         };
         let revocations =
