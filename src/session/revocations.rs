@@ -337,6 +337,44 @@ async fn share(fleet: &Fleet, tag: &[u8; 32], m: Mark) -> Result<(), FleetError>
         .await
 }
 
+/// The Redis keys of every mark that could end a session, each with whether any mark there
+/// ends it (its own) or only a mark made after the session was issued (its user's, its IdP
+/// session's). Fixed for a session: the Redis store remembers them.
+pub type MarkKeys = std::sync::Arc<[(String, bool)]>;
+
+/// The [`MarkKeys`] of the session `sid` with `data`.
+pub fn mark_keys(fleet: &Fleet, sid: &Sid, data: &SessionData) -> MarkKeys {
+    let idp = idp_sid(data);
+    let mut keys = Vec::new();
+    for s in subjects(sid, data, idp.as_deref()) {
+        let bytes = s.bytes();
+        for i in 0..fleet.names.count() {
+            keys.push((
+                fleet.key("rv", &fleet.name(i, &bytes)),
+                matches!(s, Subject::Session(_)),
+            ));
+        }
+    }
+    keys.into()
+}
+
+/// `MGET` of `keys`: a Cluster client splits it by slot (a pipeline of GETs would be refused
+/// as crossing slots).
+pub fn mget(keys: &MarkKeys) -> redis::Cmd {
+    let mut mget = redis::cmd("MGET");
+    for (k, _) in keys.iter() {
+        mget.arg(k);
+    }
+    mget
+}
+
+/// Whether the marks read for `keys` end a session created at `created_at`.
+pub fn ended_by(keys: &MarkKeys, marks: &[Option<u64>], created_at: u64) -> bool {
+    keys.iter()
+        .zip(marks)
+        .any(|((_, own), m)| m.is_some_and(|at| *own || at >= created_at))
+}
+
 /// Whether a mark in Redis ends the session `sid` with `data` (the Redis store asks with every
 /// session it fetches, so a missed message cannot keep a revoked session alive).
 pub async fn ended_in_redis(
@@ -344,24 +382,9 @@ pub async fn ended_in_redis(
     sid: &Sid,
     data: &SessionData,
 ) -> Result<bool, FleetError> {
-    let idp = idp_sid(data);
-    let subjects = subjects(sid, data, idp.as_deref());
-    // One MGET: a Cluster client splits it by slot (a pipeline of GETs would be refused as
-    // crossing slots).
-    let mut mget = redis::cmd("MGET");
-    let mut asked = Vec::new();
-    for s in &subjects {
-        let bytes = s.bytes();
-        for i in 0..fleet.names.count() {
-            mget.arg(fleet.key("rv", &fleet.name(i, &bytes)));
-            asked.push(*s);
-        }
-    }
-    let marks: Vec<Option<u64>> = fleet.redis.query("MGET", &mget).await?;
-    Ok(marks
-        .into_iter()
-        .zip(asked)
-        .any(|(m, s)| m.is_some_and(|at| s.ends(at, data.created_at))))
+    let keys = mark_keys(fleet, sid, data);
+    let marks: Vec<Option<u64>> = fleet.redis.query("MGET", &mget(&keys)).await?;
+    Ok(ended_by(&keys, &marks, data.created_at))
 }
 
 #[cfg(test)]

@@ -67,8 +67,16 @@ pub struct RedisStore {
     /// The tag each recently seen cookie opens to (a fixed fact of the cookie and the
     /// secrets), so a cached session costs two lookups, not a decryption and an HMAC.
     tickets: BoundedCache<Box<str>, [u8; 32]>,
+    /// The Redis keys of each recently read session's revocation marks (names, no session
+    /// data: kept even with `local_cache_ttl = "0s"`), so a read is one round trip.
+    mark_keys: BoundedCache<[u8; 32], revocations::MarkKeys>,
+    /// Redis is a Cluster (no multi-slot pipelines).
+    cluster: bool,
     local_ttl: u64,
 }
+
+/// A session's hash in Redis (`v`, `d`).
+type Hash = HashMap<String, Vec<u8>>;
 
 /// How long a cookie's tag is remembered (it never changes; this only bounds stale entries).
 const TICKET_TTL: u64 = 3600;
@@ -88,6 +96,11 @@ impl RedisStore {
             timeouts: timeouts(settings),
             local: Arc::new(BoundedCache::new(capacity)),
             tickets: BoundedCache::new(capacity),
+            mark_keys: BoundedCache::new(settings.cache_size),
+            cluster: matches!(
+                fleet.settings.topology,
+                crate::config::RedisTopology::Cluster(_)
+            ),
             local_ttl,
             fleet,
         }
@@ -196,14 +209,20 @@ impl RedisStore {
         key: [u8; 32],
         tag: [u8; 32],
     ) -> Result<Option<Arc<Session>>, FleetError> {
-        let hash: HashMap<String, Vec<u8>> = self
-            .fleet
-            .redis
-            .query(
-                "HGETALL",
-                redis::cmd("HGETALL").arg(self.fleet.key("s", &tag)),
-            )
-            .await?;
+        let hgetall = redis::cmd("HGETALL").arg(self.fleet.key("s", &tag)).clone();
+        let now = clock::now();
+        // The session's marks are known from an earlier read: one round trip for both (not on
+        // a Cluster, where they live in other slots).
+        let known = self.mark_keys.get(&tag, now).filter(|_| !self.cluster);
+        let (hash, marks): (Hash, Option<Vec<Option<u64>>>) = match &known {
+            Some(keys) => {
+                let mut p = redis::pipe();
+                p.add_command(hgetall).add_command(revocations::mget(keys));
+                let (hash, marks) = self.fleet.redis.pipeline("HGETALL", &p).await?;
+                (hash, Some(marks))
+            }
+            None => (self.fleet.redis.query("HGETALL", &hgetall).await?, None),
+        };
         let version = hash
             .get("v")
             .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
@@ -214,7 +233,19 @@ impl RedisStore {
         else {
             return Ok(None);
         };
-        if revocations::ended_in_redis(&self.fleet, &sid, &data).await? {
+        let keys = revocations::mark_keys(&self.fleet, &sid, &data);
+        let marks = match (known, marks) {
+            (Some(known), Some(marks)) if known == keys => marks,
+            _ => {
+                self.mark_keys
+                    .insert(tag, keys.clone(), now.saturating_add(TICKET_TTL), now);
+                self.fleet
+                    .redis
+                    .query("MGET", &revocations::mget(&keys))
+                    .await?
+            }
+        };
+        if revocations::ended_by(&keys, &marks, data.created_at) {
             return Ok(None);
         }
         let session = Arc::new(Session::with_remote(
@@ -442,6 +473,7 @@ impl RedisStore {
     pub fn sweep(&self, now: u64) {
         self.local.sweep(now);
         self.tickets.sweep(now);
+        self.mark_keys.sweep(now);
     }
 
     /// Sessions held in memory.
@@ -567,6 +599,39 @@ mod tests {
         b.local.clear();
         assert!(matches!(
             b.load(&headers(&cookies)).await,
+            Loaded::Invalid { .. }
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_a_local_cache_every_read_checks_the_marks_in_redis() {
+        let f = fleet(Duration::ZERO);
+        let make =
+            || conformance::sessions(Store::Redis(Box::new(store(&f, 100))), Some(f.clone()));
+        let (here, there) = (make(), make());
+        let (_, cookies) = here.save(&Loaded::Absent, data(), &attrs()).await.unwrap();
+        // The first read learns the session's mark keys; later ones read them with the session.
+        for _ in 0..3 {
+            assert!(matches!(
+                here.load(&headers(&cookies)).await,
+                Loaded::Found {
+                    cache_hit: false,
+                    ..
+                }
+            ));
+        }
+        // Another instance marks every session of the user as ended (the mark alone: the
+        // session stays in Redis); no message reaches `here` (nothing subscribes in this test),
+        // so only the marks read with the session can refuse it.
+        let d = data();
+        there
+            .revocations()
+            .revoke(Subject::User(&d.provider, &d.sub), clock::now() + 60)
+            .await
+            .unwrap();
+        assert!(here.revocations().is_empty());
+        assert!(matches!(
+            here.load(&headers(&cookies)).await,
             Loaded::Invalid { .. }
         ));
     }
