@@ -1,8 +1,9 @@
 //! The metrics listener: `GET /metrics` (Prometheus text), `GET /healthz` (the process is up),
-//! `GET /readyz` (it can serve: with `[redis]`, Redis answers). Kept off the proxy listeners so
-//! it is never exposed by accident.
+//! `GET /readyz` (it can serve: see `readiness`). Kept off the proxy listeners so it is never
+//! exposed by accident.
 
-use crate::fleet::Fleet;
+use crate::clock;
+use crate::readiness::Readiness;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -10,10 +11,9 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
 /// The metrics listener's request handler.
-#[derive(Default)]
 pub struct AdminApp {
-    /// The fleet's Redis, which readiness depends on.
-    pub fleet: Option<Arc<Fleet>>,
+    /// What readiness depends on.
+    pub readiness: Arc<Readiness>,
 }
 
 #[async_trait]
@@ -22,6 +22,9 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         match path.as_str() {
             "/metrics" => {
+                if let Some(p) = self.readiness.providers() {
+                    p.export_ages(clock::now());
+                }
                 pingora_prometheus::PrometheusHttpApp
                     .response(session)
                     .await
@@ -34,31 +37,33 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
-    /// 200 when every dependency answers, else 503 naming what does not. A Redis behind an
-    /// open circuit breaker is reported at once, without waiting for a timeout.
+    /// 200 when every dependency is there, else 503; the JSON body names what is missing.
     async fn ready(&self) -> Response<Vec<u8>> {
-        let Some(fleet) = &self.fleet else {
-            return text(200, "ready\n");
-        };
-        if fleet.redis.ping().await {
-            text(200, "ready\nredis: ok\n")
-        } else {
-            text(503, "not ready\nredis: unavailable\n")
-        }
+        let report = self.readiness.check().await;
+        let mut body = report.body.to_string();
+        body.push('\n');
+        let status = if report.ready { 200 } else { 503 };
+        respond(status, "application/json", body.into_bytes())
     }
 }
 
 fn text(status: u16, body: &str) -> Response<Vec<u8>> {
-    let mut r = Response::new(body.as_bytes().to_vec());
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
+}
+
+fn respond(status: u16, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut r = Response::new(body);
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
     let headers = r.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        http::HeaderValue::from_static(content_type),
     );
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(body.len()),
-    );
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     r
 }

@@ -195,6 +195,28 @@ pub fn idp_request(provider: &str, endpoint: &str, elapsed: std::time::Duration)
         .observe(elapsed.as_secs_f64());
 }
 
+/// `provider_metadata_age_seconds{provider}`
+pub static METADATA_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "provider_metadata_age_seconds",
+        "Seconds since the discovery document and keys in use were fetched from the provider \
+         (absent while none are known).",
+        &["provider"],
+    )
+});
+
+/// Sets the age of a provider's discovery and keys; `None` removes the series (none known).
+pub fn provider_metadata_age(provider: &str, age: Option<u64>) {
+    match age {
+        Some(a) => METADATA_AGE
+            .with_label_values(&[provider])
+            .set(i64::try_from(a).unwrap_or(i64::MAX)),
+        None => {
+            let _ = METADATA_AGE.remove_label_values(&[provider]);
+        }
+    }
+}
+
 /// Counts a JWKS fetch.
 pub fn jwks_fetch(provider: &str, result: &str) {
     JWKS_FETCH.with_label_values(&[provider, result]).inc();

@@ -25,7 +25,7 @@ use std::time::Instant;
 pub struct Gateway {
     config: Config,
     routes: RouteTable,
-    pools: Vec<UpstreamPool>,
+    pools: std::sync::Arc<[UpstreamPool]>,
     route_metrics: Vec<RouteMetrics>,
     /// Metrics for requests no route took (404, 400).
     unrouted_metrics: RouteMetrics,
@@ -67,7 +67,7 @@ impl Gateway {
     /// Builds the handler from a validated configuration and the upstream pools built for it.
     pub fn new(
         config: Config,
-        pools: Vec<UpstreamPool>,
+        pools: std::sync::Arc<[UpstreamPool]>,
         auth: Option<std::sync::Arc<Authenticator>>,
     ) -> Self {
         Gateway {

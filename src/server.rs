@@ -1,5 +1,6 @@
 //! Config → Pingora services: the proxy with its listeners, the metrics listener and the
-//! background health checks.
+//! background health checks. On `--upgrade`, the providers are made ready before the sockets are
+//! taken over (see `upgrade`).
 
 use crate::admin::AdminApp;
 use crate::auth::{Authenticator, SessionSweeper};
@@ -10,6 +11,8 @@ use crate::fleet::{Fleet, Invalidation};
 use crate::metrics;
 use crate::oidc::provider::DiscoveryService;
 use crate::proxy::Gateway;
+use crate::readiness::Readiness;
+use crate::upgrade;
 use crate::upstream::{HealthChecks, UpstreamPool};
 use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::HttpServer;
@@ -49,7 +52,6 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
     metrics::init();
 
     let mut pools = Vec::with_capacity(config.upstreams.len());
@@ -59,6 +61,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         pools.push(pool);
         checkers.extend(checker);
     }
+    let pools: Arc<[UpstreamPool]> = pools.into();
 
     // The fleet's shared state, when `[redis]` is configured (sessions name their keys with the
     // session secrets).
@@ -67,6 +70,24 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         _ => None,
     };
     let oidc = Authenticator::new(&config, fleet.clone())?.map(Arc::new);
+    let readiness = Arc::new(Readiness::new(
+        &config,
+        oidc.as_ref().map(|a| a.providers.clone()),
+        pools.clone(),
+        fleet.clone(),
+    ));
+    if mode.upgrade {
+        if let Some(auth) = &oidc {
+            upgrade::wait_until_ready(
+                &auth.providers,
+                readiness.used_providers(),
+                s.upgrade_ready_timeout,
+            );
+        }
+        upgrade::signal_old(&s.pid_file);
+    }
+    // With `--upgrade`, this takes the listening sockets over from the running process.
+    server.bootstrap();
     if let Some(auth) = &oidc {
         if let Some(fleet) = &fleet {
             let handler = auth.store.invalidator();
@@ -127,9 +148,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     if let Some(addr) = metrics_listen {
         let mut admin = Service::new(
             "oidc-gateway metrics".to_owned(),
-            HttpServer::new_app(AdminApp {
-                fleet: fleet.clone(),
-            }),
+            HttpServer::new_app(AdminApp { readiness }),
         );
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);

@@ -189,6 +189,23 @@ impl UpstreamPool {
         }
     }
 
+    /// Targets passing their health check now (every target when there is no check).
+    pub fn healthy(&self) -> usize {
+        fn count<S>(lb: &LoadBalancer<S>) -> usize
+        where
+            S: BackendSelection + 'static,
+            S::Iter: BackendIter,
+        {
+            let b = lb.backends();
+            b.get_backend().iter().filter(|t| b.ready(t)).count()
+        }
+        match &self.selector {
+            Selector::RoundRobin(lb) => count(lb),
+            Selector::Random(lb) => count(lb),
+            Selector::Consistent(lb) => count(lb),
+        }
+    }
+
     /// Number of targets.
     pub fn len(&self) -> usize {
         self.targets.len()

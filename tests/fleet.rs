@@ -670,7 +670,7 @@ async fn redis_stopped_hits_are_served_misses_get_503_fast_cookies_are_kept_and_
 
     let (status, body) = readyz(&f.b).await;
     assert_eq!(
-        (status, body.contains("redis: unavailable")),
+        (status, body.contains(r#""redis":"unavailable""#)),
         (503, true),
         "{body}"
     );

@@ -1,6 +1,7 @@
 //! The systemd unit's own commands, run in order as systemd would run them (no systemd in CI):
-//! ExecStart daemonizes and writes the PID file; ExecReload checks the config, sends SIGQUIT to
-//! the main PID and starts the upgrade process, which takes over the sockets and the PID file.
+//! ExecStart daemonizes and writes the PID file; ExecReload checks the config and starts the
+//! upgrade process, which gets ready (discovers the provider), then sends SIGQUIT to the process
+//! the PID file names and takes over its sockets and the PID file.
 
 mod support;
 
@@ -51,15 +52,33 @@ async fn unit_start_and_reload_hand_over_without_failures() {
     }
 
     let up = TestUpstream::start("a");
+    let idp = HostileOp::start(Attack::None);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let provider = Toml::new()
+        .session("systemd-test-session-secret-0123456789abcdef", "")
+        .provider(
+            "p",
+            &idp.issuer,
+            "s",
+            &format!("http://127.0.0.1:{port}"),
+            "",
+        )
+        .route(
+            "api",
+            &["/api"],
+            "a",
+            "provider = \"p\", methods = [\"bearer\"]",
+            "",
+        )
+        .build();
     let pid_file = dir.path().join("gw.pid");
     let config = dir.path().join("gw.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\ngrace_period = \"1s\"\nshutdown_timeout = \"1s\"\npid_file = \"{}\"\nupgrade_socket = \"{}\"\n[metrics]\nlisten = \"\"\n\
-             [[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+             [[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n{provider}[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
             pid_file.display(),
             dir.path().join("upgrade.sock").display(),
             up.address()
@@ -105,21 +124,54 @@ async fn unit_start_and_reload_hand_over_without_failures() {
         std::thread::sleep(Duration::from_millis(50));
     };
 
-    let url = format!("http://127.0.0.1:{port}/");
+    let now = unix_now();
+    let token = mint(
+        &serde_json::json!({"iss": idp.issuer, "sub": "alice", "aud": "gateway", "exp": now + 600, "iat": now}),
+        "key1",
+    );
+    let origin = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fresh_client()
+        .get(format!("{origin}/api"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the provider was never discovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A slow provider from now on: the new process's discovery takes about 2 s. It must not
+    // take the sockets over before it has finished (bearer requests would then wait for it).
+    idp.set_delay_ms(1000);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let load = tokio::spawn(async move {
         let client = fresh_client();
-        let (mut ok, mut failed) = (0u32, Vec::new());
+        let (mut ok, mut failed, mut slowest) = (0u32, Vec::new(), Duration::ZERO);
+        let mut n = 0u32;
         while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            match client.get(&url).send().await {
+            n += 1;
+            let req = if n.is_multiple_of(2) {
+                client.get(format!("{origin}/api")).bearer_auth(&token)
+            } else {
+                client.get(format!("{origin}/"))
+            };
+            let t0 = Instant::now();
+            match req.send().await {
                 Ok(r) if r.status() == 200 => ok += 1,
                 Ok(r) => failed.push(format!("status {}", r.status())),
                 Err(e) => failed.push(e.to_string()),
             }
+            slowest = slowest.max(t0.elapsed());
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        (ok, failed)
+        (ok, failed, slowest)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -143,7 +195,7 @@ async fn unit_start_and_reload_hand_over_without_failures() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (ok, failed) = load.await.unwrap();
+    let (ok, failed, slowest) = load.await.unwrap();
     assert!(alive(second), "the new main process died");
     let _ = Command::new("kill")
         .args(["-TERM", &second.to_string()])
@@ -154,4 +206,10 @@ async fn unit_start_and_reload_hand_over_without_failures() {
         std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
     );
     assert!(ok > 50, "only {ok} requests");
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a request waited {slowest:?}: the new process took over before it was ready"
+    );
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("ready: taking over"), "{log}");
 }

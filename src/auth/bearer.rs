@@ -151,7 +151,10 @@ async fn verify_signature(
         .ok_or(TokenError::UnknownIssuer)?;
     let mut refetched = false;
     loop {
-        let d = providers.get(provider).ok_or(TokenError::Unavailable)?;
+        let d = providers
+            .ready(provider)
+            .await
+            .ok_or(TokenError::Unavailable)?;
         let Some(key) = d.bearer_keys.find(header.kid.as_deref()) else {
             if !refetched && providers.refresh_keys(provider).await {
                 refetched = true;
@@ -316,7 +319,10 @@ async fn introspect_at(
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let handle = providers.handle(index).ok_or(TokenError::Unavailable)?;
     let cfg = &handle.config;
-    let d = providers.get(index).ok_or(TokenError::Unavailable)?;
+    let d = providers
+        .ready(index)
+        .await
+        .ok_or(TokenError::Unavailable)?;
     let endpoint = d.introspection_endpoint().ok_or(TokenError::Unavailable)?;
     let req = token_request(cfg, endpoint, token, "access_token").ok_or(TokenError::Unavailable)?;
     let start = Instant::now();

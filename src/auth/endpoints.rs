@@ -245,9 +245,15 @@ impl Authenticator {
                 metrics::login(&name, e.reason());
                 tracing::warn!(provider = %name, reason = e.reason(), "sign-in failed: {e}");
                 let (status, detail) = match e {
-                    LoginError::Unavailable
-                    | LoginError::TokenExchange(_)
-                    | LoginError::UserInfo(_) => (
+                    LoginError::Unavailable => (
+                        503,
+                        "The identity provider cannot be reached right now. Please try again in a minute.",
+                    ),
+                    LoginError::Timeout => (
+                        504,
+                        "The identity provider did not answer in time. Please try again.",
+                    ),
+                    LoginError::TokenExchange(_) | LoginError::UserInfo(_) => (
                         502,
                         "The identity provider could not complete the sign-in. Please try again.",
                     ),

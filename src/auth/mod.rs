@@ -25,6 +25,7 @@ use crate::http::headers::HeaderSet;
 use crate::http::redirect;
 use crate::metrics::{self, RouteMetrics};
 use crate::oidc::login::authorization_request;
+use crate::oidc::persisted::MetadataFiles;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
 use crate::ratelimit::{self, Limit};
@@ -146,7 +147,11 @@ impl Authenticator {
         if config.providers.is_empty() {
             return Ok(None);
         }
-        let providers = Arc::new(Providers::new(&config.providers)?);
+        let mut providers = Providers::new(&config.providers)?;
+        if let Some(dir) = &config.server.state_dir {
+            providers.persist_to(MetadataFiles::new(dir, &settings.secrets));
+        }
+        let providers = Arc::new(providers);
         for p in &config.providers {
             metrics::init_provider(&p.name);
         }
@@ -245,8 +250,9 @@ impl Authenticator {
                 }
                 AuthMethod::AuthorizationCode => {
                     let provider = spec.providers[0];
-                    let denial =
-                        self.start_login(provider, &spec.realm, req, client, return_to, now);
+                    let denial = self
+                        .start_login(provider, &spec.realm, req, client, return_to, now)
+                        .await;
                     return Err(denial.with_cookies(clear_cookies));
                 }
                 AuthMethod::Bearer => match token {
@@ -299,12 +305,17 @@ impl Authenticator {
         .with_cookies(clear_cookies))
     }
 
-    /// A presented token failed: 401 `invalid_token` (or the anonymous consumer, if configured).
+    /// A presented token failed: 401 `invalid_token` (or the anonymous consumer, if configured);
+    /// one that cannot be checked now (the provider is unreachable) gets 503 with `Retry-After`,
+    /// so a client does not take a good token for a bad one.
     fn invalid_token(
         &self,
         spec: &RouteAuth,
         error: bearer::TokenError,
     ) -> Result<Option<Identity>, Denied> {
+        if matches!(error, bearer::TokenError::Unavailable) {
+            return Err(Denial::ProviderUnavailable.into());
+        }
         if spec.anonymous.is_some() {
             return Ok(Some(self.anonymous(spec)));
         }
@@ -408,7 +419,7 @@ impl Authenticator {
     /// A request that needs a sign-in: a redirect to the provider for browsers (within the
     /// client's limit), 401 for requests that cannot follow one (API calls, XHR, non-GET), 503
     /// while the provider is unreachable.
-    fn start_login(
+    async fn start_login(
         &self,
         index: usize,
         realm: &str,
@@ -430,10 +441,14 @@ impl Authenticator {
         if let Err(limited) = ratelimit::check(self.login_starts.as_ref(), client) {
             return too_many(limited, "sign-in attempts");
         }
-        let Some(d) = self.providers.get(index) else {
+        let Some(d) = self.providers.ready(index).await else {
             metrics::login(&cfg.name, "provider_unavailable");
             return Denial::ProviderUnavailable.into();
         };
+        if !Providers::reachable(&self.providers, index) {
+            metrics::login(&cfg.name, "provider_unreachable");
+            return Denial::ProviderUnavailable.into();
+        }
         let return_to = redirect::same_origin_path(return_to)
             .unwrap_or("/")
             .to_owned();

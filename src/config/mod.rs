@@ -151,6 +151,9 @@ pub struct Provider {
     pub jwks_refresh_cooldown: Duration,
     /// How often discovery and keys are refreshed in the background.
     pub discovery_refresh_interval: Duration,
+    /// Oldest discovery document and keys still used while the provider cannot be reached
+    /// (kept in memory or persisted under `state_dir`).
+    pub max_stale: Duration,
     /// Cookies set for this provider's logins are `Secure` (the redirect URI is https).
     pub secure_cookies: bool,
     /// Longest time an active introspection result is reused (never past the token's `exp`).
@@ -269,8 +272,11 @@ pub struct Server {
     pub login_rate_limit: u64,
     /// Introspection calls (cache misses) per client IP and minute (0: unlimited).
     pub introspection_rate_limit: u64,
-    /// Where state that must survive a restart is kept without `[redis]` (revocations).
+    /// Where state that must survive a restart is kept: the providers' last discovery document
+    /// and keys, and revocations without `[redis]`.
     pub state_dir: Option<PathBuf>,
+    /// On `run --upgrade`, longest wait for the providers before taking the sockets over.
+    pub upgrade_ready_timeout: Duration,
 }
 
 /// A TLS listener.

@@ -99,6 +99,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub discovery_refresh_interval: Option<SStr>,
     #[serde(default)]
+    pub max_stale: Option<SStr>,
+    #[serde(default)]
     pub introspection_cache_ttl: Option<SStr>,
     #[serde(default)]
     pub introspection_negative_ttl: Option<SStr>,
@@ -151,6 +153,7 @@ pub struct RawServer {
     pub login_rate_limit: Option<Spanned<i64>>,
     pub introspection_rate_limit: Option<Spanned<i64>>,
     pub state_dir: Option<SStr>,
+    pub upgrade_ready_timeout: Option<SStr>,
 }
 
 /// `[[server.tls]]`

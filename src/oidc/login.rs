@@ -1,6 +1,7 @@
 //! The authorization code flow: the redirect to the provider (state, nonce, PKCE S256), and the
 //! callback: code exchange, ID-token validation, `at_hash`, and userinfo with a matching `sub`.
 
+use super::http::IdpHttpError;
 use super::provider::{Discovered, Providers, error_chain};
 use super::state::LoginState;
 use super::types::UserInfoClaims;
@@ -55,6 +56,9 @@ pub enum LoginError {
     /// The code exchange failed.
     #[error("code exchange failed: {0}")]
     TokenExchange(String),
+    /// The token or userinfo endpoint did not answer within the provider's timeout.
+    #[error("the identity provider did not answer in time")]
+    Timeout,
     /// The token response could not be read (e.g. an ID token without `sub` or `iat`).
     #[error("invalid token response: {0}")]
     TokenResponse(String),
@@ -81,6 +85,7 @@ impl LoginError {
         match self {
             LoginError::Unavailable => "provider_unavailable",
             LoginError::TokenExchange(_) => "token_exchange_failed",
+            LoginError::Timeout => "idp_timeout",
             LoginError::TokenResponse(_) => "token_response_invalid",
             LoginError::NoIdToken => "no_id_token",
             LoginError::IdToken(e) => e.reason(),
@@ -101,7 +106,10 @@ pub async fn complete(
 ) -> Result<SessionData, LoginError> {
     let handle = providers.handle(index).ok_or(LoginError::Unavailable)?;
     let cfg = &handle.config;
-    let d = providers.get(index).ok_or(LoginError::Unavailable)?;
+    let d = providers
+        .ready(index)
+        .await
+        .ok_or(LoginError::Unavailable)?;
 
     let start = Instant::now();
     let exchange = d
@@ -114,6 +122,9 @@ pub async fn complete(
     metrics::idp_request(&cfg.name, "token", start.elapsed());
     let token = exchange.map_err(|e| match e {
         RequestTokenError::Parse(e, _) => LoginError::TokenResponse(e.to_string()),
+        RequestTokenError::Request(e) => {
+            transport(&e).unwrap_or_else(|| LoginError::TokenExchange(error_chain(&e)))
+        }
         e => LoginError::TokenExchange(error_chain(&e)),
     })?;
 
@@ -188,7 +199,23 @@ pub(crate) async fn userinfo(
             _ => Ok(None),
         },
         Err(UserInfoError::ClaimsVerification(_)) => Err(LoginError::UserInfoSubject),
+        Err(UserInfoError::Request(e)) => {
+            Err(transport(&e).unwrap_or_else(|| LoginError::UserInfo(error_chain(&e))))
+        }
         Err(e) => Err(LoginError::UserInfo(error_chain(&e))),
+    }
+}
+
+/// A call that failed for want of the provider, not for what it answered: it did not answer
+/// in time (504), or could not be reached or dropped the connection, as a restarting provider
+/// does to kept-alive connections (503: try again).
+fn transport(e: &IdpHttpError) -> Option<LoginError> {
+    match e {
+        IdpHttpError::Request(r) if r.is_timeout() => Some(LoginError::Timeout),
+        IdpHttpError::Request(r) if r.is_connect() || r.is_request() => {
+            Some(LoginError::Unavailable)
+        }
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod logout_token;
+pub mod persisted;
 pub mod provider;
 pub mod refresh;
 pub mod revoke;

@@ -2,12 +2,18 @@
 //! `DashMap`, so the request path only reads. An unknown key id triggers at most one JWKS fetch
 //! per cool-down (shorter after a failure), so a storm of forged `kid`s cannot turn into traffic
 //! at the identity provider.
+//!
+//! The last good document and keys are saved under `state_dir` (see `persisted`) and loaded at
+//! start, so a restart while the provider is down keeps verifying; they are used for at most the
+//! provider's `max_stale`. A request arriving while the first discovery is in flight waits for it
+//! (bounded by the provider's timeout) instead of failing at once.
 
 use super::http::IdpHttp;
 use super::jwks::BearerKeys;
+use super::persisted::{LoadError, MetadataFiles};
 use super::types::{Metadata, OidcClient};
 use crate::config::{ClientAuth, Provider};
-use crate::metrics;
+use crate::{clock, metrics};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
@@ -21,6 +27,8 @@ use std::time::{Duration, Instant};
 const JWKS_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// Longest wait between discovery attempts while a provider is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a reachability probe's answer is trusted before a login start asks for a new one.
+const REACH_TTL: Duration = Duration::from_secs(2);
 
 /// What discovery produced for one provider.
 pub struct Discovered {
@@ -32,6 +40,8 @@ pub struct Discovered {
     pub algs: Vec<CoreJwsSigningAlgorithm>,
     /// Keys for access tokens (bearer JWTs).
     pub bearer_keys: BearerKeys,
+    /// When the document and keys were fetched from the provider (Unix seconds).
+    pub fetched_at: u64,
 }
 
 impl Discovered {
@@ -73,6 +83,7 @@ impl Discovered {
             client,
             algs,
             bearer_keys,
+            fetched_at: clock::now(),
         })
     }
 
@@ -108,6 +119,13 @@ struct JwksGate {
     last_ok: bool,
 }
 
+/// The last reachability probe of a provider.
+struct Reach {
+    checked: Option<Instant>,
+    ok: bool,
+    probing: bool,
+}
+
 /// One configured provider.
 pub struct ProviderHandle {
     /// Position in the configuration.
@@ -117,6 +135,21 @@ pub struct ProviderHandle {
     /// HTTP client with the provider's timeouts.
     pub http: IdpHttp,
     jwks_gate: tokio::sync::Mutex<JwksGate>,
+    /// True while a discovery attempt runs (and before the first one starts).
+    discovering: tokio::sync::watch::Sender<bool>,
+    reach: std::sync::Mutex<Reach>,
+}
+
+impl ProviderHandle {
+    fn note_reach(&self, ok: bool) {
+        if let Ok(mut reach) = self.reach.lock() {
+            *reach = Reach {
+                checked: Some(Instant::now()),
+                ok,
+                probing: false,
+            };
+        }
+    }
 }
 
 /// Every provider, and what discovery found for each.
@@ -124,6 +157,19 @@ pub struct Providers {
     /// In configuration order.
     pub list: Vec<ProviderHandle>,
     discovered: DashMap<usize, Arc<Discovered>>,
+    files: Option<MetadataFiles>,
+}
+
+/// What readiness reports of one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Discovery and keys are known, fetched this many seconds ago.
+    Known {
+        /// Seconds since they were fetched from the provider.
+        age: u64,
+    },
+    /// Nothing usable: never reached, and nothing saved (or too old).
+    Missing,
 }
 
 impl Providers {
@@ -146,13 +192,45 @@ impl Providers {
                         last_attempt: None,
                         last_ok: true,
                     }),
+                    discovering: tokio::sync::watch::Sender::new(true),
+                    reach: std::sync::Mutex::new(Reach {
+                        checked: None,
+                        ok: true,
+                        probing: false,
+                    }),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Providers {
             list,
             discovered: DashMap::new(),
+            files: None,
         })
+    }
+
+    /// Saves each successful discovery to `files`, and installs what they hold now (at most
+    /// `max_stale` old) so that requests can be verified before the provider answers.
+    pub fn persist_to(&mut self, files: MetadataFiles) {
+        let now = clock::now();
+        for p in &self.list {
+            let name = &p.config.name;
+            let loaded = files.load(&p.config, now).and_then(|(metadata, at)| {
+                let mut d = Discovered::new(&p.config, metadata).map_err(LoadError::Invalid)?;
+                d.fetched_at = at;
+                Ok(d)
+            });
+            match loaded {
+                Ok(d) => {
+                    tracing::info!(provider = %name, age_s = now.saturating_sub(d.fetched_at), "loaded saved discovery and keys");
+                    self.discovered.insert(p.index, Arc::new(d));
+                }
+                Err(LoadError::Missing) => {}
+                Err(e) => {
+                    tracing::warn!(provider = %name, "saved discovery and keys not used: {e}")
+                }
+            }
+        }
+        self.files = Some(files);
     }
 
     /// The provider at `index`.
@@ -170,10 +248,171 @@ impl Providers {
         self.discovered.get(&index).map(|d| d.value().clone())
     }
 
+    /// Discovery results; while the provider's discovery is in flight and nothing is known yet,
+    /// waits for it, at most the provider's timeout.
+    pub async fn ready(&self, index: usize) -> Option<Arc<Discovered>> {
+        if let Some(d) = self.get(index) {
+            return Some(d);
+        }
+        let p = self.handle(index)?;
+        let mut busy = p.discovering.subscribe();
+        if *busy.borrow_and_update() {
+            let _ = tokio::time::timeout(p.config.timeout, busy.wait_for(|b| !*b)).await;
+        }
+        self.get(index)
+    }
+
+    /// Whether the provider answered its last reachability probe (a GET of its discovery
+    /// document). When that answer is older than [`REACH_TTL`], a new probe starts in the
+    /// background and this answer is used meanwhile: no login start waits for a probe, and one
+    /// that would send the browser to a provider the gateway cannot reach (so the callback
+    /// could not complete) gets a clear 503 instead.
+    pub fn reachable(this: &Arc<Providers>, index: usize) -> bool {
+        let Some(p) = this.handle(index) else {
+            return false;
+        };
+        let Ok(mut reach) = p.reach.lock() else {
+            return true;
+        };
+        let fresh = reach.checked.is_some_and(|t| t.elapsed() < REACH_TTL);
+        if !fresh && !reach.probing {
+            reach.probing = true;
+            let providers = this.clone();
+            tokio::spawn(async move {
+                let Some(p) = providers.handle(index) else {
+                    return;
+                };
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    p.config.issuer.trim_end_matches('/')
+                );
+                let start = Instant::now();
+                let answered = p.http.inner().get(url).send().await;
+                metrics::idp_request(&p.config.name, "probe", start.elapsed());
+                let ok = answered.is_ok_and(|r| !r.status().is_server_error());
+                if !ok {
+                    tracing::warn!(provider = %p.config.name, "provider unreachable: sign-ins get 503 until it answers");
+                }
+                p.note_reach(ok);
+            });
+        }
+        reach.ok
+    }
+
+    /// Whether the provider's discovery and keys are known, and how old they are at `now`.
+    pub fn availability(&self, index: usize, now: u64) -> Availability {
+        match self.get(index) {
+            Some(d) => Availability::Known {
+                age: now.saturating_sub(d.fetched_at),
+            },
+            None => Availability::Missing,
+        }
+    }
+
+    /// Sets `provider_metadata_age_seconds` for every provider (at scrape time).
+    pub fn export_ages(&self, now: u64) {
+        for p in &self.list {
+            let age = match self.availability(p.index, now) {
+                Availability::Known { age } => Some(age),
+                Availability::Missing => None,
+            };
+            metrics::provider_metadata_age(&p.config.name, age);
+        }
+    }
+
+    /// Forgets discovery results older than the provider's `max_stale` (the provider has been
+    /// unreachable that long). Returns whether it did.
+    fn drop_if_stale(&self, index: usize, now: u64) -> bool {
+        let Some(p) = self.handle(index) else {
+            return false;
+        };
+        let stale = self
+            .get(index)
+            .is_some_and(|d| now.saturating_sub(d.fetched_at) > p.config.max_stale.as_secs());
+        if stale {
+            self.discovered.remove(&index);
+            tracing::error!(provider = %p.config.name, max_stale = ?p.config.max_stale, "discovery and keys are older than max_stale: no longer used");
+        }
+        stale
+    }
+
+    /// Runs discovery for each provider in `needed` that nothing is known of yet, on a runtime and
+    /// with HTTP clients of its own (for use before the server's runtimes exist), for at most
+    /// `timeout` in all. Returns the names of those still unknown.
+    pub fn discover_now(&self, needed: &[usize], timeout: Duration) -> Vec<String> {
+        let missing: Vec<usize> = needed
+            .iter()
+            .copied()
+            .filter(|&i| self.get(i).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let configs: Vec<Provider> = self.list.iter().map(|p| p.config.clone()).collect();
+            let fetched = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    let own = Providers::new(&configs)?;
+                    rt.block_on(async {
+                        let all = futures::future::join_all(missing.iter().map(|&i| {
+                            let (own, configs) = (&own, &configs);
+                            async move {
+                                if let Err(e) = own.discover(i).await {
+                                    tracing::warn!(provider = %configs[i].name, "{e}");
+                                }
+                            }
+                        }));
+                        let _ = tokio::time::timeout(timeout, all).await;
+                    });
+                    Ok(own)
+                });
+            match fetched {
+                Ok(own) => {
+                    for (i, d) in own.discovered.into_iter() {
+                        if let (Some(p), Ok(d)) = (self.handle(i), Arc::try_unwrap(d)) {
+                            self.install_fetched(p, d);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot run discovery before start: {e}"),
+            }
+        }
+        needed
+            .iter()
+            .filter(|&&i| self.get(i).is_none())
+            .filter_map(|&i| self.handle(i).map(|p| p.config.name.clone()))
+            .collect()
+    }
+
+    /// Installs fresh results and saves them under `state_dir`.
+    fn install_fetched(&self, p: &ProviderHandle, discovered: Discovered) {
+        if let Some(files) = &self.files
+            && let Err(e) = files.save(&p.config, &discovered.metadata, discovered.fetched_at)
+        {
+            tracing::warn!(provider = %p.config.name, "cannot save discovery and keys: {e}");
+        }
+        self.discovered.insert(p.index, Arc::new(discovered));
+    }
+
     /// Fetches the discovery document and keys; the document's `issuer` must equal the configured
     /// one exactly (checked by `openidconnect`).
     pub async fn discover(&self, index: usize) -> Result<(), String> {
         let p = self.handle(index).ok_or("no such provider")?;
+        p.discovering.send_replace(true);
+        let result = self.fetch_discovery(p).await;
+        p.discovering.send_replace(false);
+        result
+    }
+
+    async fn fetch_discovery(&self, p: &ProviderHandle) -> Result<(), String> {
+        let result = self.fetch_discovery_once(p).await;
+        if result.is_ok() {
+            p.note_reach(true);
+        }
+        result
+    }
+
+    async fn fetch_discovery_once(&self, p: &ProviderHandle) -> Result<(), String> {
         let name = &p.config.name;
         let issuer = IssuerUrl::new(p.config.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
         let start = Instant::now();
@@ -190,7 +429,7 @@ impl Providers {
             }
         };
         let discovered = Discovered::new(&p.config, metadata)?;
-        self.discovered.insert(index, Arc::new(discovered));
+        self.install_fetched(p, discovered);
         Ok(())
     }
 
@@ -228,7 +467,7 @@ impl Providers {
                 let metadata = current.metadata.clone().set_jwks(jwks);
                 match Discovered::new(&p.config, metadata) {
                     Ok(d) => {
-                        self.discovered.insert(index, Arc::new(d));
+                        self.install_fetched(p, d);
                         tracing::info!(provider = %p.config.name, "fetched new signing keys");
                         true
                     }
@@ -292,6 +531,7 @@ impl BackgroundService for DiscoveryService {
                             p.config.discovery_refresh_interval
                         }
                         Err(e) => {
+                            providers.drop_if_stale(p.index, clock::now());
                             tracing::warn!(provider = %p.config.name, issuer = %p.config.issuer, retry_in = ?backoff, "{e}");
                             let wait = backoff;
                             backoff = (backoff * 2).min(MAX_BACKOFF);

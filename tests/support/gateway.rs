@@ -116,7 +116,10 @@ impl GatewayProcess {
     /// Starts a second process with the same config and `--upgrade`: it waits for this one's
     /// sockets, which it gets when this one receives SIGQUIT.
     pub fn start_upgrade(&self) -> GatewayProcess {
-        let log_path = self.dir.path().join("gateway-2.log");
+        let log_path = (2..)
+            .map(|n| self.dir.path().join(format!("gateway-{n}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
         let child = spawn(&self.config_path, &log_path, &["--upgrade"], &[]);
         GatewayProcess {
             port: self.port,
@@ -163,6 +166,11 @@ impl GatewayProcess {
             .status()
             .unwrap();
         assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
     }
 
     /// Waits for the process to exit.

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The client secret the gateway is configured with (the OP does not check it; the
@@ -76,6 +76,8 @@ pub struct OpState {
     pub token_requests: AtomicUsize,
     /// Every request.
     pub requests: AtomicUsize,
+    /// Milliseconds every answer is held back (a slow provider).
+    pub delay_ms: AtomicU64,
     issuer: Mutex<String>,
     codes: Mutex<HashMap<String, String>>,
 }
@@ -93,7 +95,13 @@ pub struct HostileOp {
 impl HostileOp {
     /// Starts the OP with `attack`, signing with `key1` and publishing `key1`.
     pub fn start(attack: Attack) -> HostileOp {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(0, attack)
+    }
+
+    /// Starts the OP on `port` (0: any free one); a stopped OP comes back at the same issuer
+    /// when started on its old port.
+    pub fn start_on(port: u16, attack: Attack) -> HostileOp {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(OpState {
@@ -103,6 +111,7 @@ impl HostileOp {
             jwks_fetches: AtomicUsize::new(0),
             token_requests: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
             issuer: Mutex::new(issuer.clone()),
             codes: Mutex::new(HashMap::new()),
         });
@@ -145,6 +154,16 @@ impl HostileOp {
     pub fn set_attack(&self, attack: Attack) {
         *self.state.attack.lock().unwrap() = attack;
     }
+
+    /// Holds every answer back by `ms` milliseconds from now on.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.issuer.rsplit(':').next().unwrap().parse().unwrap()
+    }
 }
 
 impl Drop for HostileOp {
@@ -164,6 +183,10 @@ async fn count(
     next: axum::middleware::Next,
 ) -> Response {
     st.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = st.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     next.run(req).await
 }
 
@@ -230,7 +253,9 @@ async fn authorize(
         return Redirect::to(&format!("{redirect}?error=access_denied&state={state}"))
             .into_response();
     }
-    let code = format!("code-{}", st.requests.load(Ordering::SeqCst));
+    // Unique even when answers are held back (`delay_ms`) and requests overlap.
+    static NEXT_CODE: AtomicUsize = AtomicUsize::new(0);
+    let code = format!("code-{}", NEXT_CODE.fetch_add(1, Ordering::SeqCst));
     st.codes
         .lock()
         .unwrap()

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod config;
+pub mod faults;
 pub mod gateway;
 pub mod hostile_op;
 pub mod lenient;

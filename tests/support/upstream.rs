@@ -24,7 +24,13 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Starts an upstream on a free port that names itself `id` in responses.
     pub fn start(id: &str) -> TestUpstream {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind test upstream");
+        Self::start_on(0, id)
+    }
+
+    /// Starts an upstream on `port` (0: any free one), e.g. to restore a killed one.
+    pub fn start_on(port: u16, id: &str) -> TestUpstream {
+        let std_listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind test upstream");
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));

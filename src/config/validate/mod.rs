@@ -113,17 +113,26 @@ impl Builder<'_> {
                 "store = \"redis\" needs a [redis] section",
             );
         }
-        if session
-            .as_ref()
-            .is_some_and(|s| s.store == SessionStoreKind::Cookie)
-            && redis.is_none()
-            && server.state_dir.is_none()
-        {
+        if server.state_dir.is_none() && !providers.is_empty() {
+            let mut forgotten = vec![
+                "the providers' discovery and keys (a restart while the identity provider is \
+                 down cannot verify tokens until it is back)",
+            ];
+            if session
+                .as_ref()
+                .is_some_and(|s| s.store == SessionStoreKind::Cookie)
+                && redis.is_none()
+            {
+                forgotten
+                    .push("logouts (a logged-out cookie works again; or share them with [redis])");
+            }
             self.errs.warn_at(
                 None,
                 "server.state_dir",
-                "logouts are forgotten when the gateway restarts (a logged-out cookie works \
-                 again): set [server] state_dir, or share them with [redis]",
+                format!(
+                    "not set, so these are forgotten when the gateway restarts: {}",
+                    forgotten.join("; ")
+                ),
             );
         }
         Config {

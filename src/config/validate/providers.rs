@@ -167,6 +167,11 @@ impl Builder<'_> {
                 &key("discovery_refresh_interval"),
                 Duration::from_secs(3600),
             ),
+            max_stale: self.duration(
+                &raw.max_stale,
+                &key("max_stale"),
+                Duration::from_secs(24 * 3600),
+            ),
             secure_cookies,
             introspection_cache_ttl: self.duration(
                 &raw.introspection_cache_ttl,

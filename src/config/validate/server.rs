@@ -106,6 +106,11 @@ impl Builder<'_> {
                 0,
             ) as u64,
             state_dir: raw.state_dir.as_ref().and_then(|d| self.state_dir(d)),
+            upgrade_ready_timeout: self.duration_or_zero(
+                &raw.upgrade_ready_timeout,
+                "server.upgrade_ready_timeout",
+                Duration::from_secs(15),
+            ),
         }
     }
 
