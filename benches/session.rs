@@ -201,5 +201,44 @@ fn bench_id_token(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_sessions, bench_create, bench_id_token);
+/// The identity assertion: signing one (ES256) against handing out the cached one, which is what
+/// every request but the first in half a lifetime pays.
+fn bench_identity_assertion(c: &mut Criterion) {
+    use oidc_gateway::auth::signed_identity::IdentitySigner;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = oidc_gateway::config::IdentityAssertion {
+        header: http::HeaderName::from_static("x-gateway-assertion"),
+        issuer: "https://gateway.example.com".into(),
+        audience: None,
+        lifetime: std::time::Duration::from_secs(60),
+        key_files: Vec::new(),
+        jwks_path: "/.well-known/oidc-gateway/jwks.json".into(),
+    };
+    let signer = IdentitySigner::new(&cfg, Some(dir.path())).unwrap();
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+        serde_json::json!({"email": "alice@example.com", "groups": ["admins", "readers"]}),
+    )
+    .unwrap();
+    c.bench_function("identity assertion: cached", |b| {
+        b.iter(|| black_box(signer.assertion("alice", Some(&claims), "app.example.com")))
+    });
+    let mut n = 0u64;
+    c.bench_function(
+        "identity assertion: signed (a new subject each time)",
+        |b| {
+            b.iter(|| {
+                n += 1;
+                black_box(signer.assertion(&format!("user-{n}"), Some(&claims), "app.example.com"))
+            })
+        },
+    );
+}
+
+criterion_group!(
+    benches,
+    bench_sessions,
+    bench_create,
+    bench_id_token,
+    bench_identity_assertion
+);
 criterion_main!(benches);

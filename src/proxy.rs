@@ -7,7 +7,7 @@ use crate::auth::{Authenticator, Identity, identity};
 use crate::config::{Auth, Config, Route};
 use crate::connections;
 use crate::http::cookies;
-use crate::http::headers::{self, ClientConn, HeaderSet};
+use crate::http::headers::{self, ClientConn, HeaderSet, request_host};
 use crate::http::responses::{Reply, wants_html};
 use crate::http::target::{self, Forward};
 use crate::metrics::{self, RouteMetrics};
@@ -124,6 +124,13 @@ impl Gateway {
         {
             ctx.own_endpoint = true;
             let client = self.client_ip(session);
+            let from_proxy = headers::is_trusted(
+                session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                &self.config.server.trusted_proxies,
+            );
             // A small body, whole within the body deadline (no slow drip holds the connection).
             let body = if endpoint.reads_body() {
                 let read =
@@ -138,7 +145,15 @@ impl Gateway {
             let req = session.req_header();
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
             // be moved around on every request of every route.
-            return Err(Box::pin(auth.serve(endpoint, req, client, html, body.as_deref())).await);
+            return Err(Box::pin(auth.serve(
+                endpoint,
+                req,
+                client,
+                from_proxy,
+                html,
+                body.as_deref(),
+            ))
+            .await);
         }
 
         let m = self
@@ -246,15 +261,6 @@ fn select(pool: &UpstreamPool, session: &Session, tried: Tried) -> Option<usize>
         None => &[],
     };
     pool.select(key, tried)
-}
-
-/// The host the client asked for: HTTP/1 `Host`, or the HTTP/2 `:authority`.
-pub fn request_host(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
 }
 
 #[async_trait]
@@ -409,7 +415,8 @@ impl ProxyHttp for Gateway {
         if let Some(auth) = &self.auth {
             cookies::strip(upstream_req, |name| auth.is_own_cookie(name));
             if ctx.authenticated_route {
-                auth.identify(ctx.identity.as_ref(), upstream_req)?;
+                let host = request_host(session.req_header());
+                auth.identify(ctx.identity.as_ref(), upstream_req, host)?;
             }
         }
         Ok(())

@@ -39,10 +39,22 @@ async fn setup(access_token_ttl: u64, session_extra: &str) -> Setup {
 }
 
 async fn setup_with(access_token_ttl: u64, session_extra: &str, provider_extra: &str) -> Setup {
+    setup_op(access_token_ttl, session_extra, provider_extra, |_| {}).await
+}
+
+/// As [`setup_with`], with the OP's configuration changed by `adjust` first.
+async fn setup_op(
+    access_token_ttl: u64,
+    session_extra: &str,
+    provider_extra: &str,
+    adjust: impl FnOnce(&mut serde_json::Value),
+) -> Setup {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
-    let op = RealOp::start(&op_config(&origin, access_token_ttl));
+    let mut op_cfg = op_config(&origin, access_token_ttl);
+    adjust(&mut op_cfg);
+    let op = RealOp::start(&op_cfg);
     let body = gateway_body(&op.issuer, &origin, &up.address(), session_extra).replace(
         "leeway = \"1s\"",
         &format!("leeway = \"1s\"\n{provider_extra}"),
@@ -667,6 +679,21 @@ async fn redeem(s: &Setup, refresh_token: &str) -> u16 {
         .as_u16()
 }
 
+/// Waits (up to 5 s) until the gateway has revoked `n` tokens at the provider.
+async fn wait_revoked(s: &Setup, n: f64) {
+    let revoked = "oidc_gateway_token_revocations_total{provider=\"op\",result=\"revoked\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_value(&s.gw.metrics().await, revoked) != Some(n) {
+        assert!(
+            Instant::now() < deadline,
+            "tokens not revoked:\n{}\n{}",
+            s.gw.log(),
+            s.op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_revokes_the_refresh_token_at_the_provider() {
     let s = setup(3600, "").await;
@@ -684,16 +711,7 @@ async fn logout_revokes_the_refresh_token_at_the_provider() {
     assert!(out.status().is_redirection(), "{}", out.status());
     // Revocation runs off the user's path: wait until the gateway says it is done. (Redeeming
     // the token to find out would use it up: the OP rotates refresh tokens.)
-    let revoked = "oidc_gateway_token_revocations_total{provider=\"op\",result=\"revoked\"}";
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric_value(&s.gw.metrics().await, revoked) != Some(2.0) {
-        assert!(
-            Instant::now() < deadline,
-            "refresh and access token not revoked:\n{}",
-            s.gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_revoked(&s, 2.0).await;
     assert_eq!(
         redeem(&s, &leaving_rt).await,
         400,
@@ -701,4 +719,50 @@ async fn logout_revokes_the_refresh_token_at_the_provider() {
     );
     // The other session's token was not touched: it still works at the provider.
     assert_eq!(redeem(&s, &staying_rt).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_key_jwt_signs_in_refreshes_and_revokes_without_a_client_secret() {
+    // The OP knows the client only by its public key: a client secret would be refused.
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
+    let jwk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{keys}/key1.jwk.json")).unwrap())
+            .unwrap();
+    let s = setup_op(
+        2,
+        "",
+        &format!(
+            "client_auth = \"private_key_jwt\"\nclient_private_key_file = \"{keys}/key1.pem\"\nclient_key_id = \"key1\""
+        ),
+        |op| {
+            let client = &mut op["clients"][0];
+            client.as_object_mut().unwrap().remove("client_secret");
+            client["token_endpoint_auth_method"] = "private_key_jwt".into();
+            client["token_endpoint_auth_signing_alg"] = "RS256".into();
+            client["jwks"] = serde_json::json!({ "keys": [jwk] });
+        },
+    )
+    .await;
+    let b = Browser::new();
+    let url = format!("{}/app/x", s.origin);
+    let page = b.navigate(&url, Some(("alice", "wonderland"))).await;
+    assert_eq!(
+        page.status,
+        200,
+        "code exchange:\n{}\n{}",
+        s.gw.log(),
+        s.op.log()
+    );
+
+    // The access token lives 2 s: the next request refreshes it, with a fresh assertion.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = b.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", s.gw.log());
+    let refreshed = "oidc_gateway_token_refresh_total{provider=\"op\",result=\"succeeded\"}";
+    assert_eq!(metric_value(&s.gw.metrics().await, refreshed), Some(1.0));
+
+    // Logout revokes both tokens at the revocation endpoint, authenticated the same way.
+    let out = b.post(&format!("{}/oauth2/logout", s.origin)).await;
+    assert!(out.status().is_redirection(), "{}", out.status());
+    wait_revoked(&s, 2.0).await;
 }

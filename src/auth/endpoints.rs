@@ -25,6 +25,12 @@ pub enum Endpoint {
     UserInfo,
     /// The back-channel logout path of provider `n` (and of any other provider sharing it).
     BackchannelLogout(usize),
+    /// The decision path of `[[forward_auth]]` entry `n`.
+    ForwardAuth(usize),
+    /// The sign-in start path of `[[forward_auth]]` entry `n`.
+    ForwardStart(usize),
+    /// The identity assertion's public keys (JWKS).
+    IdentityJwks,
 }
 
 impl Endpoint {
@@ -43,6 +49,21 @@ impl Authenticator {
         if path == self.settings.userinfo_path {
             return Some(Endpoint::UserInfo);
         }
+        if self
+            .identity_signer
+            .as_ref()
+            .is_some_and(|s| s.jwks_path() == path)
+        {
+            return Some(Endpoint::IdentityJwks);
+        }
+        for (i, f) in self.forward.iter().enumerate() {
+            if f.path == path {
+                return Some(Endpoint::ForwardAuth(i));
+            }
+            if f.start_path == path {
+                return Some(Endpoint::ForwardStart(i));
+            }
+        }
         self.providers.list.iter().find_map(|p| {
             if p.config.callback_path == path {
                 Some(Endpoint::Callback(p.index))
@@ -57,13 +78,15 @@ impl Authenticator {
     }
 
     /// Answers a request to one of the gateway's endpoints; `client` is the client's address
-    /// (after `trusted_proxies`), `html` whether it prefers pages to JSON, `body` the request
-    /// body when the endpoint [reads one](Endpoint::reads_body) (`None`: too large).
+    /// (after `trusted_proxies`), `from_proxy` whether the peer is a trusted proxy, `html`
+    /// whether it prefers pages to JSON, `body` the request body when the endpoint
+    /// [reads one](Endpoint::reads_body) (`None`: too large).
     pub async fn serve(
         &self,
         endpoint: Endpoint,
         req: &RequestHeader,
         client: Option<std::net::IpAddr>,
+        from_proxy: bool,
         html: bool,
         body: Option<&[u8]>,
     ) -> Reply {
@@ -77,6 +100,15 @@ impl Authenticator {
             }
             Endpoint::Logout(i) => self.logout(i, req, html).await,
             Endpoint::UserInfo => self.userinfo(req).await,
+            Endpoint::ForwardAuth(i) => self.forward_auth(i, req, client, from_proxy, html).await,
+            Endpoint::ForwardStart(i) => self.forward_start(i, req, client, html).await,
+            Endpoint::IdentityJwks => match &self.identity_signer {
+                Some(s) => Reply::json(200, &s.jwks()).with_header(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("public, max-age=300"),
+                ),
+                None => Reply::empty(404),
+            },
             Endpoint::BackchannelLogout(i) => {
                 let path = self
                     .providers

@@ -20,6 +20,12 @@ pub fn scrub_set(config: &Config) -> HeaderSet {
         .map(str::to_owned)
         .collect();
     names.extend(config.server.scrub_headers.iter().cloned());
+    names.extend(
+        config
+            .identity_assertion
+            .iter()
+            .map(|a| a.header.as_str().to_owned()),
+    );
     for p in &config.providers {
         names.extend(
             p.upstream_headers

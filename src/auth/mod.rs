@@ -9,10 +9,12 @@ pub mod bearer;
 pub mod consumers;
 pub mod denial;
 pub mod endpoints;
+mod forward;
 pub mod identity;
 pub mod refresh;
 pub mod rules;
 mod session_method;
+pub mod signed_identity;
 
 pub use denial::{Denial, Denied};
 
@@ -133,6 +135,12 @@ pub struct Authenticator {
     callbacks: Option<Limit>,
     /// Introspection cache misses per client and minute.
     introspections: Option<Limit>,
+    /// `[[forward_auth]]` endpoints.
+    forward: Vec<crate::config::ForwardAuth>,
+    /// Their request metrics (`route="forward_auth"`).
+    forward_metrics: RouteMetrics,
+    /// Signs `[identity_assertion]` JWTs.
+    pub(crate) identity_signer: Option<signed_identity::IdentitySigner>,
 }
 
 impl Authenticator {
@@ -194,6 +202,15 @@ impl Authenticator {
             login_starts: Limit::new(config.server.login_rate_limit),
             callbacks: Limit::new(config.server.login_rate_limit),
             introspections: Limit::new(config.server.introspection_rate_limit),
+            forward: config.forward_auth.clone(),
+            forward_metrics: RouteMetrics::new("forward_auth"),
+            identity_signer: config
+                .identity_assertion
+                .as_ref()
+                .map(|a| {
+                    signed_identity::IdentitySigner::new(a, config.server.state_dir.as_deref())
+                })
+                .transpose()?,
         }))
     }
 
@@ -463,15 +480,38 @@ impl Authenticator {
         Denied::from(Denial::SignIn { location }).with_cookies(cookies)
     }
 
-    /// Sets the identity headers of a request to an authenticated route (scrubbed before).
-    /// `Authorization` is the gateway's there: a validated bearer token stays, anything else the
-    /// client sent is removed (optional mode without a credential, the anonymous consumer, a
-    /// session, which may set its own below).
-    pub fn identify(&self, id: Option<&Identity>, req: &mut RequestHeader) -> pingora::Result<()> {
+    /// Sets the identity headers of a request to an authenticated route (scrubbed before), and
+    /// the signed identity assertion for `host` when configured. `Authorization` is the
+    /// gateway's there: a validated bearer token stays, anything else the client sent is removed
+    /// (optional mode without a credential, the anonymous consumer, a session, which may set its
+    /// own below).
+    pub fn identify(
+        &self,
+        id: Option<&Identity>,
+        req: &mut RequestHeader,
+        host: &str,
+    ) -> pingora::Result<()> {
         if !id.is_some_and(|id| matches!(id.credential, Credential::Token(_))) {
             req.remove_header(&http::header::AUTHORIZATION);
         }
         let Some(id) = id else { return Ok(()) };
+        for (name, value) in self.identity_headers(id) {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+        if let (Some(signer), Some(sub)) = (&self.identity_signer, id.sub())
+            && let Some(jwt) = signer.assertion(sub, id.claims(), host)
+        {
+            req.insert_header(signer.header().clone(), jwt)?;
+        }
+        Ok(())
+    }
+
+    /// The identity headers of `id`, as configured for its provider (computed once per
+    /// credential), then the consumer's.
+    fn identity_headers<'a>(
+        &'a self,
+        id: &'a Identity,
+    ) -> impl Iterator<Item = &'a (http::HeaderName, http::HeaderValue)> {
         let set = match &id.credential {
             Credential::Session(s) => self
                 .providers
@@ -488,10 +528,7 @@ impl Authenticator {
             }),
             Credential::Anonymous => None,
         };
-        for (name, value) in set.into_iter().flatten().chain(&id.extra_headers) {
-            req.insert_header(name.clone(), value.clone())?;
-        }
-        Ok(())
+        set.into_iter().flatten().chain(&id.extra_headers)
     }
 
     /// Drops expired sessions, refresh results and used login states.

@@ -21,6 +21,9 @@ fn known_at(parent: &[&str]) -> &'static [&'static str] {
         ["providers"] => serde_introspect::<RawProvider>(),
         ["session"] => serde_introspect::<RawSession>(),
         ["consumers"] => serde_introspect::<RawConsumer>(),
+        ["forward_auth"] => serde_introspect::<RawForwardAuth>(),
+        ["identity_assertion"] => serde_introspect::<RawIdentityAssertion>(),
+        ["forward_auth", "auth"] => serde_introspect::<RawAuthTable>(),
         _ => &[],
     }
 }

@@ -41,6 +41,10 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     /// `[redis]`: shared state for a fleet, when configured.
     pub redis: Option<RedisSettings>,
+    /// `[[forward_auth]]` endpoints, in file order.
+    pub forward_auth: Vec<ForwardAuth>,
+    /// `[identity_assertion]`, when configured.
+    pub identity_assertion: Option<IdentityAssertion>,
     /// What works but is probably not what was meant (`check` prints these, `run` logs them).
     pub warnings: Vec<ConfigError>,
 }
@@ -110,6 +114,8 @@ pub struct Provider {
     pub client_secret: Option<Secret>,
     /// How the client authenticates at the token endpoint.
     pub client_auth: ClientAuth,
+    /// The key that signs client assertions, with `client_auth = "private_key_jwt"`.
+    pub client_key: Option<ClientKey>,
     /// Where the provider sends the browser back; its path is the callback the gateway serves.
     pub redirect_uri: String,
     /// Path of `redirect_uri`.
@@ -171,6 +177,28 @@ pub enum ClientAuth {
     Basic,
     /// Client id and secret in the form body.
     Post,
+    /// A JWT signed with the client's private key (RFC 7523, OIDC Core section 9).
+    PrivateKeyJwt,
+}
+
+/// A client's private key for `private_key_jwt`, read and checked at load.
+#[derive(Clone)]
+pub struct ClientKey {
+    /// The PEM text (PKCS#8 or PKCS#1 RSA, PKCS#8 or SEC1 EC P-256).
+    pub pem: Secret,
+    /// `RS256` for an RSA key, `ES256` for an EC P-256 key.
+    pub alg: jsonwebtoken::Algorithm,
+    /// `kid` of the assertions' header (`client_key_id`).
+    pub kid: Option<String>,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[session]`
@@ -423,6 +451,47 @@ pub enum Auth {
     None,
     /// OpenID Connect: sessions, browser login, bearer tokens, introspection.
     Oidc(Box<RouteAuth>),
+}
+
+/// `[identity_assertion]`: every authenticated request to an upstream carries a short-lived
+/// ES256 JWT naming the user, signed by the gateway.
+#[derive(Debug, Clone)]
+pub struct IdentityAssertion {
+    /// The upstream request header that carries it.
+    pub header: http::HeaderName,
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`; `None`: the host the client asked for.
+    pub audience: Option<String>,
+    /// `exp - iat`.
+    pub lifetime: Duration,
+    /// PEM EC P-256 keys: the first signs, all are published. Empty: one generated and kept in
+    /// `state_dir`.
+    pub key_files: Vec<PathBuf>,
+    /// Where the public keys are published (JWKS).
+    pub jwks_path: String,
+}
+
+/// A `[[forward_auth]]` endpoint: answers whether a request a proxy in front holds may pass.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    /// Where the decision is asked (`/oauth2/auth`).
+    pub path: String,
+    /// Where a browser is sent to sign in (`/oauth2/start?rd=...`).
+    pub start_path: String,
+    /// What an unauthenticated request gets.
+    pub unauthenticated: Unauthenticated,
+    /// What it accepts and requires, as on a route.
+    pub auth: RouteAuth,
+}
+
+/// What a forward-auth endpoint answers a request without a valid credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// 401 (nginx `auth_request` then sends the browser to `start_path` itself).
+    Status,
+    /// A browser gets the redirect to sign in (Traefik, Caddy and Envoy pass it on).
+    Redirect,
 }
 
 /// What a protected route accepts and requires.

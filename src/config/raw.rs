@@ -23,6 +23,31 @@ pub struct RawConfig {
     pub session: Option<Spanned<RawSession>>,
     pub consumers: Vec<Spanned<RawConsumer>>,
     pub redis: Option<Spanned<RawRedis>>,
+    pub forward_auth: Vec<Spanned<RawForwardAuth>>,
+    pub identity_assertion: Option<Spanned<RawIdentityAssertion>>,
+}
+
+/// `[identity_assertion]`: a signed JWT stating the user, for upstreams to verify.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawIdentityAssertion {
+    pub header: Option<SStr>,
+    pub issuer: Option<SStr>,
+    pub audience: Option<SStr>,
+    pub lifetime: Option<SStr>,
+    pub key_files: Option<Vec<SStr>>,
+    pub jwks_path: Option<SStr>,
+}
+
+/// `[[forward_auth]]`: the auth decision alone, for a proxy in front (nginx `auth_request`,
+/// Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawForwardAuth {
+    pub path: Option<SStr>,
+    pub start_path: Option<SStr>,
+    pub unauthenticated: Option<SStr>,
+    pub auth: Option<Spanned<RawAuthTable>>,
 }
 
 /// `[redis]`: the store fleet instances share.
@@ -61,6 +86,10 @@ pub struct RawProvider {
     pub client_secret_file: Option<SStr>,
     #[serde(default)]
     pub client_auth: Option<SStr>,
+    #[serde(default)]
+    pub client_private_key_file: Option<SStr>,
+    #[serde(default)]
+    pub client_key_id: Option<SStr>,
     pub redirect_uri: SStr,
     #[serde(default)]
     pub scopes: Option<Vec<SStr>>,

@@ -294,6 +294,15 @@ pub fn is_trusted(ip: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> bool {
     trusted.iter().any(|n| n.contains(&ip))
 }
 
+/// The host the client asked for: HTTP/1 `Host`, or the HTTP/2 `:authority`.
+pub fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,6 +132,12 @@ pub fn token_request(
             form.append_pair("client_id", &cfg.client_id)
                 .append_pair("client_secret", secret);
         }
+        ClientAuth::PrivateKeyJwt => {
+            form.append_pair("client_id", &cfg.client_id);
+            for (k, v) in super::assertion::params(cfg, endpoint)? {
+                form.append_pair(k, &v);
+            }
+        }
     }
     req.body(form.finish().into_bytes()).ok()
 }

@@ -1,6 +1,7 @@
 //! The authorization code flow: the redirect to the provider (state, nonce, PKCE S256), and the
 //! callback: code exchange, ID-token validation, `at_hash`, and userinfo with a matching `sub`.
 
+use super::assertion;
 use super::http::IdpHttpError;
 use super::provider::{Discovered, Providers, error_chain};
 use super::state::LoginState;
@@ -112,13 +113,18 @@ pub async fn complete(
         .ok_or(LoginError::Unavailable)?;
 
     let start = Instant::now();
-    let exchange = d
+    let mut request = d
         .client
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .map_err(|e| LoginError::TokenExchange(e.to_string()))?
-        .set_pkce_verifier(PkceCodeVerifier::new(st.verifier.clone()))
-        .request_async(&handle.http)
-        .await;
+        .set_pkce_verifier(PkceCodeVerifier::new(st.verifier.clone()));
+    for (k, v) in assertion::params(cfg, d.token_endpoint())
+        .into_iter()
+        .flatten()
+    {
+        request = request.add_extra_param(k, v);
+    }
+    let exchange = request.request_async(&handle.http).await;
     metrics::idp_request(&cfg.name, "token", start.elapsed());
     let token = exchange.map_err(|e| match e {
         RequestTokenError::Parse(e, _) => LoginError::TokenResponse(e.to_string()),

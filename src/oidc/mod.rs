@@ -1,6 +1,7 @@
 //! Talking to OpenID Providers: discovery and keys, the authorization code flow, ID-token
 //! validation, refresh and logout. Nothing here knows about routes or the proxy.
 
+pub mod assertion;
 pub mod http;
 pub mod jwks;
 pub mod login;

@@ -49,17 +49,24 @@ impl Discovered {
     pub fn new(cfg: &Provider, metadata: Metadata) -> Result<Discovered, String> {
         let redirect =
             RedirectUrl::new(cfg.redirect_uri.clone()).map_err(|e| format!("redirect_uri: {e}"))?;
+        // With private_key_jwt the secret is never sent: the client id goes in the body, the
+        // signed assertion is added to each call (`assertion`).
+        let secret = match cfg.client_auth {
+            ClientAuth::PrivateKeyJwt => None,
+            _ => cfg
+                .client_secret
+                .as_ref()
+                .map(|s| ClientSecret::new(s.expose().to_owned())),
+        };
         let client = OidcClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(cfg.client_id.clone()),
-            cfg.client_secret
-                .as_ref()
-                .map(|s| ClientSecret::new(s.expose().to_owned())),
+            secret,
         )
         .set_redirect_uri(redirect)
         .set_auth_type(match cfg.client_auth {
             ClientAuth::Basic => AuthType::BasicAuth,
-            ClientAuth::Post => AuthType::RequestBody,
+            ClientAuth::Post | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
         });
         let mut algs: Vec<CoreJwsSigningAlgorithm> = metadata
             .id_token_signing_alg_values_supported()
@@ -85,6 +92,11 @@ impl Discovered {
             bearer_keys,
             fetched_at: clock::now(),
         })
+    }
+
+    /// The token endpoint (discovery without one is refused).
+    pub fn token_endpoint(&self) -> &str {
+        self.metadata.token_endpoint().map_or("", |u| u.as_str())
     }
 
     /// The RFC 7662 introspection endpoint, if the provider has one.

@@ -45,12 +45,18 @@ pub async fn refresh(
         .ok_or("the identity provider is unavailable")?;
     let rt = old.refresh_token.as_ref().ok_or("no refresh token")?;
     let start = Instant::now();
-    let result = d
+    let refresh_token = RefreshToken::new(rt.text().into_owned());
+    let mut request = d
         .client
-        .exchange_refresh_token(&RefreshToken::new(rt.text().into_owned()))
-        .map_err(|e| e.to_string())?
-        .request_async(&handle.http)
-        .await;
+        .exchange_refresh_token(&refresh_token)
+        .map_err(|e| e.to_string())?;
+    for (k, v) in super::assertion::params(&handle.config, d.token_endpoint())
+        .into_iter()
+        .flatten()
+    {
+        request = request.add_extra_param(k, v);
+    }
+    let result = request.request_async(&handle.http).await;
     metrics::idp_request(&handle.config.name, "refresh", start.elapsed());
     let token = match result {
         Ok(t) => t,

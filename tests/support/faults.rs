@@ -6,7 +6,7 @@
 //! injected one at a time, all on loopback and bounded in time, and every request's outcome is
 //! recorded with the time it was sent, so each fault's window can be counted afterwards.
 
-use super::redis::{SENTINEL_MASTER, SentinelSet};
+use super::redis::{RedisServer, SENTINEL_MASTER, SentinelSet};
 use super::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -682,9 +682,30 @@ async fn sigterm_in_flight(rig: &mut Rig, load: &Load) -> Row {
     load.row("e. SIGTERM with requests in flight", t0, t1, t1)
 }
 
-/// g: Redis faults under the same load, on a gateway whose sessions live in Redis behind a
-/// Sentinel: the master stopped (SIGSTOP) then continued, and a failover (the master killed).
+/// g: Redis faults under the same load, on gateways whose sessions live in Redis: a single
+/// Redis stopped (SIGSTOP) then continued; then, behind a Sentinel, a failover (the master
+/// killed; a SIGSTOP longer than the Sentinel's `down-after-milliseconds` is a failover too).
 pub async fn redis_faults(scale: Scale) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let redis = RedisServer::start();
+    let mut rig = Rig::start(Some(&format!("url = \"{}\"", redis.url()))).await;
+    let load = Load::start(&rig.origin, &rig.issuer, scale).await;
+    let t0 = Instant::now();
+    redis.signal("STOP");
+    tokio::time::sleep(scale.fault).await;
+    redis.signal("CONT");
+    let t1 = Instant::now();
+    tokio::time::sleep(scale.settle).await;
+    rows.push(load.row(
+        "g. Redis stopped (SIGSTOP), continued",
+        t0,
+        t1,
+        Instant::now(),
+    ));
+    load.stop().await;
+    rig.reap();
+    drop(rig);
+
     let mut sentinel = SentinelSet::start();
     let lines = format!(
         "sentinel = {{ master = \"{SENTINEL_MASTER}\", nodes = [\"redis://127.0.0.1:{}\"] }}",
@@ -692,20 +713,7 @@ pub async fn redis_faults(scale: Scale) -> Vec<Row> {
     );
     let mut rig = Rig::start(Some(&lines)).await;
     let load = Load::start(&rig.origin, &rig.issuer, scale).await;
-    let mut rows = Vec::new();
-    let t0 = Instant::now();
-    sentinel.master.signal("STOP");
-    tokio::time::sleep(scale.fault).await;
-    sentinel.master.signal("CONT");
-    let t1 = Instant::now();
     tokio::time::sleep(scale.settle).await;
-    rows.push(load.row(
-        "g. Redis master stopped (SIGSTOP), continued",
-        t0,
-        t1,
-        Instant::now(),
-    ));
-
     sentinel.wait_replicated();
     let t0 = Instant::now();
     tokio::task::block_in_place(|| sentinel.kill_master());

@@ -268,6 +268,16 @@ async fn token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     st.token_requests.fetch_add(1, Ordering::SeqCst);
+    // A refresh gets a new access token (the same refresh token; no new ID token).
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        return Json(serde_json::json!({
+            "access_token": format!("at-{}", now()),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "refresh_token": "rt-hostile",
+        }))
+        .into_response();
+    }
     let Some(nonce) = form
         .get("code")
         .and_then(|c| st.codes.lock().unwrap().remove(c))

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod config;
 pub mod faults;
+pub mod front;
 pub mod gateway;
 pub mod hostile_op;
 pub mod lenient;

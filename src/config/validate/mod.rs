@@ -4,6 +4,8 @@
 //! methods to the one [`Builder`], which collects the errors.
 
 mod consumers;
+mod forward_auth;
+mod identity_assertion;
 mod primitives;
 mod providers;
 mod redis;
@@ -89,6 +91,14 @@ impl Builder<'_> {
         let session = self.session(raw.session.as_ref(), !providers.is_empty());
         self.own_paths(&providers, session.as_ref(), &raw.providers);
         let consumers = self.consumers(&raw.consumers);
+        let forward_auth = self.forward_auths(&raw.forward_auth, &providers, &consumers);
+        let identity_assertion = self.identity_assertion(raw.identity_assertion.as_ref(), &server);
+        self.forward_auth_paths(
+            &forward_auth,
+            &providers,
+            session.as_ref(),
+            &raw.forward_auth,
+        );
         let routes = raw
             .routes
             .iter()
@@ -146,6 +156,8 @@ impl Builder<'_> {
             session,
             consumers,
             redis,
+            forward_auth,
+            identity_assertion,
             warnings: Vec::new(),
         }
     }

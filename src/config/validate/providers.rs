@@ -29,11 +29,13 @@ impl Builder<'_> {
         {
             None | Some(("client_secret_basic", _)) => ClientAuth::Basic,
             Some(("client_secret_post", _)) => ClientAuth::Post,
+            Some(("private_key_jwt", _)) => ClientAuth::PrivateKeyJwt,
             Some((other, span)) => {
-                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\" or \"client_secret_post\""));
+                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\", \"client_secret_post\" or \"private_key_jwt\""));
                 ClientAuth::Basic
             }
         };
+        let client_key = self.client_key(raw, client_auth, &key);
         let mut scopes: Vec<String> = match &raw.scopes {
             None => vec!["openid".into(), "email".into(), "profile".into()],
             Some(list) => list.iter().map(|s| s.get_ref().clone()).collect(),
@@ -135,6 +137,7 @@ impl Builder<'_> {
             client_id: raw.client_id.get_ref().clone(),
             client_secret,
             client_auth,
+            client_key,
             redirect_uri: raw.redirect_uri.get_ref().clone(),
             callback_path,
             scopes,
@@ -250,5 +253,76 @@ impl Builder<'_> {
             );
         }
         p.clone()
+    }
+
+    /// The private key of `private_key_jwt`: required with it, refused without it.
+    fn client_key(
+        &mut self,
+        raw: &RawProvider,
+        auth: ClientAuth,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<ClientKey> {
+        let file = match (&raw.client_private_key_file, auth) {
+            (Some(f), ClientAuth::PrivateKeyJwt) => f,
+            (None, ClientAuth::PrivateKeyJwt) => {
+                let span = raw
+                    .client_auth
+                    .as_ref()
+                    .map_or(raw.name.span(), |a| a.span());
+                self.err(
+                    span,
+                    key("client_private_key_file"),
+                    "client_auth = \"private_key_jwt\" needs client_private_key_file (a PEM RSA or EC P-256 private key)",
+                );
+                return None;
+            }
+            (Some(f), _) => {
+                self.err(
+                    f.span(),
+                    key("client_private_key_file"),
+                    "only used with client_auth = \"private_key_jwt\"",
+                );
+                return None;
+            }
+            (None, _) => return None,
+        };
+        let pem = match std::fs::read_to_string(file.get_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.err(
+                    file.span(),
+                    key("client_private_key_file"),
+                    format!("cannot read {:?}: {e}", file.get_ref()),
+                );
+                return None;
+            }
+        };
+        // Parsing alone accepts a public key too: the key must sign.
+        let signs = |alg, key: jsonwebtoken::errors::Result<jsonwebtoken::EncodingKey>| {
+            key.is_ok_and(|k| {
+                jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &[0u8; 0], &k).is_ok()
+            })
+        };
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        let alg = if signs(Algorithm::RS256, EncodingKey::from_rsa_pem(pem.as_bytes())) {
+            Algorithm::RS256
+        } else if signs(Algorithm::ES256, EncodingKey::from_ec_pem(pem.as_bytes())) {
+            Algorithm::ES256
+        } else {
+            self.err(
+                file.span(),
+                key("client_private_key_file"),
+                format!(
+                    "{:?} holds no RSA or EC P-256 private key in PEM",
+                    file.get_ref()
+                ),
+            );
+            return None;
+        };
+        Some(ClientKey {
+            pem: Secret::new(pem),
+            alg,
+            kid: raw.client_key_id.as_ref().map(|k| k.get_ref().clone()),
+        })
     }
 }

@@ -1,0 +1,215 @@
+//! Forward-auth: a real proxy in front — Debian's nginx (`auth_request`) and Caddy
+//! (`forward_auth`), each running its documented snippet from `conf/forward-auth/` — asks the
+//! gateway for the decision; a browser-like client signs in through the proxy against the test
+//! OP, and a recording upstream shows what the application received. Also the redirect mode
+//! Traefik and Envoy use, asked directly.
+
+mod support;
+
+use serde_json::Value;
+use support::front::FrontProxy;
+use support::*;
+
+const SECRET: &str = "forward-auth-test-session-secret-0123456789";
+
+/// A documented snippet, with the gateway's and the application's real ports.
+fn snippet(file: &str, gw_port: u16, app: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/conf/forward-auth/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("127.0.0.1:4180", &format!("127.0.0.1:{gw_port}"))
+    .replace("127.0.0.1:8080", app)
+}
+
+/// The gateway on `port`, trusting the proxy on loopback, with provider `op` (its callback on
+/// the proxied site `site`) and the given `[[forward_auth]]` entries.
+fn gateway(port: u16, issuer: &str, site: &str, forward_auth: &str) -> GatewayProcess {
+    let body = Toml::new()
+        .session(SECRET, "")
+        .raw(&format!(
+            "[[providers]]\nname = \"op\"\nissuer = \"{issuer}\"\nclient_id = \"gateway\"\n\
+             client_secret = \"s\"\nredirect_uri = \"{site}/oauth2/callback\"\n\
+             logout_path = \"/oauth2/sign_out\"\n"
+        ))
+        .raw(forward_auth)
+        .build();
+    GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        server_extra: "trusted_proxies = [\"127.0.0.1/32\"]",
+        port: Some(port),
+        ..Default::default()
+    })
+}
+
+/// The test OP, the application, a front proxy running the documented `file`, and the gateway
+/// with the given `[[forward_auth]]` entries behind it.
+struct Site {
+    front: FrontProxy,
+    gw: GatewayProcess,
+    idp: HostileOp,
+    _up: TestUpstream,
+}
+
+fn site(start: fn(&str) -> FrontProxy, file: &str, forward_auth: &str) -> Site {
+    let up = TestUpstream::start("app");
+    let idp = HostileOp::start(Attack::None);
+    let gw_port = free_port();
+    let front = start(&snippet(file, gw_port, &up.address()));
+    let gw = gateway(gw_port, &idp.issuer, &front.url(""), forward_auth);
+    Site {
+        front,
+        gw,
+        idp,
+        _up: up,
+    }
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
+    echo["headers"][name]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Through `front`: a signed-out browser is sent to sign in and lands on the page it asked for,
+/// whose request carried `user_header` = alice; a signed-in client's own copy of that header is
+/// replaced; a signed-out client forging it is sent to sign in (`Location` contains
+/// `sign_in`). Returns the signed-in browser.
+async fn sign_in_and_forge(
+    front: &FrontProxy,
+    gw: &GatewayProcess,
+    user_header: &str,
+    sign_in: &str,
+) -> Browser {
+    let b = Browser::new();
+    let page = b.navigate(&front.url("/reports/q3?year=2026"), None).await;
+    assert_eq!(
+        page.status,
+        200,
+        "{}\n{}\n{}",
+        page.body,
+        front.logs(),
+        gw.log()
+    );
+    let echo = page.json();
+    assert_eq!(echo["uri"], "/reports/q3?year=2026");
+    assert_eq!(header(&echo, user_header), ["alice"], "{echo}");
+
+    let forged = |client: &reqwest::Client, who: &str| {
+        client
+            .get(front.url("/anything"))
+            .header(user_header, who)
+            .header("Accept", "text/html")
+            .send()
+    };
+    let r = forged(&b.client, "mallory").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(header(&echo, user_header), ["alice"], "{echo}");
+
+    let r = forged(&fresh_client(), "alice").await.unwrap();
+    assert_eq!(r.status(), 302, "signed out: sent to sign in");
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(location.contains(sign_in), "{location}");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_auth_request_signs_in_through_the_gateway_and_passes_only_its_identity() {
+    let s = site(
+        FrontProxy::nginx,
+        "nginx.conf",
+        "[[forward_auth]]\nauth = { provider = \"op\" }\n",
+    );
+    let (nginx, gw) = (&s.front, &s.gw);
+    let b = sign_in_and_forge(nginx, gw, "x-user", "/oauth2/start?rd=").await;
+
+    // The decision endpoint is nginx-internal; asked directly, the gateway answers 202 with the
+    // identity (each header once) for a session, 401 without one.
+    let r = fresh_client()
+        .get(nginx.url("/oauth2/auth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let cookie = b.cookie_header(&nginx.url("/"));
+    let r = fresh_client()
+        .get(gw.url("/oauth2/auth"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["x-auth-request-email"], "alice@example.com");
+    assert_eq!(
+        r.headers()
+            .get_all("x-auth-request-user")
+            .iter()
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
+    let r = fresh_client()
+        .get(gw.url("/oauth2/auth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The return target never leaves the site.
+    let page = Browser::new()
+        .navigate(
+            &nginx.url("/oauth2/start?rd=https%3A%2F%2Fevil.example.com%2Fsteal"),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.url.starts_with(&nginx.url("/")), "{}", page.url);
+    assert_eq!(page.json()["uri"], "/");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_forward_auth_signs_in_through_the_gateway_and_passes_only_its_identity() {
+    let s = site(
+        FrontProxy::caddy,
+        "Caddyfile",
+        "[[forward_auth]]\nunauthenticated = \"redirect\"\nauth = { provider = \"op\" }\n",
+    );
+    sign_in_and_forge(&s.front, &s.gw, "x-auth-request-user", &s.idp.issuer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redirect_mode_sends_browsers_to_sign_in_and_applies_the_rules() {
+    let s = site(
+        FrontProxy::nginx,
+        "nginx.conf",
+        "[[forward_auth]]\npath = \"/traefik/auth\"\nstart_path = \"/traefik/start\"\n\
+         unauthenticated = \"redirect\"\nauth = { provider = \"op\", groups_required = [\"admins\"] }\n",
+    );
+    let (nginx, gw, idp) = (&s.front, &s.gw, &s.idp);
+    // What Traefik's ForwardAuth sends: the original request's headers plus X-Forwarded-*.
+    let ask = |b: &Browser| {
+        b.client
+            .get(gw.url("/traefik/auth"))
+            .header("Accept", "text/html")
+            .header("X-Forwarded-Proto", "http")
+            .header("X-Forwarded-Host", format!("127.0.0.1:{}", nginx.port))
+            .header("X-Forwarded-Uri", "/admin/panel?tab=2")
+            .send()
+    };
+    let b = Browser::new();
+    let r = ask(&b).await.unwrap();
+    assert_eq!(r.status(), 302, "a browser is sent to sign in");
+    let authorize = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(authorize.starts_with(&idp.issuer), "{authorize}");
+    // Through the OP and the callback (via nginx), back to the page asked for.
+    let page = b.navigate(&authorize, None).await;
+    assert!(
+        page.trail.iter().any(|u| u.ends_with("/admin/panel?tab=2")),
+        "{:?}",
+        page.trail
+    );
+    // Signed in, but not in `admins`: 403.
+    assert_eq!(ask(&b).await.unwrap().status(), 403);
+}
