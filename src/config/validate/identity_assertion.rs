@@ -69,3 +69,47 @@ impl Builder<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(server: &str, section: &str) -> Result<Config, String> {
+        let text = format!(
+            "[server]\n{server}\n[session]\nsecrets = [\"identity-config-secret-0123456789abcd\"]\n\
+             [[providers]]\nname = \"op\"\nissuer = \"https://idp.example.com\"\nclient_id = \"c\"\n\
+             client_secret = \"s\"\nredirect_uri = \"https://app.example.com/oauth2/callback\"\n\
+             [identity_assertion]\n{section}\n"
+        );
+        Config::parse(&text, Path::new("i.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors_name_the_key() {
+        let ok = parse(
+            "state_dir = \"/tmp/x\"",
+            "header = \"X-Gateway-Assertion\"\nissuer = \"https://gw\"",
+        )
+        .unwrap();
+        let a = ok.identity_assertion.unwrap();
+        assert_eq!(a.lifetime.as_secs(), 60);
+        assert_eq!(a.jwks_path, "/.well-known/oidc-gateway/jwks.json");
+        let e = parse("", "header = \"X-A\"\nissuer = \"https://gw\"").unwrap_err();
+        assert!(e.contains("identity_assertion.key_files"), "{e}");
+        let e = parse("state_dir = \"/tmp/x\"", "issuer = \"https://gw\"").unwrap_err();
+        assert!(e.contains("identity_assertion.header"), "{e}");
+        let e = parse(
+            "state_dir = \"/tmp/x\"",
+            "header = \"X-A\"\nissuer = \"https://gw\"\njwks_path = \"/oauth2/callback\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("identity_assertion.jwks_path"), "{e}");
+        let e = parse(
+            "state_dir = \"/tmp/x\"",
+            "header = \"X-A\"\nissuer = \"https://gw\"\nlifetime = \"5s\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("identity_assertion.lifetime"), "{e}");
+    }
+}

@@ -93,6 +93,23 @@ impl Builder<'_> {
         let consumers = self.consumers(&raw.consumers);
         let forward_auth = self.forward_auths(&raw.forward_auth, &providers, &consumers);
         let identity_assertion = self.identity_assertion(raw.identity_assertion.as_ref(), &server);
+        if let (Some(a), Some(r)) = (&identity_assertion, &raw.identity_assertion) {
+            let mut own = providers
+                .iter()
+                .flat_map(|p| [&p.callback_path, &p.logout_path, &p.backchannel_logout_path])
+                .chain(session.as_ref().map(|s| &s.userinfo_path))
+                .chain(forward_auth.iter().flat_map(|f| [&f.path, &f.start_path]));
+            if own.any(|p| *p == a.jwks_path) {
+                self.errs.at(
+                    Some(r.span()),
+                    "identity_assertion.jwks_path",
+                    format!(
+                        "path {:?} is already one of the gateway's own paths",
+                        a.jwks_path
+                    ),
+                );
+            }
+        }
         self.forward_auth_paths(
             &forward_auth,
             &providers,
