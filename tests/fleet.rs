@@ -282,14 +282,8 @@ async fn refused_within(gw: &GatewayProcess, cookie: &str, limit: Duration) -> D
     }
 }
 
-/// GET /readyz on `gw`'s metrics listener.
 async fn readyz(gw: &GatewayProcess) -> (u16, String) {
-    let r = client()
-        .get(format!("http://127.0.0.1:{}/readyz", gw.metrics_port))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    gw.readyz().await
 }
 
 /// POST /oauth2/logout on `gw` with `cookie`.

@@ -36,13 +36,8 @@ fn token(issuer: &str) -> String {
 }
 
 async fn readyz(gw: &GatewayProcess) -> (u16, Value) {
-    let r = client()
-        .get(format!("http://127.0.0.1:{}/readyz", gw.metrics_port))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let (status, body) = gw.readyz().await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 async fn wait_ready(gw: &GatewayProcess, within: Duration) -> Value {

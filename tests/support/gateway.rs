@@ -207,6 +207,14 @@ impl GatewayProcess {
         }
     }
 
+    /// The metrics listener's `/readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.metrics_port))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     /// The metrics listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
