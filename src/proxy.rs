@@ -3,8 +3,8 @@
 //! a plain module; no protocol logic lives here.
 
 use crate::access_log;
-use crate::auth::{Authenticator, Identity, identity};
-use crate::config::{Auth, Config, Route};
+use crate::auth::{Authenticator, Denied, Identity, identity, preserve_post};
+use crate::config::{Auth, Config, Route, RouteAuth};
 use crate::connections;
 use crate::http::cookies;
 use crate::http::headers::{self, ClientConn, HeaderSet, request_host};
@@ -192,7 +192,7 @@ impl Gateway {
             };
             let query = target.query.map(String::from_utf8_lossy);
             let return_to = with_query(&target.path, query.as_deref());
-            ctx.identity = auth
+            let authenticated = auth
                 .authenticate(
                     spec,
                     req,
@@ -200,12 +200,50 @@ impl Gateway {
                     &return_to,
                     &self.route_metrics[m.route],
                 )
-                .await
-                .map_err(|denied| denied.render(html))?;
+                .await;
+            ctx.identity = match (authenticated, route.preserve_post) {
+                (Ok(identity), _) => identity,
+                (Err(denied), Some(max)) if denied.needs_session() => {
+                    let kept = self.sign_in_keeping_post(session, auth, spec, max, &return_to);
+                    let answer = match kept.await {
+                        Some(sign_in) => sign_in.with_cookies(denied.cookies),
+                        None => denied,
+                    };
+                    return Err(answer.render(html));
+                }
+                (Err(denied), _) => return Err(denied.render(html)),
+            };
             ctx.authenticated_route = true;
         }
 
         self.choose_target(session, ctx, html)
+    }
+
+    /// A form posted without a session to a `preserve_post` route: read, within `max` bytes and
+    /// the body deadline, and kept for the sign-in it starts. `None`: not such a form, and the
+    /// request is refused as before.
+    async fn sign_in_keeping_post(
+        &self,
+        session: &mut Session,
+        auth: &Authenticator,
+        spec: &RouteAuth,
+        max: usize,
+        return_to: &str,
+    ) -> Option<Denied> {
+        if !preserve_post::qualifies(session.req_header(), max) {
+            return None;
+        }
+        let read = crate::http::body::read_limited(session, max);
+        let body = tokio::time::timeout(self.config.server.request_body_timeout, read).await;
+        let Some(body) = body.ok().flatten() else {
+            // Part of the body may be unread: the connection cannot carry another request.
+            session.set_keepalive(None);
+            return None;
+        };
+        let client = self.client_ip(session);
+        let denied =
+            auth.sign_in_keeping_post(spec, session.req_header(), client, return_to, &body);
+        Some(denied.await)
     }
 
     /// The client's address, believing `X-Forwarded-For` only from trusted proxies.

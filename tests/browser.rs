@@ -174,8 +174,16 @@ async fn sign_in(c: &Chrome, user: &str, password: &str) {
     c.el(By::Id("submit")).await.click().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn browser_login_reload_logout_against_the_real_op() {
+/// The real OP, a test upstream and a gateway in front of it (`session_extra` and `route_extra`:
+/// more lines for `[session]` and the `/app` route), discovery done.
+struct RealOpSetup {
+    _up: TestUpstream,
+    op: RealOp,
+    gw: GatewayProcess,
+    origin: String,
+}
+
+async fn real_op_setup(session_extra: &str, route_extra: &str) -> RealOpSetup {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
@@ -184,6 +192,7 @@ async fn browser_login_reload_logout_against_the_real_op() {
         r#"
 [session]
 secrets = ["{SECRET}"]
+{session_extra}
 [[providers]]
 name = "op"
 issuer = "{issuer}"
@@ -199,6 +208,7 @@ name = "app"
 paths = ["/app"]
 upstream = "app"
 auth = {{ provider = "op" }}
+{route_extra}
 [[routes]]
 name = "public"
 paths = ["/bye"]
@@ -225,20 +235,36 @@ upstream = "app"
         assert!(Instant::now() < deadline, "provider never discovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    RealOpSetup {
+        _up: up,
+        op,
+        gw,
+        origin,
+    }
+}
 
-    let c = Chrome::start("real-op").await;
-    let page = format!("{origin}/app/index.html");
-    c.driver.goto(&page).await.unwrap();
+/// Signs alice in at the OP's pages (and gives consent when the OP asks), then waits to be
+/// back at `back_at`.
+async fn sign_in_at_op(c: &Chrome, op: &RealOp, back_at: &str) {
     c.wait_url(&format!("{}/interaction/", op.issuer)).await;
     c.shot("op-login-page").await;
-    sign_in(&c, "alice", "wonderland").await;
+    sign_in(c, "alice", "wonderland").await;
     // The OP asks for consent once.
     c.el(By::Id("submit")).await;
     if c.url().await.starts_with(&op.issuer) {
         c.shot("op-consent-page").await;
         c.el(By::Id("submit")).await.click().await.unwrap();
     }
-    c.wait_url(&page).await;
+    c.wait_url(back_at).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_login_reload_logout_against_the_real_op() {
+    let RealOpSetup { op, origin, .. } = &real_op_setup("", "").await;
+    let c = Chrome::start("real-op").await;
+    let page = format!("{origin}/app/index.html");
+    c.driver.goto(&page).await.unwrap();
+    sign_in_at_op(&c, op, &page).await;
     assert_eq!(c.text(By::Id("user")).await, "alice-id");
     assert_eq!(c.text(By::Id("email")).await, "alice@example.com");
     c.shot("signed-in-upstream-page").await;
@@ -301,6 +327,81 @@ upstream = "app"
             .contains("does not belong to a sign-in")
     );
     c.shot("gateway-callback-error-page").await;
+    c.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_sent_after_the_session_expired_reaches_the_upstream_after_signing_in_again() {
+    // Sessions end after 3 s without a request; the route keeps forms across sign-in.
+    let RealOpSetup { op, origin, gw, .. } = &real_op_setup(
+        "store = \"memory\"\nidling_timeout = \"3s\"",
+        "preserve_post = true",
+    )
+    .await;
+    let c = Chrome::start("preserve-post").await;
+    let page = format!("{origin}/app/form.html");
+    c.driver.goto(&page).await.unwrap();
+    sign_in_at_op(&c, op, &page).await;
+    assert_eq!(c.text(By::Id("user")).await, "alice-id");
+
+    // Fill the form in, slowly enough for the session to end meanwhile.
+    let title = "Order #7 & <more> é";
+    c.el(By::Id("title")).await.send_keys(title).await.unwrap();
+    let comment = c.el(By::Id("comment")).await;
+    comment.send_keys("first line").await.unwrap();
+    comment.send_keys(Key::Enter).await.unwrap();
+    comment.send_keys("second line").await.unwrap();
+    c.shot("form-filled").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = op.request_count().await;
+    c.el(By::Id("send")).await.click().await.unwrap();
+
+    // The browser goes through the OP (which may still know alice) and comes back to post the
+    // form again; it ends at the upstream's echo of that POST.
+    let submitted = format!("{origin}/app/submit?from=form");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = c.url().await;
+        if url.starts_with(&format!("{}/interaction/", op.issuer)) {
+            sign_in_at_op(&c, op, &submitted).await;
+        }
+        if url == submitted && c.driver.source().await.unwrap().contains("\"method\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never got back to the form's target; at {url}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.shot("form-reached-upstream").await;
+    assert!(
+        op.request_count().await > before,
+        "the expired session was renewed by signing in at the OP"
+    );
+    let echo: serde_json::Value =
+        serde_json::from_str(&c.text(By::Tag("pre")).await).expect("the upstream's JSON echo");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["headers"]["x-auth-request-user"][0], "alice-id");
+    // As the first post did, it names its origin (CSRF checks upstream ask for it), and not the
+    // callback's address, which held the code.
+    assert_eq!(echo["headers"]["origin"][0], origin.as_str());
+    assert_eq!(echo["headers"]["referer"][0], format!("{origin}/"));
+    let fields: Vec<(String, String)> =
+        url::form_urlencoded::parse(echo["body"].as_str().unwrap().as_bytes())
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+    let expected = [
+        ("title", title),
+        ("comment", "first line\r\nsecond line"),
+        ("csrf", "app-token-1"),
+    ]
+    .map(|(n, v)| (n.to_owned(), v.to_owned()));
+    assert_eq!(
+        fields, expected,
+        "the upstream got the fields typed before signing in"
+    );
     c.quit().await;
 }
 

@@ -119,7 +119,18 @@ impl Fleet {
                 ),
             )
             .upstream("app", &up.address())
-            .route("app", &["/app"], "app", r#"provider = "op""#, "")
+            // A form posted without a session waits for its sign-in in Redis (not with cookies).
+            .route(
+                "app",
+                &["/app"],
+                "app",
+                r#"provider = "op""#,
+                if store == "cookie" {
+                    ""
+                } else {
+                    "preserve_post = true"
+                },
+            )
             .raw(&format!(
                 "[redis]\n{}\ncommand_timeout = \"200ms\"\nconnect_timeout = \"500ms\"\n",
                 redis.config()
@@ -449,6 +460,143 @@ async fn a_callback_raced_on_two_nodes_succeeds_exactly_once() {
         let loser = if won(&ra) { rb } else { ra };
         assert_eq!(loser.status(), 400, "the replay is refused");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_posted_to_a_without_a_session_is_posted_again_after_signing_in_on_b() {
+    let f = Fleet::start("redis", 3600, serde_json::json!({})).await;
+    let b = Browser::new();
+    let form = [
+        ("title", "Order #7 & more"),
+        ("comment", "two\r\nlines <b>é</b>"),
+        ("csrf", "app-token-1"),
+    ];
+    let post = |url: String, origin: &str| {
+        b.client
+            .post(url)
+            .header("Accept", "text/html,application/xhtml+xml")
+            .header("Origin", origin)
+            .form(&form)
+            .send()
+    };
+
+    // A cross-site form is not kept: 401 as for any POST without a session.
+    let foreign = post(f.a.url("/app/submit?from=form"), "http://evil.example")
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 401);
+
+    // Posted to A without a session: kept, and the browser is sent to sign in.
+    let a_origin = f.a.url("");
+    let a_origin = a_origin.trim_end_matches('/');
+    let r = post(f.a.url("/app/submit?from=form"), a_origin)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", f.a.log());
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&f.op.issuer), "{location}");
+
+    // Redis holds the form sealed: none of its text is readable there.
+    let dump = f.redis.single().dump_all();
+    let kept: Vec<_> = dump.iter().filter(|(k, _)| k.contains("pp:")).collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "one kept form: {:?}",
+        dump.iter().map(|d| &d.0).collect::<Vec<_>>()
+    );
+    for (_, v) in &kept {
+        for needle in [&b"Order"[..], b"app-token-1", b"lines", b"title="] {
+            assert!(!contains(v, needle), "the kept form is readable in Redis");
+        }
+    }
+
+    // Signed in at the OP; the callback lands on B, which answers the page re-posting the form.
+    let page = b
+        .navigate_until(
+            &location,
+            ALICE,
+            Some(&format!("{}/oauth2/callback", f.origin)),
+        )
+        .await;
+    let query = page.url.split_once('?').map(|(_, q)| q.to_owned()).unwrap();
+    let r = b
+        .client
+        .get(format!("{}?{query}", f.b.url("/oauth2/callback")))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", f.b.log());
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = r.text().await.unwrap();
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|n| n.split('\'').next())
+        .unwrap();
+    assert!(
+        html.contains(&format!("<script nonce=\"{nonce}\">")),
+        "{html}"
+    );
+    assert_eq!(form_action(&html).as_deref(), Some("/app/submit?from=form"));
+    let fields = hidden_fields(&html);
+    let sent: Vec<(String, String)> = form
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(fields, sent, "the page carries exactly the fields posted");
+    assert!(
+        kept_forms(&f).is_empty(),
+        "taken once: nothing left in Redis"
+    );
+
+    // What the page's script does: post the fields, now with the new session.
+    let echo: serde_json::Value = b
+        .client
+        .post(f.b.url("/app/submit?from=form"))
+        .header("Origin", a_origin)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["uri"], "/app/submit?from=form");
+    assert_eq!(echo["headers"]["x-auth-request-user"][0], "alice-id");
+    let received: Vec<(String, String)> = form_urlencoded_pairs(echo["body"].as_str().unwrap());
+    assert_eq!(received, sent, "the upstream got the original fields");
+
+    // The same callback again (a replay) does not post the form a second time.
+    let again = b
+        .client
+        .get(format!("{}?{query}", f.a.url("/oauth2/callback")))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+}
+
+fn kept_forms(f: &Fleet) -> Vec<String> {
+    f.redis
+        .single()
+        .dump_all()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains("pp:"))
+        .collect()
+}
+
+fn form_urlencoded_pairs(body: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body.as_bytes())
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -49,6 +49,8 @@ pub enum Denial {
     ProviderUnavailable,
     /// The session store (Redis) cannot be reached to check the session.
     StoreUnavailable,
+    /// A form posted before sign-in cannot be kept for it (`preserve_post`).
+    PostNotKept,
     /// The client is over one of its limits on requests that reach the provider.
     TooMany {
         /// When to try again.
@@ -84,6 +86,12 @@ impl Denied {
     pub fn with_cookies(mut self, cookies: SetCookies) -> Denied {
         self.cookies.extend(cookies);
         self
+    }
+
+    /// Whether the request needed a session and could not be sent to sign in (a POST, an API
+    /// call): the case a kept form (`preserve_post`) turns into a sign-in.
+    pub fn needs_session(&self) -> bool {
+        matches!(*self.denial, Denial::SessionRequired { .. })
     }
 
     /// The answer, as a page when `html` (the client prefers HTML), JSON otherwise.
@@ -165,6 +173,17 @@ fn render(denial: Denial, html: bool) -> Reply {
         .with_header(
             http::header::RETRY_AFTER,
             http::HeaderValue::from_static("30"),
+        ),
+        Denial::PostNotKept => Reply::error(
+            503,
+            "post_not_kept",
+            "Temporarily unavailable",
+            "You need to sign in again, and the form you sent cannot be kept for that right now. Go back, keep a copy of what you typed, and send it again in a moment.",
+            html,
+        )
+        .with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
         ),
         Denial::StoreUnavailable => Reply::error(
             503,

@@ -1,7 +1,7 @@
 //! The gateway's own endpoints, answered before route matching: each provider's callback (the
 //! path of its `redirect_uri`) and logout path, and the session's `userinfo` for single-page apps.
 
-use super::Authenticator;
+use super::{Authenticator, preserve_post};
 use crate::clock::now;
 use crate::http::redirect;
 use crate::http::responses::{Action, Reply};
@@ -324,12 +324,28 @@ impl Authenticator {
         };
         metrics::login(&name, "succeeded");
         let target = redirect::same_origin_path(&st.return_to).unwrap_or("/");
-        let reply = Reply::redirect(
-            http::HeaderValue::from_str(target)
-                .unwrap_or_else(|_| http::HeaderValue::from_static("/")),
-        )
-        .with_cookies(cookies);
-        clear_attempt(reply)
+        // A form posted before the sign-in goes out again, from a page the browser submits.
+        let kept = match st.post {
+            true => self.posts.take(&st.state, now).await,
+            false => None,
+        };
+        let fields = kept.as_deref().and_then(preserve_post::fields);
+        if st.post {
+            let outcome = if fields.is_some() {
+                "post_restored"
+            } else {
+                "post_lost"
+            };
+            metrics::login(&name, outcome);
+        }
+        let reply = match fields {
+            Some(fields) => preserve_post::resubmit_page(target, &fields),
+            None => Reply::redirect(
+                http::HeaderValue::from_str(target)
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("/")),
+            ),
+        };
+        clear_attempt(reply.with_cookies(cookies))
     }
 
     async fn logout(&self, index: usize, req: &RequestHeader, html: bool) -> Reply {

@@ -75,7 +75,7 @@ impl Authenticator {
             .and_then(|rd| redirect::on_host(&rd, host))
             .unwrap_or_else(|| "/".to_owned());
         let provider = fa.auth.providers[0];
-        self.start_login(provider, &fa.auth.realm, req, client, &rd, now())
+        self.start_login(provider, &fa.auth.realm, req, client, &rd, now(), None)
             .await
             .render(html)
     }

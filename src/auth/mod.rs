@@ -11,6 +11,7 @@ pub mod denial;
 pub mod endpoints;
 mod forward;
 pub mod identity;
+pub mod preserve_post;
 pub mod refresh;
 pub mod rules;
 mod session_method;
@@ -141,6 +142,8 @@ pub struct Authenticator {
     forward_metrics: RouteMetrics,
     /// Signs `[identity_assertion]` JWTs.
     pub(crate) identity_signer: Option<signed_identity::IdentitySigner>,
+    /// Forms posted without a session, waiting for their sign-in (`preserve_post`).
+    posts: preserve_post::PreservedPosts,
 }
 
 impl Authenticator {
@@ -178,7 +181,15 @@ impl Authenticator {
                 secure: p.secure_cookies,
             })
             .collect();
+        // Kept forms live where the sessions do: in Redis, the callback may reach any instance.
+        let posts = preserve_post::PreservedPosts::new(
+            &settings.secrets,
+            fleet
+                .clone()
+                .filter(|_| settings.store == crate::config::SessionStoreKind::Redis),
+        );
         Ok(Some(Authenticator {
+            posts,
             login: LoginCookies::new(
                 &settings.secrets,
                 &settings.cookie_name,
@@ -268,7 +279,7 @@ impl Authenticator {
                 AuthMethod::AuthorizationCode => {
                     let provider = spec.providers[0];
                     let denial = self
-                        .start_login(provider, &spec.realm, req, client, return_to, now)
+                        .start_login(provider, &spec.realm, req, client, return_to, now, None)
                         .await;
                     return Err(denial.with_cookies(clear_cookies));
                 }
@@ -433,9 +444,42 @@ impl Authenticator {
         .into()
     }
 
+    /// The sign-in for a form posted without a session to a `preserve_post` route (`req`
+    /// [qualifies](preserve_post::qualifies), and `body` is what it posted): the form waits on
+    /// the server for the callback, which has the browser post it again. A body that is not
+    /// well-formed form data gets the usual 401; one that cannot be kept, a 503 (the browser's
+    /// back button still has the form).
+    pub async fn sign_in_keeping_post(
+        &self,
+        spec: &RouteAuth,
+        req: &RequestHeader,
+        client: Option<IpAddr>,
+        return_to: &str,
+        body: &[u8],
+    ) -> Denied {
+        if preserve_post::fields(body).is_none() {
+            return Denial::SessionRequired {
+                realm: spec.realm.clone(),
+            }
+            .into();
+        }
+        let provider = spec.providers[0];
+        self.start_login(
+            provider,
+            &spec.realm,
+            req,
+            client,
+            return_to,
+            now(),
+            Some(body),
+        )
+        .await
+    }
+
     /// A request that needs a sign-in: a redirect to the provider for browsers (within the
     /// client's limit), 401 for requests that cannot follow one (API calls, XHR, non-GET), 503
-    /// while the provider is unreachable.
+    /// while the provider is unreachable. `post`: a form to keep for the attempt.
+    #[allow(clippy::too_many_arguments)]
     async fn start_login(
         &self,
         index: usize,
@@ -444,11 +488,12 @@ impl Authenticator {
         client: Option<IpAddr>,
         return_to: &str,
         now: u64,
+        post: Option<&[u8]>,
     ) -> Denied {
         let Some(cfg) = self.provider(index) else {
             return Denial::Misconfigured("The route names an unknown provider.").into();
         };
-        if !can_follow_redirect(req) {
+        if post.is_none() && !can_follow_redirect(req) {
             return Denial::SessionRequired {
                 realm: realm.to_owned(),
             }
@@ -469,10 +514,24 @@ impl Authenticator {
         let return_to = redirect::same_origin_path(return_to)
             .unwrap_or("/")
             .to_owned();
-        let (url, st) = authorization_request(&d, cfg, return_to, now);
+        let (url, mut st) = authorization_request(&d, cfg, return_to, now);
         let Ok(location) = http::HeaderValue::from_str(&url) else {
             return Denial::Misconfigured("The sign-in URL is invalid.").into();
         };
+        if let Some(body) = post {
+            // Boxed: a Redis call inline would make every request's `authenticate` future
+            // kilobytes larger (see the size check in benches/session.rs).
+            let keep = self
+                .posts
+                .keep(&st.state, body, self.settings.login_timeout, now);
+            if let Err(e) = Box::pin(keep).await {
+                metrics::login(&cfg.name, "post_not_kept");
+                tracing::warn!(provider = %cfg.name, "a form posted before sign-in could not be kept: {e}");
+                return Denial::PostNotKept.into();
+            }
+            metrics::login(&cfg.name, "post_kept");
+            st.post = true;
+        }
         let attrs = self.attrs(index);
         let mut cookies = self.login.prune(&req.headers, attrs, now);
         cookies.extend(self.login.set(&st, attrs));
@@ -535,6 +594,7 @@ impl Authenticator {
     pub fn sweep(&self) {
         let now = now();
         self.store.sweep(now);
+        self.posts.sweep(now);
         self.used_once.retain(|_, until| *until > now);
         self.refresher.sweep();
     }

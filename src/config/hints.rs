@@ -23,6 +23,7 @@ fn known_at(parent: &[&str]) -> &'static [&'static str] {
         ["consumers"] => serde_introspect::<RawConsumer>(),
         ["forward_auth"] => serde_introspect::<RawForwardAuth>(),
         ["identity_assertion"] => serde_introspect::<RawIdentityAssertion>(),
+        ["tracing"] => serde_introspect::<RawTracing>(),
         ["forward_auth", "auth"] => serde_introspect::<RawAuthTable>(),
         _ => &[],
     }

@@ -45,8 +45,23 @@ pub struct Config {
     pub forward_auth: Vec<ForwardAuth>,
     /// `[identity_assertion]`, when configured.
     pub identity_assertion: Option<IdentityAssertion>,
+    /// `[tracing]`: OpenTelemetry export, when configured.
+    pub tracing: Option<TracingSettings>,
     /// What works but is probably not what was meant (`check` prints these, `run` logs them).
     pub warnings: Vec<ConfigError>,
+}
+
+/// `[tracing]`: spans of requests, sign-ins and provider calls, exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// Where spans are POSTed (`.../v1/traces`).
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded (a continued trace follows its parent's decision).
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Longest an export may take.
+    pub timeout: Duration,
 }
 
 /// `[redis]`
@@ -440,6 +455,8 @@ pub struct Route {
     pub strip_path: bool,
     /// Forward the client's Host header (otherwise the upstream's host).
     pub preserve_host: bool,
+    /// `preserve_post`: the most form bytes kept across a sign-in (`None`: off).
+    pub preserve_post: Option<usize>,
     /// What a request must prove.
     pub auth: Auth,
 }

@@ -25,6 +25,17 @@ pub struct RawConfig {
     pub redis: Option<Spanned<RawRedis>>,
     pub forward_auth: Vec<Spanned<RawForwardAuth>>,
     pub identity_assertion: Option<Spanned<RawIdentityAssertion>>,
+    pub tracing: Option<Spanned<RawTracing>>,
+}
+
+/// `[tracing]`: OpenTelemetry traces, exported over OTLP/HTTP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<SStr>,
+    pub sample_ratio: Option<Spanned<f64>>,
+    pub service_name: Option<SStr>,
+    pub timeout: Option<SStr>,
 }
 
 /// `[identity_assertion]`: a signed JWT stating the user, for upstreams to verify.
@@ -283,6 +294,10 @@ pub struct RawRoute {
     pub strip_path: Option<bool>,
     #[serde(default)]
     pub preserve_host: Option<bool>,
+    #[serde(default)]
+    pub preserve_post: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub preserve_post_max_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     pub auth: Option<Spanned<RawAuth>>,
 }

@@ -146,8 +146,15 @@ h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}\
         h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         h.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
         if self.content_type.starts_with("text/html") {
-            h.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-            h.insert_header(http::header::REFERRER_POLICY, "no-referrer")?;
+            // A page's own policy replaces the default (two CSPs would both apply, and the
+            // stricter one would block a page's nonce'd script).
+            let own = |name| self.headers.iter().any(|(n, _)| *n == name);
+            if !own(http::header::CONTENT_SECURITY_POLICY) {
+                h.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
+            }
+            if !own(http::header::REFERRER_POLICY) {
+                h.insert_header(http::header::REFERRER_POLICY, "no-referrer")?;
+            }
         }
         for (name, value) in &self.headers {
             h.append_header(name.clone(), value.clone())?;

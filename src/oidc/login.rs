@@ -44,6 +44,7 @@ pub fn authorization_request(
         return_to,
         provider: cfg.name.as_str().into(),
         created_at: now,
+        post: false,
     };
     (url.to_string(), st)
 }

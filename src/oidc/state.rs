@@ -25,6 +25,9 @@ pub struct LoginState {
     pub provider: String,
     /// When the attempt started (Unix seconds).
     pub created_at: u64,
+    /// A form posted without a session waits for this attempt (`preserve_post`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub post: bool,
 }
 
 /// Why a callback's login cookie was not usable.
@@ -173,6 +176,7 @@ mod tests {
             return_to: "/x".into(),
             provider: "p".into(),
             created_at: created,
+            post: false,
         }
     }
 

@@ -147,6 +147,7 @@ mod tests {
             upstream: 0,
             strip_path: false,
             preserve_host: true,
+            preserve_post: None,
             auth: Auth::None,
         }
     }

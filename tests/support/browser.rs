@@ -175,7 +175,8 @@ fn resolve(base: &str, href: &str) -> String {
         .to_string()
 }
 
-/// Every `<input type="hidden" name=".." value="..">` of an HTML page.
+/// Every `<input type="hidden" name=".." value="..">` of an HTML page, character references
+/// decoded as a browser would.
 pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
     html.split("<input")
         .skip(1)
@@ -184,7 +185,8 @@ pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
             let tag = &tag[..tag.find('>')?];
             let attr = |a: &str| {
                 let at = tag.find(&format!("{a}=\""))? + a.len() + 2;
-                Some(tag[at..at + tag[at..].find('"')?].to_owned())
+                let raw = &tag[at..at + tag[at..].find('"')?];
+                Some(html_escape::decode_html_entities(raw).into_owned())
             };
             Some((attr("name")?, attr("value").unwrap_or_default()))
         })

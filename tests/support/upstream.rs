@@ -1,6 +1,7 @@
 //! A real HTTP upstream for tests: every request is answered with a JSON echo of what arrived
-//! (method, URI, headers, which server answered), plus `/slow?ms=N`, `/healthz` and a WebSocket
-//! echo at `/ws`. Each server has its own runtime thread, so `kill` really closes every socket.
+//! (method, URI, headers, body, which server answered), plus `/slow?ms=N`, `/healthz`, a
+//! WebSocket echo at `/ws`, and HTML pages for real-browser tests at `*.html` (a form at
+//! `*form.html`). Each server has its own runtime thread, so `kill` really closes every socket.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request};
@@ -118,7 +119,7 @@ fn router(id: String, hits: Arc<AtomicUsize>) -> axum::Router {
                 if req.uri().path().ends_with(".html") {
                     html_page(&req).into_response()
                 } else {
-                    echo_request(&id, req).into_response()
+                    echo_request(&id, req).await.into_response()
                 }
             }
         }))
@@ -155,18 +156,30 @@ fn html_page(req: &Request) -> axum::response::Html<String> {
             .replace('>', "&gt;")
             .replace('"', "&quot;")
     };
+    // A form posting to the echo next to it (`preserve_post` tests).
+    let form = if req.uri().path().ends_with("form.html") {
+        "<form id=\"order\" method=\"post\" action=\"submit?from=form\"><input id=\"title\" name=\"title\">\
+<textarea id=\"comment\" name=\"comment\"></textarea><input type=\"hidden\" name=\"csrf\" value=\"app-token-1\">\
+<button id=\"send\" type=\"submit\">Send</button></form>"
+    } else {
+        ""
+    };
     axum::response::Html(format!(
         "<!doctype html><html><head><title>Test app</title></head><body><h1 id=\"user\">{}</h1><p id=\"email\">{}</p>\
-<p id=\"path\">{}</p><form method=\"post\" action=\"/oauth2/logout\"><button id=\"logout\" type=\"submit\">Sign out</button></form></body></html>",
+<p id=\"path\">{}</p>{form}<form method=\"post\" action=\"/oauth2/logout\"><button id=\"logout\" type=\"submit\">Sign out</button></form></body></html>",
         esc(user),
         esc(email),
         esc(req.uri().path())
     ))
 }
 
-fn echo_request(id: &str, req: Request) -> Json<serde_json::Value> {
+async fn echo_request(id: &str, req: Request) -> Json<serde_json::Value> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let mut headers: HashMap<String, Vec<String>> = HashMap::new();
-    for (k, v) in req.headers() {
+    for (k, v) in &parts.headers {
         headers
             .entry(k.as_str().to_owned())
             .or_default()
@@ -174,8 +187,9 @@ fn echo_request(id: &str, req: Request) -> Json<serde_json::Value> {
     }
     Json(serde_json::json!({
         "server": id,
-        "method": req.method().as_str(),
-        "uri": req.uri().to_string(),
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
         "headers": headers,
+        "body": String::from_utf8_lossy(&body),
     }))
 }

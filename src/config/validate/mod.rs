@@ -12,6 +12,7 @@ mod redis;
 mod routes;
 mod server;
 mod session;
+mod tracing;
 mod upstreams;
 
 use super::error::{Collector, ConfigErrors};
@@ -93,6 +94,7 @@ impl Builder<'_> {
         let consumers = self.consumers(&raw.consumers);
         let forward_auth = self.forward_auths(&raw.forward_auth, &providers, &consumers);
         let identity_assertion = self.identity_assertion(raw.identity_assertion.as_ref(), &server);
+        let tracing = self.tracing(raw.tracing.as_ref());
         if let (Some(a), Some(r)) = (&identity_assertion, &raw.identity_assertion) {
             let mut own = providers
                 .iter()
@@ -120,7 +122,9 @@ impl Builder<'_> {
             .routes
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| self.route(i, r, &upstreams, &providers, &consumers))
+            .filter_map(|(i, r)| {
+                self.route(i, r, &upstreams, &providers, &consumers, session.as_ref())
+            })
             .collect();
         self.unique_names("routes", raw.routes.iter().map(|r| &r.name));
         let redis = self.redis(raw.redis.as_ref());
@@ -175,6 +179,7 @@ impl Builder<'_> {
             redis,
             forward_auth,
             identity_assertion,
+            tracing,
             warnings: Vec::new(),
         }
     }
@@ -445,6 +450,56 @@ auth = { provider = "okta" }
             "{errs:#?}"
         );
         assert!(errs[1].message.contains("must be the last method"));
+    }
+
+    #[test]
+    fn preserve_post_needs_a_sign_in_and_a_server_side_store() {
+        let on = OIDC.replace(
+            "auth = { provider = \"okta\" }",
+            "auth = { provider = \"okta\" }\npreserve_post = true",
+        );
+        let memory = on.replace("[session]\n", "[session]\nstore = \"memory\"\n");
+        assert_eq!(
+            parse_str(&memory).unwrap().routes[0].preserve_post,
+            Some(64 * 1024)
+        );
+        let sized = memory.replace(
+            "preserve_post = true",
+            "preserve_post = true\npreserve_post_max_bytes = 4096",
+        );
+        assert_eq!(
+            parse_str(&sized).unwrap().routes[0].preserve_post,
+            Some(4096)
+        );
+        assert_eq!(parse_str(OIDC).unwrap().routes[0].preserve_post, None);
+
+        let errs = parse_str(&on).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].key, "routes[0].preserve_post");
+        assert!(errs[0].message.contains("store = \"memory\" or \"redis\""));
+        let line = on
+            .lines()
+            .position(|l| l == "preserve_post = true")
+            .unwrap()
+            + 1;
+        assert_eq!(errs[0].line, line);
+
+        let bearer_only = memory.replace(
+            "auth = { provider = \"okta\" }",
+            "auth = { provider = \"okta\", methods = [\"bearer\"] }",
+        );
+        let errs = parse_str(&bearer_only).unwrap_err().0;
+        assert!(errs[0].message.contains("authorization_code"), "{errs:#?}");
+
+        let huge = sized.replace("= 4096", "= 2000000");
+        let errs = parse_str(&huge).unwrap_err().0;
+        assert_eq!(errs[0].key, "routes[0].preserve_post_max_bytes");
+        let stray = memory.replace("preserve_post = true", "preserve_post_max_bytes = 10");
+        let errs = parse_str(&stray).unwrap_err().0;
+        assert!(
+            errs[0].message.contains("without preserve_post"),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@ use super::Builder;
 use crate::config::raw::*;
 use crate::config::*;
 
+/// `preserve_post_max_bytes` when not set: 64 KiB.
+const DEFAULT_PRESERVE_POST_BYTES: usize = 64 * 1024;
+/// The most `preserve_post_max_bytes` may be.
+const MAX_PRESERVE_POST_BYTES: usize = 1024 * 1024;
+
 impl Builder<'_> {
     pub(super) fn route(
         &mut self,
@@ -12,6 +17,7 @@ impl Builder<'_> {
         upstreams: &[Upstream],
         providers: &[Provider],
         consumers: &[Consumer],
+        session: Option<&SessionSettings>,
     ) -> Option<Route> {
         let key = |k: &str| format!("routes[{i}].{k}");
         self.name(&raw.name, &key("name"));
@@ -80,6 +86,7 @@ impl Builder<'_> {
                 }
             },
         };
+        let preserve_post = self.preserve_post(i, raw, &auth, session);
         Some(Route {
             name: raw.name.get_ref().clone(),
             hosts,
@@ -88,8 +95,63 @@ impl Builder<'_> {
             upstream: upstream?,
             strip_path: raw.strip_path.unwrap_or(false),
             preserve_host: raw.preserve_host.unwrap_or(true),
+            preserve_post,
             auth,
         })
+    }
+
+    /// `preserve_post` and its limit: only where a browser can be sent to sign in, and only with
+    /// a server-side session store (a form does not fit in a cookie).
+    fn preserve_post(
+        &mut self,
+        i: usize,
+        raw: &RawRoute,
+        auth: &Auth,
+        session: Option<&SessionSettings>,
+    ) -> Option<usize> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let max = self.count(
+            &raw.preserve_post_max_bytes,
+            &key("preserve_post_max_bytes"),
+            DEFAULT_PRESERVE_POST_BYTES,
+            1,
+        );
+        if max > MAX_PRESERVE_POST_BYTES
+            && let Some(m) = &raw.preserve_post_max_bytes
+        {
+            self.err(
+                m.span(),
+                key("preserve_post_max_bytes"),
+                format!("{max} is too large: at most {MAX_PRESERVE_POST_BYTES} (1 MiB) of form is kept per sign-in"),
+            );
+        }
+        let Some(on) = raw.preserve_post.as_ref().filter(|p| *p.get_ref()) else {
+            if let Some(m) = &raw.preserve_post_max_bytes {
+                self.err(
+                    m.span(),
+                    key("preserve_post_max_bytes"),
+                    "has no effect without preserve_post = true",
+                );
+            }
+            return None;
+        };
+        let signs_in =
+            matches!(auth, Auth::Oidc(a) if a.methods.contains(&AuthMethod::AuthorizationCode));
+        if !signs_in {
+            self.err(
+                on.span(),
+                key("preserve_post"),
+                "needs an auth that signs browsers in (methods including \"authorization_code\", the default)",
+            );
+        }
+        if session.is_some_and(|s| s.store == SessionStoreKind::Cookie) {
+            self.err(
+                on.span(),
+                key("preserve_post"),
+                "keeps the form on the server until the sign-in ends: it needs [session] store = \"memory\" or \"redis\" (a form does not fit in a cookie)",
+            );
+        }
+        Some(max.min(MAX_PRESERVE_POST_BYTES))
     }
 
     pub(super) fn host(&mut self, raw: &SStr, key: &str) -> Option<String> {

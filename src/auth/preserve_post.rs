@@ -1,0 +1,463 @@
+//! A form posted without a session, kept across the sign-in it starts (`preserve_post`, as
+//! mod_auth_openidc's `OIDCPreservePost`). The body waits on the server — sealed, under a name
+//! derived from the attempt's `state`, in this process or in Redis as the sessions do — and is
+//! taken once by the callback, which answers a page whose single nonce'd script posts it again
+//! to the original address.
+//!
+//! Only a same-origin HTML form post is kept: a cross-site page could otherwise have its form
+//! posted with the session the victim is about to create (login CSRF carrying a payload).
+
+use crate::crypto::{self, Names, Sealer};
+use crate::fleet::{Fleet, FleetError};
+use crate::http::headers::request_host;
+use crate::http::responses::{Reply, escape, wants_html};
+use base64::Engine;
+use dashmap::DashMap;
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Most form bytes kept in this process at once, over all sign-ins (64 MiB).
+const MAX_TOTAL_BYTES: usize = 64 << 20;
+
+/// The content type a kept form must have.
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Whether a POST without a session may have its body kept: a same-origin HTML form
+/// (`application/x-www-form-urlencoded`, not an XHR) announcing at most `max` bytes.
+pub fn qualifies(req: &RequestHeader, max: usize) -> bool {
+    let h = &req.headers;
+    let header = |name: http::header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+    let is_form = header(http::header::CONTENT_TYPE).is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(FORM))
+    });
+    let fits = match header(http::header::CONTENT_LENGTH) {
+        Some(n) => n.trim().parse::<usize>().is_ok_and(|n| n <= max),
+        None => h.contains_key(http::header::TRANSFER_ENCODING),
+    };
+    req.method == http::Method::POST
+        && is_form
+        && fits
+        && wants_html(h)
+        && !h.contains_key("x-requested-with")
+        && same_origin(req)
+}
+
+/// The browser says the form comes from a page of this host: `Origin` names it, or, without
+/// `Origin`, `Sec-Fetch-Site` is `same-origin`. Anything else (a foreign or `null` origin, or a
+/// client that says nothing) is not trusted with a replay after sign-in.
+fn same_origin(req: &RequestHeader) -> bool {
+    let h = &req.headers;
+    if let Some(origin) = h.get(http::header::ORIGIN) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest);
+        return authority.is_some_and(|a| a.eq_ignore_ascii_case(request_host(req)));
+    }
+    h.get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"same-origin"))
+}
+
+/// The fields of a form body, or `None` when it is not well-formed UTF-8 form data (a page could
+/// not post it again unchanged).
+pub fn fields(body: &[u8]) -> Option<Vec<(String, String)>> {
+    let decoded = |s: &[u8]| -> Option<String> {
+        let plus_as_space: Vec<u8> = s
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&plus_as_space)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    body.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            Some((decoded(name)?, decoded(value)?))
+        })
+        .collect()
+}
+
+/// The page that posts `fields` again to `action` (a same-origin path): one script, allowed by
+/// its nonce and nothing else, submits the form; without scripts, a button does.
+pub fn resubmit_page(action: &str, fields: &[(String, String)]) -> Reply {
+    let nonce =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crypto::random_bytes::<18>());
+    let inputs: String = fields
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                attribute(n),
+                attribute(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in</title></head>\
+<body><form id=\"resubmit\" method=\"post\" action=\"{action}\" accept-charset=\"utf-8\">{inputs}\
+<p>You are signed in. Sending the form you submitted&hellip;</p><noscript><button type=\"submit\">Continue</button></noscript></form>\
+<script nonce=\"{nonce}\">document.getElementById(\"resubmit\").submit();</script></body></html>\n",
+        action = attribute(action),
+    );
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    Reply {
+        status: 200,
+        headers: Vec::new(),
+        content_type: "text/html; charset=utf-8",
+        body: body.into(),
+    }
+    .with_header(
+        http::header::CONTENT_SECURITY_POLICY,
+        // The nonce is base64url: the value is always a valid header.
+        http::HeaderValue::from_str(&csp)
+            .unwrap_or(http::HeaderValue::from_static("default-src 'none'")),
+    )
+    // The post must carry this origin (`no-referrer` would make it `Origin: null`, which
+    // upstream CSRF checks refuse), but not this page's address, which holds the code.
+    .with_header(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("strict-origin"),
+    )
+}
+
+/// Escapes an attribute value; line breaks as character references, which HTML parsing leaves
+/// as they are (a literal CR would become LF, and the form would change).
+fn attribute(s: &str) -> String {
+    escape(s).replace('\r', "&#13;").replace('\n', "&#10;")
+}
+
+/// Why a form could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum KeepError {
+    /// This process holds as many kept forms as it allows.
+    #[error("too many forms are waiting for a sign-in")]
+    Full,
+    /// Redis did not take it.
+    #[error("{0}")]
+    Store(#[from] FleetError),
+}
+
+/// Where kept forms wait.
+enum Backend {
+    /// In this process: sealed body and expiry (Unix seconds) per name, and their total size.
+    Memory {
+        entries: DashMap<[u8; 32], (u64, String)>,
+        bytes: AtomicUsize,
+    },
+    /// In Redis, with a TTL (`store = "redis"`: the callback may reach another instance).
+    Redis(Arc<Fleet>),
+}
+
+/// Forms waiting for the sign-in they started.
+pub struct PreservedPosts {
+    sealer: Sealer,
+    names: Names,
+    backend: Backend,
+    /// Most sealed bytes in this process ([`MAX_TOTAL_BYTES`]).
+    max_total: usize,
+}
+
+impl PreservedPosts {
+    /// Keeps forms in Redis when `fleet` is given (the sessions' Redis), else in this process.
+    pub fn new(secrets: &[crate::config::Secret], fleet: Option<Arc<Fleet>>) -> PreservedPosts {
+        PreservedPosts {
+            sealer: Sealer::new(secrets, "oidc-gateway preserved post"),
+            names: Names::new(secrets),
+            backend: match fleet {
+                Some(f) => Backend::Redis(f),
+                None => Backend::Memory {
+                    entries: DashMap::new(),
+                    bytes: AtomicUsize::new(0),
+                },
+            },
+            max_total: MAX_TOTAL_BYTES,
+        }
+    }
+
+    /// Keeps `body` for the attempt `state` until `ttl` has passed.
+    pub async fn keep(
+        &self,
+        state: &str,
+        body: &[u8],
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(), KeepError> {
+        let sealed = self.sealer.seal(state.as_bytes(), body);
+        let name = self.names.name(0, state.as_bytes());
+        match &self.backend {
+            Backend::Memory { entries, bytes } => {
+                if bytes.load(Ordering::Relaxed) + sealed.len() > self.max_total {
+                    self.sweep(now);
+                    if bytes.load(Ordering::Relaxed) + sealed.len() > self.max_total {
+                        return Err(KeepError::Full);
+                    }
+                }
+                bytes.fetch_add(sealed.len(), Ordering::Relaxed);
+                let until = now.saturating_add(ttl.as_secs());
+                if let Some((_, old)) = entries.insert(name, (until, sealed)) {
+                    bytes.fetch_sub(old.len(), Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Backend::Redis(fleet) => {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(fleet.key("pp", &name))
+                    .arg(sealed)
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64);
+                fleet.redis.query::<()>("SET", &cmd).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The body kept for `state`, removed as it is taken (a callback is good once); `None` when
+    /// there is none, it expired, or it does not open.
+    pub async fn take(&self, state: &str, now: u64) -> Option<Vec<u8>> {
+        for index in 0..self.names.count() {
+            let name = self.names.name(index, state.as_bytes());
+            let sealed = match &self.backend {
+                Backend::Memory { entries, bytes } => {
+                    entries.remove(&name).and_then(|(_, (until, sealed))| {
+                        bytes.fetch_sub(sealed.len(), Ordering::Relaxed);
+                        (now < until).then_some(sealed)
+                    })
+                }
+                Backend::Redis(fleet) => {
+                    let mut cmd = redis::cmd("GETDEL");
+                    cmd.arg(fleet.key("pp", &name));
+                    match fleet.redis.query::<Option<String>>("GETDEL", &cmd).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!("a form kept across sign-in could not be read: {e}");
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(sealed) = sealed {
+                return self.sealer.open(state.as_bytes(), &sealed);
+            }
+        }
+        None
+    }
+
+    /// Drops forms whose sign-in can no longer complete.
+    pub fn sweep(&self, now: u64) {
+        if let Backend::Memory { entries, bytes } = &self.backend {
+            entries.retain(|_, (until, sealed)| {
+                let keep = *until > now;
+                if !keep {
+                    bytes.fetch_sub(sealed.len(), Ordering::Relaxed);
+                }
+                keep
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn post(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/app/submit", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    const FORM_POST: &[(&str, &str)] = &[
+        ("host", "app.example"),
+        ("origin", "https://app.example"),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("content-length", "20"),
+        ("accept", "text/html,*/*"),
+    ];
+
+    fn without(name: &str) -> Vec<(&'static str, &'static str)> {
+        FORM_POST
+            .iter()
+            .copied()
+            .filter(|(n, _)| *n != name)
+            .collect()
+    }
+
+    fn with(name: &'static str, value: &'static str) -> Vec<(&'static str, &'static str)> {
+        let mut h = without(name);
+        h.push((name, value));
+        h
+    }
+
+    #[test]
+    fn only_a_same_origin_html_form_post_within_the_limit_is_kept() {
+        assert!(qualifies(&post(FORM_POST), 64));
+        assert!(qualifies(
+            &post(&with(
+                "content-type",
+                "Application/X-WWW-Form-Urlencoded; charset=UTF-8"
+            )),
+            64
+        ));
+        assert!(!qualifies(&post(FORM_POST), 19), "over the limit");
+        assert!(!qualifies(
+            &post(&with("content-type", "multipart/form-data; boundary=x")),
+            64
+        ));
+        assert!(!qualifies(
+            &post(&with("content-type", "application/json")),
+            64
+        ));
+        assert!(!qualifies(&post(&with("accept", "application/json")), 64));
+        assert!(!qualifies(
+            &post(&with("x-requested-with", "XMLHttpRequest")),
+            64
+        ));
+        assert!(
+            !qualifies(&post(&without("content-length")), 64),
+            "no length, not chunked"
+        );
+        let mut get = post(FORM_POST);
+        get.set_method(http::Method::GET);
+        assert!(!qualifies(&get, 64));
+    }
+
+    #[test]
+    fn a_cross_site_or_unknown_origin_is_not_replayed_after_sign_in() {
+        assert!(!qualifies(
+            &post(&with("origin", "https://evil.example")),
+            64
+        ));
+        assert!(!qualifies(
+            &post(&with("origin", "https://app.example.evil.example")),
+            64
+        ));
+        assert!(!qualifies(&post(&with("origin", "null")), 64));
+        assert!(
+            !qualifies(&post(&without("origin")), 64),
+            "nothing says where it came from"
+        );
+        let mut fetch = without("origin");
+        fetch.push(("sec-fetch-site", "same-origin"));
+        assert!(qualifies(&post(&fetch), 64));
+        let mut fetch = without("origin");
+        fetch.push(("sec-fetch-site", "same-site"));
+        assert!(
+            !qualifies(&post(&fetch), 64),
+            "a sibling subdomain is another origin"
+        );
+    }
+
+    #[test]
+    fn form_fields_decode_strictly() {
+        assert_eq!(
+            fields(b"a=1&b=x+y%26z&empty=&flag&c=%C3%BC"),
+            Some(vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y&z".into()),
+                ("empty".into(), "".into()),
+                ("flag".into(), "".into()),
+                ("c".into(), "ü".into()),
+            ])
+        );
+        assert_eq!(fields(b""), Some(vec![]));
+        assert_eq!(
+            fields(b"a=%FF"),
+            None,
+            "not UTF-8: a page would post it changed"
+        );
+    }
+
+    #[test]
+    fn the_resubmit_page_escapes_everything_and_allows_only_its_own_script() {
+        let r = resubmit_page(
+            "/app/submit?x=1&y=\"2\"",
+            &[("n\"ame".into(), "<script>alert(1)</script>\r\nline".into())],
+        );
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("action=\"/app/submit?x=1&amp;y=&quot;2&quot;\""));
+        assert!(body.contains("name=\"n&quot;ame\""));
+        assert!(body.contains("value=\"&lt;script&gt;alert(1)&lt;/script&gt;&#13;&#10;line\""));
+        assert_eq!(body.matches("<script").count(), 1);
+        let h = r.header().unwrap();
+        let csp: Vec<_> = h
+            .headers
+            .get_all("content-security-policy")
+            .iter()
+            .collect();
+        assert_eq!(
+            csp.len(),
+            1,
+            "the page's own policy replaces the default one"
+        );
+        let csp = csp[0].to_str().unwrap();
+        let nonce = csp
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|s| s.split('\'').next())
+            .unwrap();
+        assert!(body.contains(&format!("<script nonce=\"{nonce}\">")));
+        assert!(csp.contains("form-action 'self'") && csp.contains("default-src 'none'"));
+        let again = resubmit_page("/", &[]);
+        assert_ne!(again.headers, r.headers, "a fresh nonce per page");
+    }
+
+    #[tokio::test]
+    async fn a_kept_form_is_taken_once_by_its_own_state_and_expires() {
+        let secrets = [Secret::new("0123456789abcdef0123456789abcdef")];
+        let posts = PreservedPosts::new(&secrets, None);
+        let ttl = Duration::from_secs(300);
+        posts.keep("state-a", b"a=1", ttl, 1000).await.unwrap();
+        assert_eq!(posts.take("state-b", 1001).await, None);
+        assert_eq!(
+            posts.take("state-a", 1001).await.as_deref(),
+            Some(&b"a=1"[..])
+        );
+        assert_eq!(posts.take("state-a", 1001).await, None, "taken once");
+        posts.keep("state-c", b"c=1", ttl, 1000).await.unwrap();
+        assert_eq!(posts.take("state-c", 1300).await, None, "expired");
+        posts.keep("state-d", b"d=1", ttl, 1000).await.unwrap();
+        posts.sweep(1300);
+        let Backend::Memory { entries, bytes } = &posts.backend else {
+            unreachable!()
+        };
+        assert!(entries.is_empty());
+        assert_eq!(bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn this_process_keeps_at_most_its_total() {
+        let secrets = [Secret::new("0123456789abcdef0123456789abcdef")];
+        let mut posts = PreservedPosts::new(&secrets, None);
+        posts.max_total = 4 << 20;
+        let big = vec![b'a'; 256 << 10];
+        let ttl = Duration::from_secs(300);
+        let mut kept = 0;
+        for i in 0..100 {
+            match posts.keep(&format!("state-{i}"), &big, ttl, 1000).await {
+                Ok(()) => kept += 1,
+                Err(KeepError::Full) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Sealed forms are base64 (4/3 larger, plus nonce and tag): 11 of 256 KiB fit in 4 MiB.
+        assert_eq!(kept, 11, "kept {kept} forms of 256 KiB");
+        // Once they expire, there is room again.
+        posts.keep("late", &big, ttl, 2000).await.unwrap();
+    }
+}
