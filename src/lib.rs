@@ -23,5 +23,6 @@ pub mod readiness;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod upgrade;
 pub mod upstream;

@@ -193,6 +193,8 @@ pub fn idp_request(provider: &str, endpoint: &str, elapsed: std::time::Duration)
     IDP_DURATION
         .with_label_values(&[provider, endpoint])
         .observe(elapsed.as_secs_f64());
+    // Every call to a provider passes here: its span too.
+    crate::telemetry::idp_call(provider, endpoint, elapsed);
 }
 
 /// `provider_metadata_age_seconds{provider}`

@@ -12,6 +12,7 @@ use crate::http::responses::{Reply, wants_html};
 use crate::http::target::{self, Forward};
 use crate::metrics::{self, RouteMetrics};
 use crate::routing::RouteTable;
+use crate::telemetry::{self, RequestTrace};
 use crate::upstream::{self, Tried, UpstreamPool};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -61,6 +62,8 @@ pub struct Ctx {
     own_endpoint: bool,
     /// Who the request is, on an authenticated route.
     identity: Option<Identity>,
+    /// Its trace, when `[tracing]` is on.
+    trace: Option<RequestTrace>,
 }
 
 impl Gateway {
@@ -101,6 +104,11 @@ impl Gateway {
 
     /// Route → authenticate → authorize → pick a target. An `Err` is a complete answer.
     async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reply> {
+        ctx.trace = RequestTrace::start(
+            session.req_header(),
+            || self.peer_trusted(session),
+            ctx.start,
+        );
         let req = session.req_header();
         let html = wants_html(&req.headers);
         // What is routed is what is forwarded: the method and target are read once, here, and
@@ -124,13 +132,7 @@ impl Gateway {
         {
             ctx.own_endpoint = true;
             let client = self.client_ip(session);
-            let from_proxy = headers::is_trusted(
-                session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
-                &self.config.server.trusted_proxies,
-            );
+            let from_proxy = self.peer_trusted(session);
             // A small body, whole within the body deadline (no slow drip holds the connection).
             let body = if endpoint.reads_body() {
                 let read =
@@ -145,15 +147,9 @@ impl Gateway {
             let req = session.req_header();
             // Boxed: the callback's token exchange is a future of kilobytes, which inline would
             // be moved around on every request of every route.
-            return Err(Box::pin(auth.serve(
-                endpoint,
-                req,
-                client,
-                from_proxy,
-                html,
-                body.as_deref(),
-            ))
-            .await);
+            let served =
+                Box::pin(auth.serve(endpoint, req, client, from_proxy, html, body.as_deref()));
+            return Err(telemetry::within(ctx.trace.as_ref(), endpoint.name(), served).await);
         }
 
         let m = self
@@ -170,6 +166,9 @@ impl Gateway {
             })?;
         ctx.route = Some(m.route);
         let route = &self.config.routes[m.route];
+        if let Some(trace) = &ctx.trace {
+            trace.route(req.method.as_str(), &route.name);
+        }
         let forwarded = if route.strip_path {
             match &target.path[m.rest..] {
                 "" => "/",
@@ -192,15 +191,15 @@ impl Gateway {
             };
             let query = target.query.map(String::from_utf8_lossy);
             let return_to = with_query(&target.path, query.as_deref());
-            let authenticated = auth
-                .authenticate(
-                    spec,
-                    req,
-                    self.client_ip(session),
-                    &return_to,
-                    &self.route_metrics[m.route],
-                )
-                .await;
+            let authenticate = auth.authenticate(
+                spec,
+                req,
+                self.client_ip(session),
+                &return_to,
+                &self.route_metrics[m.route],
+            );
+            let authenticated =
+                telemetry::within(ctx.trace.as_ref(), "authenticate", authenticate).await;
             ctx.identity = match (authenticated, route.preserve_post) {
                 (Ok(identity), _) => identity,
                 (Err(denied), Some(max)) if denied.needs_session() => {
@@ -244,6 +243,15 @@ impl Gateway {
         let denied =
             auth.sign_in_keeping_post(spec, session.req_header(), client, return_to, &body);
         Some(denied.await)
+    }
+
+    /// Whether the peer is one of `trusted_proxies`.
+    fn peer_trusted(&self, session: &Session) -> bool {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        headers::is_trusted(peer, &self.config.server.trusted_proxies)
     }
 
     /// The client's address, believing `X-Forwarded-For` only from trusted proxies.
@@ -327,6 +335,7 @@ impl ProxyHttp for Gateway {
             upstream_start: None,
             own_endpoint: false,
             identity: None,
+            trace: None,
         }
     }
 
@@ -400,6 +409,9 @@ impl ProxyHttp for Gateway {
         };
         ctx.target = Some(idx);
         ctx.upstream_start = Some(Instant::now());
+        if let Some(trace) = &mut ctx.trace {
+            trace.upstream_attempt(&pool.name, pool.target_label(idx));
+        }
         pool.peer(idx)
             .ok_or_else(|| Error::explain(InternalError, "upstream target index out of range"))
     }
@@ -456,6 +468,9 @@ impl ProxyHttp for Gateway {
                 let host = request_host(session.req_header());
                 auth.identify(ctx.identity.as_ref(), upstream_req, host)?;
             }
+        }
+        if let Some(trace) = &ctx.trace {
+            trace.inject(upstream_req);
         }
         Ok(())
     }
@@ -542,6 +557,9 @@ impl ProxyHttp for Gateway {
             .or_else(|| e.map(error_status))
             .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(status);
+        }
         let route = self.route_of(ctx);
         let metrics = match ctx.route.and_then(|i| self.route_metrics.get(i)) {
             Some(m) => m,

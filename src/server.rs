@@ -12,6 +12,7 @@ use crate::metrics;
 use crate::oidc::provider::DiscoveryService;
 use crate::proxy::Gateway;
 use crate::readiness::Readiness;
+use crate::telemetry::TraceExport;
 use crate::upgrade;
 use crate::upstream::{HealthChecks, UpstreamPool};
 use pingora::apps::HttpServerOptions;
@@ -116,6 +117,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     let listen = s.listen.clone();
     let tls = s.tls.clone();
     let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
+    let tracing = config.tracing.clone();
 
     let limits = connections::Limits {
         max_connections: s.max_connections,
@@ -153,6 +155,14 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);
         server.add_service(admin);
+    }
+    if let Some(t) = &tracing {
+        if !mode.daemon {
+            crate::telemetry::install(t)?;
+        }
+        let mut export = background_service("trace export", TraceExport(t.clone()));
+        export.threads = Some(1);
+        server.add_service(export);
     }
     if !checkers.is_empty() {
         let mut hc = background_service("upstream health checks", HealthChecks(checkers));

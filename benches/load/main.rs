@@ -26,6 +26,7 @@ mod memory;
 mod processes;
 mod redis;
 mod report;
+mod traced;
 mod wrk;
 
 use flows::*;
@@ -33,6 +34,7 @@ use memory::*;
 use processes::*;
 use redis::*;
 use report::*;
+use traced::*;
 use wrk::*;
 
 #[global_allocator]
@@ -427,6 +429,38 @@ async fn run(o: &Opts) {
         pairs.push((label, pair(&t, &noauth2), Some(target)));
         redis_figures.push((ttl, cookie.len(), run.rps, per_request));
     }
+    // Tracing on, every request sampled: what it costs a request with and without a session.
+    let (sink, sink_counts) = start_sink().await;
+    drop(gateway);
+    std::fs::write(&config, traced_gateway_config(d, &p, &sink)).unwrap();
+    gateway = spawn(
+        Command::new(BIN).args(["run", "--config"]).arg(&config),
+        &d.join("gateway-traced.log"),
+    );
+    wait_port(p.gateway, "gateway (traced)");
+    wait_discovered(&origin).await;
+    let traced_cookie = login(&origin, "/session/").await;
+    let traced: [Target; 2] = [
+        ("gateway traced, no auth", format!("{origin}/noauth/"), None),
+        (
+            "gateway traced, session",
+            format!("{origin}/session/"),
+            Some(format!("Cookie: {traced_cookie}")),
+        ),
+    ];
+    for t in &traced {
+        wrk(&t.1, t.2.as_deref(), 1, o.connections);
+    }
+    pairs.push(("no-auth traced / no-auth", pair(&traced[0], &noauth2), None));
+    pairs.push(("session traced / no-auth", pair(&traced[1], &noauth2), None));
+    // Give the exporter a moment to send its last batches.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let exported = (
+        sink_counts.posts.load(std::sync::atomic::Ordering::Relaxed),
+        sink_counts.bytes.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(exported.0 > 0, "the traced gateway exported nothing");
+
     let redis_sessions = if o.quick { 10_000 } else { 100_000 };
     let redis_bytes = redis_session_memory(redis_port, redis_sessions).await;
 
@@ -449,6 +483,11 @@ async fn run(o: &Opts) {
             "redis store, local_cache_ttl = {ttl}: {rps:.0} req/s, cookie {cookie_len} bytes, {per_request:.4} Redis commands per request"
         );
     }
+    println!(
+        "tracing on: {} OTLP exports, {:.1} MiB of spans",
+        exported.0,
+        exported.1 as f64 / (1024.0 * 1024.0)
+    );
     println!(
         "redis store: {redis_sessions} sessions take {redis_bytes:.0} bytes of Redis memory each ({:.0} MiB)",
         redis_bytes * redis_sessions as f64 / (1024.0 * 1024.0)

@@ -34,6 +34,19 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Its name, for traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Callback(_) => "callback",
+            Endpoint::Logout(_) => "logout",
+            Endpoint::UserInfo => "userinfo",
+            Endpoint::BackchannelLogout(_) => "backchannel logout",
+            Endpoint::ForwardAuth(_) => "forward auth",
+            Endpoint::ForwardStart(_) => "forward auth start",
+            Endpoint::IdentityJwks => "identity jwks",
+        }
+    }
+
     /// Whether it needs the request body (read before [`Authenticator::serve`]).
     pub fn reads_body(self) -> bool {
         matches!(self, Endpoint::BackchannelLogout(_))

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod hostile_op;
 pub mod lenient;
 pub mod op;
+pub mod otlp;
 pub mod redis;
 pub mod upstream;
 
@@ -23,6 +24,8 @@ pub use hostile_op::*;
 pub use lenient::*;
 #[allow(unused_imports)]
 pub use op::*;
+#[allow(unused_imports)]
+pub use otlp::*;
 #[allow(unused_imports)]
 pub use upstream::*;
 

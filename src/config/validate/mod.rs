@@ -503,6 +503,40 @@ auth = { provider = "okta" }
     }
 
     #[test]
+    fn tracing_is_off_by_default_and_checked_when_on() {
+        assert_eq!(parse_str(MINIMAL).unwrap().tracing, None);
+        let on = format!("{MINIMAL}\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\n");
+        let t = parse_str(&on).unwrap().tracing.unwrap();
+        assert_eq!(
+            t.otlp_endpoint, "http://127.0.0.1:4318/v1/traces",
+            "a base address gets the traces path"
+        );
+        assert_eq!(
+            (t.sample_ratio, t.service_name.as_str()),
+            (1.0, "oidc-gateway")
+        );
+        let full = format!(
+            "{MINIMAL}\n[tracing]\notlp_endpoint = \"https://otel.example.com/custom/traces\"\nsample_ratio = 0.25\nservice_name = \"edge\"\n"
+        );
+        let t = parse_str(&full).unwrap().tracing.unwrap();
+        assert_eq!(t.otlp_endpoint, "https://otel.example.com/custom/traces");
+        assert_eq!((t.sample_ratio, t.service_name.as_str()), (0.25, "edge"));
+
+        let bad = format!("{MINIMAL}\n[tracing]\nsample_ratio = 1.5\n");
+        let errs = parse_str(&bad).unwrap_err().0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["tracing.otlp_endpoint", "tracing.sample_ratio"],
+            "{errs:#?}"
+        );
+        let plain =
+            format!("{MINIMAL}\n[tracing]\notlp_endpoint = \"http://otel.example.com:4318\"\n");
+        let errs = parse_str(&plain).unwrap_err().0;
+        assert!(errs[0].message.contains("must use https"), "{errs:#?}");
+    }
+
+    #[test]
     fn loopback_http_is_allowed_for_development() {
         let src = OIDC
             .replace(
