@@ -138,8 +138,8 @@ impl Fleet {
             .build();
         let a = start_gateway(&body, port_a);
         let b = start_gateway(&body, port_b);
-        wait_discovered(&a).await;
-        wait_discovered(&b).await;
+        a.wait_discovered("/app/").await;
+        b.wait_discovered("/app/").await;
         Fleet {
             redis,
             op,
@@ -160,8 +160,8 @@ impl Fleet {
         self.b.wait_exit(Duration::from_secs(5));
         self.a = start_gateway(&self.body, pa);
         self.b = start_gateway(&self.body, pb);
-        wait_discovered(&self.a).await;
-        wait_discovered(&self.b).await;
+        self.a.wait_discovered("/app/").await;
+        self.b.wait_discovered("/app/").await;
     }
 
     /// Logs alice in through `gw` with a fresh browser; the session cookie's value.
@@ -222,24 +222,6 @@ fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
         for (k, v) in extra {
             into.insert(k, v);
         }
-    }
-}
-
-/// Discovery runs in the background: until it is done a login answers 503.
-async fn wait_discovered(gw: &GatewayProcess) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = client()
-            .get(gw.url("/app/"))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 302 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not discovered:\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -769,7 +751,7 @@ async fn killing_the_refresh_lease_holder_mid_refresh_lets_another_node_refresh_
     logout(&f.b, &cookie).await;
     let port = f.a.port;
     f.a = start_gateway(&f.body, port);
-    wait_discovered(&f.a).await;
+    f.a.wait_discovered("/app/").await;
     assert_eq!(use_session(&f.a, &cookie).await.0, 302, "{}", f.a.log());
 }
 
@@ -867,7 +849,7 @@ async fn without_redis_a_cookie_store_logout_survives_a_restart_through_state_di
         .build();
     let server_extra = format!("state_dir = \"{}\"", state.path().join("state").display());
     let mut gw = start_gateway_with(&body, port, &server_extra);
-    wait_discovered(&gw).await;
+    gw.wait_discovered("/app/").await;
     let (_b1, kept) = login(&gw, &origin).await;
     let (_b2, ended) = login(&gw, &origin).await;
     logout(&gw, &ended).await;
@@ -876,7 +858,7 @@ async fn without_redis_a_cookie_store_logout_survives_a_restart_through_state_di
     gw.signal("KILL");
     gw.wait_exit(Duration::from_secs(5));
     let gw = start_gateway_with(&body, port, &server_extra);
-    wait_discovered(&gw).await;
+    gw.wait_discovered("/app/").await;
     assert_eq!(
         use_session(&gw, &ended).await.0,
         302,
@@ -1119,7 +1101,7 @@ async fn without_redis_back_channel_logout_ends_memory_store_sessions_of_this_in
         .route("app", &["/app"], "app", r#"provider = "op""#, "")
         .build();
     let gw = start_gateway(&body, port);
-    wait_discovered(&gw).await;
+    gw.wait_discovered("/app/").await;
     let (_b1, first) = login(&gw, &origin).await;
     let (_b2, second) = login(&gw, &origin).await;
     let token = logout_token(&op, None, serde_json::json!({}), serde_json::json!({})).await;

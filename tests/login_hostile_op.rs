@@ -47,30 +47,9 @@ fn start_with(attack: Attack, provider_extra: &str) -> Setup {
     Setup { op, gw, up, origin }
 }
 
-async fn wait_discovered(s: &Setup) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client()
-            .get(s.gw.url("/app/"))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 302 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never discovered:\n{}",
-            s.gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Logs in (the hostile OP approves at once) and returns the final page.
 async fn login(s: &Setup, b: &Browser) -> Page {
-    wait_discovered(s).await;
+    s.gw.wait_discovered("/app/").await;
     b.navigate(&format!("{}/app/private", s.origin), None).await
 }
 
@@ -268,7 +247,7 @@ async fn idp_error_shows_a_page_and_never_loops() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_kid_is_refused_and_fetches_keys_at_most_once_per_cooldown() {
     let s = start(Attack::UnknownKid);
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     let fetches_after_discovery = s.op.state.jwks_fetches.load(Ordering::SeqCst);
     for _ in 0..5 {
         let b = Browser::new();
@@ -376,7 +355,7 @@ async fn an_unreachable_provider_never_stalls_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn callback_without_a_login_cookie_is_refused_login_csrf() {
     let s = start(Attack::None);
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     // An attacker's own valid callback, delivered to a victim browser that never started a login.
     let attacker = Browser::new();
     let (_, callback) = begin_login(&s, &attacker, "/app/x").await;
@@ -395,7 +374,7 @@ async fn callback_without_a_login_cookie_is_refused_login_csrf() {
 #[tokio::test(flavor = "multi_thread")]
 async fn state_mismatch_and_duplicate_parameters_are_refused() {
     let s = start(Attack::None);
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     let b = Browser::new();
     let (_, callback) = begin_login(&s, &b, "/app/x").await;
     let state = callback.split("state=").nth(1).unwrap().to_owned();
@@ -415,7 +394,7 @@ async fn state_mismatch_and_duplicate_parameters_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replayed_callback_is_refused() {
     let s = start(Attack::None);
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     let b = Browser::new();
     let (login_cookie, callback) = begin_login(&s, &b, "/app/x").await;
     let ok = b.navigate(&callback, None).await;
@@ -440,7 +419,7 @@ async fn a_replayed_callback_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn several_tabs_can_log_in_at_once() {
     let s = start(Attack::None);
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     let b = Browser::new();
     let mut callbacks = Vec::new();
     for tab in ["one", "two", "three"] {
@@ -464,7 +443,7 @@ async fn several_tabs_can_log_in_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn login_cookies_are_capped_oldest_dropped() {
     let s = start(Attack::None);
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     let b = Browser::new();
     for i in 0..8 {
         let r = b

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
 use support::*;
 
 const SECRET: &str = "tracing-test-session-secret-0123456789abcdef";
@@ -50,27 +49,6 @@ fn start(collector: &OtlpCollector, server_extra: &str) -> Setup {
         _up: up,
         gw,
         origin,
-    }
-}
-
-async fn wait_discovered(s: &Setup) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = client()
-            .get(s.gw.url("/app/"))
-            .header("Accept", "text/html")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 302 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never discovered:\n{}",
-            s.gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -119,7 +97,7 @@ fn assert_child(child: &SpanRecord, parent: &SpanRecord) {
 async fn a_login_and_a_proxied_request_export_their_span_trees() {
     let collector = OtlpCollector::start().await;
     let s = start(&collector, "");
-    wait_discovered(&s).await;
+    s.gw.wait_discovered("/app/").await;
     let b = Browser::new();
     let page = b.navigate(&format!("{}/app/private", s.origin), None).await;
     assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
@@ -188,58 +166,46 @@ async fn a_login_and_a_proxied_request_export_their_span_trees() {
     );
 }
 
+/// GET `path` on `s` as a client continuing a trace of its own (`traceparent`, `tracestate`):
+/// the upstream's echo of the request, and the gateway's server span for it.
+async fn get_with_client_trace(
+    s: &Setup,
+    collector: &OtlpCollector,
+    path: &str,
+) -> (serde_json::Value, SpanRecord) {
+    let echo: serde_json::Value = client()
+        .get(s.gw.url(path))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .header("tracestate", "client=forged")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let is_it = |x: &SpanRecord| x.kind == 2 && x.attr("url.path") == Some(path);
+    let spans = collector.wait_for(path, is_it).await;
+    (echo, one(&spans, path, is_it).clone())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_traceparent_is_continued_only_from_trusted_proxies() {
     let collector = OtlpCollector::start().await;
     let untrusting = start(&collector, "");
     let trusting = start(&collector, "trusted_proxies = [\"127.0.0.1/32\"]");
-    let sent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let get = |s: &Setup, path: &str| {
-        client()
-            .get(s.gw.url(path))
-            .header("traceparent", &sent)
-            .header("tracestate", "client=forged")
-            .send()
-    };
 
     // From anyone: a trace of the gateway's own; the client's ids and state go nowhere.
-    let echo: serde_json::Value = get(&untrusting, "/public/untrusted")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (echo, server) = get_with_client_trace(&untrusting, &collector, "/public/untrusted").await;
     let got = echo["headers"]["traceparent"][0].as_str().unwrap();
     assert!(!got.contains(CLIENT_TRACE), "{got}");
     assert!(echo["headers"]["tracestate"].is_null(), "{echo}");
-    let spans = collector
-        .wait_for("for the untrusted request", |x| {
-            x.attr("url.path") == Some("/public/untrusted") && x.kind == 2
-        })
-        .await;
-    let server = one(&spans, "untrusted", |x| {
-        x.attr("url.path") == Some("/public/untrusted") && x.kind == 2
-    });
     assert!(server.parent_id.is_empty(), "a new trace: {server:#?}");
     assert_ne!(server.trace_id, CLIENT_TRACE);
 
     // From a trusted proxy: the trace goes on.
-    let echo: serde_json::Value = get(&trusting, "/public/trusted")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (echo, server) = get_with_client_trace(&trusting, &collector, "/public/trusted").await;
     let got = echo["headers"]["traceparent"][0].as_str().unwrap();
     assert!(got.starts_with(&format!("00-{CLIENT_TRACE}-")), "{got}");
-    let spans = collector
-        .wait_for("for the trusted request", |x| {
-            x.attr("url.path") == Some("/public/trusted") && x.kind == 2
-        })
-        .await;
-    let server = one(&spans, "trusted", |x| {
-        x.attr("url.path") == Some("/public/trusted") && x.kind == 2
-    });
     assert_eq!(server.trace_id, CLIENT_TRACE);
     assert_eq!(server.parent_id, CLIENT_SPAN);
 }

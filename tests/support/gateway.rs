@@ -207,6 +207,29 @@ impl GatewayProcess {
         }
     }
 
+    /// Waits (up to 20 s) until a browser asking for `path`, on a protected route, is sent to
+    /// sign in: the provider's discovery, which runs in the background, is done.
+    pub async fn wait_discovered(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = crate::support::client()
+                .get(self.url(path))
+                .header("Accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 302 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never discovered:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The metrics listener's `/readyz`: status and body.
     pub async fn readyz(&self) -> (u16, String) {
         let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.metrics_port))

@@ -540,7 +540,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn conformance() {
-        let f = fleet(Duration::from_secs(5));
+        // A cache that outlives the suite: on a loaded machine the eviction check's 2560 saves
+        // take longer than 5 s, and a lapsed entry would read as evicted.
+        let f = fleet(Duration::from_secs(120));
         conformance::run(&|capacity| {
             conformance::sessions(Store::Redis(Box::new(store(&f, capacity))), Some(f.clone()))
         })
