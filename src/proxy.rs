@@ -247,21 +247,13 @@ impl Gateway {
 
     /// Whether the peer is one of `trusted_proxies`.
     fn peer_trusted(&self, session: &Session) -> bool {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        headers::is_trusted(peer, &self.config.server.trusted_proxies)
+        headers::is_trusted(peer_ip(session), &self.config.server.trusted_proxies)
     }
 
     /// The client's address, believing `X-Forwarded-For` only from trusted proxies.
     fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         headers::client_ip(
-            peer,
+            peer_ip(session),
             &session.req_header().headers,
             &self.config.server.trusted_proxies,
         )
@@ -288,6 +280,14 @@ impl Gateway {
             )),
         }
     }
+}
+
+/// The address of the connection's peer (a client, or a proxy in front).
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 fn with_query(path: &str, query: Option<&str>) -> String {
@@ -446,10 +446,7 @@ impl ProxyHttp for Gateway {
             upstream_req.set_raw_path(&t)?;
         }
         headers::collapse_content_length(upstream_req)?;
-        let ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let ip = peer_ip(session);
         let conn = ClientConn {
             ip,
             trusted: headers::is_trusted(ip, &self.config.server.trusted_proxies),
@@ -586,10 +583,7 @@ impl ProxyHttp for Gateway {
                 upstream: route.map_or("", |(_, p)| &p.name),
                 target,
                 duration: elapsed,
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
+                client: peer_ip(session),
                 error: e,
             });
         }

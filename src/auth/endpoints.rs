@@ -338,9 +338,10 @@ impl Authenticator {
         metrics::login(&name, "succeeded");
         let target = redirect::same_origin_path(&st.return_to).unwrap_or("/");
         // A form posted before the sign-in goes out again, from a page the browser submits.
-        let kept = match st.post {
-            true => self.posts.take(&st.state, now).await,
-            false => None,
+        let kept = if st.post {
+            self.posts.take(&st.state, now).await
+        } else {
+            None
         };
         let fields = kept.as_deref().and_then(preserve_post::fields);
         if st.post {
