@@ -12,7 +12,6 @@ const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 struct Setup {
-    _op: HostileOp,
     _up: TestUpstream,
     gw: GatewayProcess,
     origin: String,
@@ -20,14 +19,26 @@ struct Setup {
 
 /// The in-test OP, an upstream and a gateway exporting to `collector` (`server_extra`: more
 /// `[server]` lines).
-fn start(collector: &OtlpCollector, server_extra: &str) -> Setup {
+fn start(collector: &OtlpCollector, server_extra: &str) -> (Setup, HostileOp) {
     let op = HostileOp::start(Attack::None);
-    let up = TestUpstream::start("app");
     let port = free_port();
+    let s = start_gateway(collector, &op.issuer, "gateway-secret", port, server_extra);
+    (s, op)
+}
+
+/// An upstream and a gateway on `port` signing in at `issuer`, exporting to `collector`.
+fn start_gateway(
+    collector: &OtlpCollector,
+    issuer: &str,
+    client_secret: &str,
+    port: u16,
+    server_extra: &str,
+) -> Setup {
+    let up = TestUpstream::start("app");
     let origin = format!("http://127.0.0.1:{port}");
     let body = Toml::new()
         .session(SECRET, "")
-        .provider("op", &op.issuer, "gateway-secret", &origin, "")
+        .provider("op", issuer, client_secret, &origin, "")
         .upstream("app", &up.address())
         .route("app", &["/app"], "app", r#"provider = "op""#, "")
         .route("public", &["/public"], "app", "", "")
@@ -45,7 +56,6 @@ fn start(collector: &OtlpCollector, server_extra: &str) -> Setup {
         ..Default::default()
     });
     Setup {
-        _op: op,
         _up: up,
         gw,
         origin,
@@ -96,7 +106,7 @@ fn assert_child(child: &SpanRecord, parent: &SpanRecord) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_login_and_a_proxied_request_export_their_span_trees() {
     let collector = OtlpCollector::start().await;
-    let s = start(&collector, "");
+    let (s, _op) = start(&collector, "");
     s.gw.wait_discovered("/app/").await;
     let b = Browser::new();
     let page = b.navigate(&format!("{}/app/private", s.origin), None).await;
@@ -166,6 +176,46 @@ async fn a_login_and_a_proxied_request_export_their_span_trees() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_traces_its_revocations_at_the_real_op() {
+    let collector = OtlpCollector::start().await;
+    let port = free_port();
+    let op = RealOp::start(&op_config(&format!("http://127.0.0.1:{port}"), 3600));
+    let s = start_gateway(
+        &collector,
+        &op.issuer,
+        "gateway-secret-0123456789",
+        port,
+        "",
+    );
+    s.gw.wait_discovered("/app/").await;
+    let b = Browser::new();
+    let page = b
+        .navigate(&s.gw.url("/app/x"), Some(("alice", "wonderland")))
+        .await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
+
+    // The revocations run after the answer, in the background: still under the logout's span.
+    assert_eq!(b.post(&s.gw.url("/oauth2/logout")).await.status(), 302);
+    let revocations =
+        |spans: &[SpanRecord]| spans.iter().filter(|x| x.name == "idp revocation").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let spans = loop {
+        let spans = collector.spans();
+        if revocations(&spans) == 2 {
+            break spans;
+        }
+        assert!(std::time::Instant::now() < deadline, "{spans:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let logout = one(&spans, "logout endpoint span", |x| x.name == "logout");
+    let under: Vec<&str> = children(&spans, logout)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(under, ["idp revocation", "idp revocation"], "{spans:#?}");
+}
+
 /// GET `path` on `s` as a client continuing a trace of its own (`traceparent`, `tracestate`):
 /// the upstream's echo of the request, and the gateway's server span for it.
 async fn get_with_client_trace(
@@ -191,8 +241,8 @@ async fn get_with_client_trace(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_traceparent_is_continued_only_from_trusted_proxies() {
     let collector = OtlpCollector::start().await;
-    let untrusting = start(&collector, "");
-    let trusting = start(&collector, "trusted_proxies = [\"127.0.0.1/32\"]");
+    let (untrusting, _op1) = start(&collector, "");
+    let (trusting, _op2) = start(&collector, "trusted_proxies = [\"127.0.0.1/32\"]");
 
     // From anyone: a trace of the gateway's own; the client's ids and state go nowhere.
     let (echo, server) = get_with_client_trace(&untrusting, &collector, "/public/untrusted").await;

@@ -66,26 +66,16 @@ fn same_origin(req: &RequestHeader) -> bool {
 /// The fields of a form body, or `None` when it is not well-formed UTF-8 form data (a page could
 /// not post it again unchanged).
 pub fn fields(body: &[u8]) -> Option<Vec<(String, String)>> {
-    let decoded = |s: &[u8]| -> Option<String> {
-        let plus_as_space: Vec<u8> = s
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_encoding::percent_decode(&plus_as_space)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
-    body.split(|&b| b == b'&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &[][..]),
-            };
-            Some((decoded(name)?, decoded(value)?))
-        })
-        .collect()
+    // `form_urlencoded` replaces invalid UTF-8 silently; check the decoded whole first (the
+    // delimiters are ASCII, so the whole is valid exactly when every name and value is).
+    let plus_as_space: Vec<u8> = body
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&plus_as_space)
+        .decode_utf8()
+        .ok()?;
+    Some(form_urlencoded::parse(body).into_owned().collect())
 }
 
 /// The page that posts `fields` again to `action` (a same-origin path): one script, allowed by

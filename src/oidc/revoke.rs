@@ -26,7 +26,11 @@ pub fn revoke_in_background(providers: Arc<Providers>, index: usize, tokens: End
     // Without a runtime (unit tests) there is nothing to run the call on; the gateway always has
     // one.
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(async move { revoke(&providers, index, tokens).await });
+        // The trace of the logout that ended the session follows the calls (a no-op untraced).
+        let call = async move { revoke(&providers, index, tokens).await };
+        rt.spawn(opentelemetry::context::FutureExt::with_current_context(
+            call,
+        ));
     }
 }
 
