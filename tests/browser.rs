@@ -222,19 +222,7 @@ upstream = "app"
         port: Some(port),
         ..Default::default()
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client()
-        .get(gw.url("/app/"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 302
-    {
-        assert!(Instant::now() < deadline, "provider never discovered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_discovered("/app/").await;
     RealOpSetup {
         _up: up,
         op,

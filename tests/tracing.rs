@@ -197,17 +197,11 @@ async fn a_logout_traces_its_revocations_at_the_real_op() {
 
     // The revocations run after the answer, in the background: still under the logout's span.
     assert_eq!(b.post(&s.gw.url("/oauth2/logout")).await.status(), 302);
-    let revocations =
-        |spans: &[SpanRecord]| spans.iter().filter(|x| x.name == "idp revocation").count();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let spans = loop {
-        let spans = collector.spans();
-        if revocations(&spans) == 2 {
-            break spans;
-        }
-        assert!(std::time::Instant::now() < deadline, "{spans:#?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let spans = collector
+        .wait_until("for both revocations", |spans| {
+            spans.iter().filter(|x| x.name == "idp revocation").count() == 2
+        })
+        .await;
     let logout = one(&spans, "logout endpoint span", |x| x.name == "logout");
     let under: Vec<&str> = children(&spans, logout)
         .iter()

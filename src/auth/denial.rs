@@ -163,38 +163,26 @@ fn render(denial: Denial, html: bool) -> Reply {
                 reply
             }
         }
-        Denial::ProviderUnavailable => Reply::error(
-            503,
+        Denial::ProviderUnavailable => unavailable(
             "idp_unavailable",
             "Sign-in is temporarily unavailable",
             "The identity provider cannot be reached right now. Please try again in a minute.",
+            "30",
             html,
-        )
-        .with_header(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("30"),
         ),
-        Denial::PostNotKept => Reply::error(
-            503,
+        Denial::PostNotKept => unavailable(
             "post_not_kept",
             "Temporarily unavailable",
             "You need to sign in again, and the form you sent cannot be kept for that right now. Go back, keep a copy of what you typed, and send it again in a moment.",
+            "5",
             html,
-        )
-        .with_header(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("5"),
         ),
-        Denial::StoreUnavailable => Reply::error(
-            503,
+        Denial::StoreUnavailable => unavailable(
             "session_store_unavailable",
             "Temporarily unavailable",
             "Your session cannot be checked right now. Please try again in a moment.",
+            "5",
             html,
-        )
-        .with_header(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("5"),
         ),
         Denial::TooMany { limited, what } => {
             let wait = limited.retry_after;
@@ -214,6 +202,20 @@ fn render(denial: Denial, html: bool) -> Reply {
 }
 
 /// `Bearer realm="..."`, with `error` (and a description, when not empty) if given.
+/// A 503 with `Retry-After: retry_after` (seconds).
+fn unavailable(
+    code: &str,
+    title: &str,
+    detail: &str,
+    retry_after: &'static str,
+    html: bool,
+) -> Reply {
+    Reply::error(503, code, title, detail, html).with_header(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static(retry_after),
+    )
+}
+
 fn challenge(realm: &str, error: Option<(&str, &str)>) -> http::HeaderValue {
     let realm = quote(realm);
     let text = match error {

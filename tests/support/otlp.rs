@@ -78,10 +78,20 @@ impl OtlpCollector {
         what: &str,
         found: impl Fn(&SpanRecord) -> bool,
     ) -> Vec<SpanRecord> {
+        self.wait_until(what, |spans| spans.iter().any(&found))
+            .await
+    }
+
+    /// Waits (up to 10 s) until the spans received so far satisfy `done`, and returns them.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[SpanRecord]) -> bool,
+    ) -> Vec<SpanRecord> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let spans = self.spans();
-            if spans.iter().any(&found) {
+            if done(&spans) {
                 return spans;
             }
             assert!(
