@@ -23,6 +23,7 @@ pub mod readiness;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod telemetry;
 pub mod upgrade;
 pub mod upstream;

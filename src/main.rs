@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use oidc_gateway::config::Config;
 use oidc_gateway::demo;
 use oidc_gateway::server::{self, RunMode};
+use oidc_gateway::signals;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,7 +25,8 @@ enum Command {
     ///
     /// Signals: SIGTERM drains in-flight requests for `server.grace_period`, then exits;
     /// SIGQUIT hands the listening sockets to a new process started with `--upgrade`
-    /// (zero-downtime upgrade and config reload); SIGINT exits at once.
+    /// (zero-downtime upgrade and config reload), also when it comes while this process is
+    /// still starting (it is then answered once the process serves); SIGINT exits at once.
     Run {
         /// Configuration file.
         #[arg(short, long, default_value = "conf/oidc-gateway.toml")]
@@ -195,6 +197,14 @@ fn main() -> ExitCode {
             daemon,
             log_format,
         } => {
+            // First: a reload's SIGQUIT may come while this process is still starting.
+            let quit = match signals::catch_early_quit() {
+                Ok(q) => q,
+                Err(e) => {
+                    eprintln!("cannot install the SIGQUIT handler: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -219,7 +229,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            server.run_forever();
+            signals::run_forever(server, quit);
         }
     }
 }

@@ -285,6 +285,85 @@ async fn an_upgrade_with_a_hung_provider_takes_over_after_upgrade_ready_timeout(
     assert_eq!(r.status(), 200, "the new process serves");
 }
 
+/// Whether process `pid` has a handler for SIGQUIT (its `SigCgt` mask in `/proc`).
+fn catches_sigquit(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (3 - 1)) != 0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_reaching_a_process_still_taking_over_is_handed_on_once_it_serves() {
+    // Reloads in quick succession: the second SIGQUIT reaches a process that is itself still
+    // getting ready. Pingora listens for SIGQUIT only once it serves; before the fix the signal's
+    // default action killed the process here, with the sockets on their way to it.
+    let up = TestUpstream::start("app");
+    let idp = HostileOp::start(Attack::None);
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut first = GatewayProcess::start_with(GatewayOptions {
+        body: &body(&idp.issuer, &origin, &up.address(), ""),
+        server_extra: "upgrade_ready_timeout = \"2s\"",
+        port: Some(port),
+        ..Default::default()
+    });
+    wait_ready(&first, Duration::from_secs(10)).await;
+
+    // The provider hangs: the second process spends 2 s getting ready before it takes over.
+    idp.set_delay_ms(30_000);
+    let mut second = first.start_upgrade();
+    first.signal("QUIT");
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while !catches_sigquit(second.pid()) {
+        assert!(
+            Instant::now() < deadline && !second.has_exited(),
+            "a starting process does not catch SIGQUIT:\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    second.signal("QUIT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let log = loop {
+        let log = second.log();
+        if log.contains("handing the sockets on now")
+            || second.has_exited()
+            || Instant::now() > deadline
+        {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        log.contains("handing the sockets on now"),
+        "exited: {:?}\n{log}",
+        second.wait_exit(Duration::from_millis(100))
+    );
+
+    // The third process gets ready at once and receives the sockets from the second.
+    idp.set_delay_ms(0);
+    let mut third = second.start_upgrade();
+    for (name, p) in [("first", &mut first), ("second", &mut second)] {
+        let status = p.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the {name} process handed over and exited by itself: {status:?}\n{}",
+            p.log()
+        );
+    }
+    assert!(!third.has_exited(), "{}", third.log());
+    let r = client().get(third.url("/")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the third process serves:\n{}",
+        third.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_login_start_while_the_idp_is_unreachable_gets_503_not_a_dead_redirect() {
     let up = TestUpstream::start("app");

@@ -37,8 +37,9 @@ pub const SHORT: Scale = Scale {
     fault: Duration::from_secs(3),
     settle: Duration::from_secs(2),
     // A takeover needs up to ~1.5 s in a debug build (the old process offers its sockets once a
-    // second); a SIGQUIT reaching the new process before Pingora has installed its handler would
-    // kill it, so reloads come no faster than one takeover can finish.
+    // second). A SIGQUIT reaching a process still taking over is kept until it serves, but two
+    // processes waiting on the one `upgrade_socket` at once race for the sockets (Pingora's
+    // handover has a single receiver), so reloads come no faster than one takeover can finish.
     reload_every: Duration::from_millis(2500),
     lost_after: Duration::from_secs(10),
     workers: 2,
