@@ -85,8 +85,9 @@ impl RedisServer {
         while cli(self.port, &["PING"]).trim() != "PONG" {
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not start",
-                self.port
+                "redis-server on port {} did not start:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -255,6 +256,9 @@ impl ClusterSet {
     pub fn start() -> ClusterSet {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
+                // The bus port would default to port + 10 000, inside the kernel's ephemeral
+                // range, where an outgoing connection may hold it: take one from the test range.
+                let bus = free_port().to_string();
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
@@ -262,6 +266,8 @@ impl ClusterSet {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    "--cluster-port",
+                    &bus,
                 ])
             })
             .collect();
