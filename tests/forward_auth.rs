@@ -1,8 +1,8 @@
-//! Forward-auth: a real proxy in front — Debian's nginx (`auth_request`) and Caddy
-//! (`forward_auth`), each running its documented snippet from `conf/forward-auth/` — asks the
-//! gateway for the decision; a browser-like client signs in through the proxy against the test
-//! OP, and a recording upstream shows what the application received. Also the redirect mode
-//! Traefik and Envoy use, asked directly.
+//! Forward-auth: a real proxy in front — Debian's nginx (`auth_request`), Caddy (`forward_auth`)
+//! and Traefik (`ForwardAuth`), each running its documented snippet from `conf/forward-auth/` —
+//! asks the gateway for the decision; a browser-like client signs in through the proxy against
+//! the test OP, and a recording upstream shows what the application received. Also the redirect
+//! mode Traefik and Envoy use, asked directly.
 
 mod support;
 
@@ -174,6 +174,16 @@ async fn caddy_forward_auth_signs_in_through_the_gateway_and_passes_only_its_ide
     let s = site(
         FrontProxy::caddy,
         "Caddyfile",
+        "[[forward_auth]]\nunauthenticated = \"redirect\"\nauth = { provider = \"op\" }\n",
+    );
+    sign_in_and_forge(&s.front, &s.gw, "x-auth-request-user", &s.idp.issuer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traefik_forward_auth_signs_in_through_the_gateway_and_passes_only_its_identity() {
+    let s = site(
+        FrontProxy::traefik,
+        "traefik.yml",
         "[[forward_auth]]\nunauthenticated = \"redirect\"\nauth = { provider = \"op\" }\n",
     );
     sign_in_and_forge(&s.front, &s.gw, "x-auth-request-user", &s.idp.issuer).await;

