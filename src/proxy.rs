@@ -229,7 +229,10 @@ impl Gateway {
         max: usize,
         return_to: &str,
     ) -> Option<Denied> {
-        if !preserve_post::qualifies(session.req_header(), max) {
+        let req = session.req_header();
+        if !preserve_post::qualifies(req, max)
+            || !preserve_post::origin_has_scheme(req, auth.site_scheme(spec))
+        {
             return None;
         }
         let read = crate::http::body::read_limited(session, max);

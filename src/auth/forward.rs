@@ -127,6 +127,8 @@ impl Authenticator {
 fn original_target(headers: &http::HeaderMap) -> Option<String> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let target = match get("x-original-url") {
+        // Some proxies send only the request target.
+        Some(path) if path.starts_with('/') => path.to_owned(),
         Some(url) => {
             let u = openidconnect::url::Url::parse(url).ok()?;
             match u.query() {
@@ -161,6 +163,9 @@ mod tests {
         assert_eq!(t(&[("x-forwarded-uri", "//evil.example.com/")]), None);
         assert_eq!(t(&[("x-forwarded-uri", "/\\evil.example.com")]), None);
         assert_eq!(t(&[("x-original-url", "not a url")]), None);
+        // A bare request target is kept, through the same check.
+        assert_eq!(t(&[("x-original-url", "/a?b")]).as_deref(), Some("/a?b"));
+        assert_eq!(t(&[("x-original-url", "//evil.example.com/")]), None);
         assert_eq!(t(&[]), None);
     }
 }

@@ -444,6 +444,16 @@ impl Authenticator {
         .into()
     }
 
+    /// The scheme the route's sign-in comes back on (its provider's `redirect_uri`): the
+    /// site's own, as browsers reach it.
+    pub fn site_scheme(&self, spec: &RouteAuth) -> &str {
+        spec.providers
+            .first()
+            .and_then(|&i| self.provider(i))
+            .and_then(|c| c.redirect_uri.split_once("://"))
+            .map_or("https", |(scheme, _)| scheme)
+    }
+
     /// The sign-in for a form posted without a session to a `preserve_post` route (`req`
     /// [qualifies](preserve_post::qualifies), and `body` is what it posted): the form waits on
     /// the server for the callback, which has the browser post it again. A body that is not

@@ -63,6 +63,20 @@ fn same_origin(req: &RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"same-origin"))
 }
 
+/// Whether the form's `Origin`, when it names one, has `scheme` (the site's own): an `http`
+/// page on the same host is another origin, and one a network attacker can serve. Without
+/// `Origin`, `Sec-Fetch-Site: same-origin` has compared schemes already.
+pub fn origin_has_scheme(req: &RequestHeader, scheme: &str) -> bool {
+    match req.headers.get(http::header::ORIGIN) {
+        Some(origin) => origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(s, _)| s.eq_ignore_ascii_case(scheme)),
+        None => true,
+    }
+}
+
 /// The fields of a form body, or `None` when it is not well-formed UTF-8 form data (a page could
 /// not post it again unchanged).
 pub fn fields(body: &[u8]) -> Option<Vec<(String, String)>> {
@@ -79,7 +93,9 @@ pub fn fields(body: &[u8]) -> Option<Vec<(String, String)>> {
 }
 
 /// The page that posts `fields` again to `action` (a same-origin path): one script, allowed by
-/// its nonce and nothing else, submits the form; without scripts, a button does.
+/// its nonce and nothing else, submits the form; without scripts, a button does. The script
+/// calls the prototype's `submit`: a field named `submit` (a PHP form's button) hides the form's
+/// own method.
 pub fn resubmit_page(action: &str, fields: &[(String, String)]) -> Reply {
     let nonce =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crypto::random_bytes::<18>());
@@ -97,7 +113,7 @@ pub fn resubmit_page(action: &str, fields: &[(String, String)]) -> Reply {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed in</title></head>\
 <body><form id=\"resubmit\" method=\"post\" action=\"{action}\" accept-charset=\"utf-8\">{inputs}\
 <p>You are signed in. Sending the form you submitted&hellip;</p><noscript><button type=\"submit\">Continue</button></noscript></form>\
-<script nonce=\"{nonce}\">document.getElementById(\"resubmit\").submit();</script></body></html>\n",
+<script nonce=\"{nonce}\">HTMLFormElement.prototype.submit.call(document.getElementById(\"resubmit\"));</script></body></html>\n",
         action = attribute(action),
     );
     let csp = format!(
@@ -350,6 +366,16 @@ mod tests {
         assert!(
             !qualifies(&post(&fetch), 64),
             "a sibling subdomain is another origin"
+        );
+        // The scheme is part of the origin: an http page of an https site's host is not it.
+        let https = post(FORM_POST);
+        assert!(origin_has_scheme(&https, "https"));
+        assert!(!origin_has_scheme(&https, "http"));
+        let http_page = post(&with("origin", "http://app.example"));
+        assert!(qualifies(&http_page, 64) && !origin_has_scheme(&http_page, "https"));
+        assert!(
+            origin_has_scheme(&post(&fetch), "https"),
+            "no Origin: Sec-Fetch-Site"
         );
     }
 

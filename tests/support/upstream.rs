@@ -160,7 +160,7 @@ fn html_page(req: &Request) -> axum::response::Html<String> {
     let form = if req.uri().path().ends_with("form.html") {
         "<form id=\"order\" method=\"post\" action=\"submit?from=form\"><input id=\"title\" name=\"title\">\
 <textarea id=\"comment\" name=\"comment\"></textarea><input type=\"hidden\" name=\"csrf\" value=\"app-token-1\">\
-<button id=\"send\" type=\"submit\">Send</button></form>"
+<button id=\"send\" type=\"submit\" name=\"submit\" value=\"send\">Send</button></form>"
     } else {
         ""
     };

@@ -73,8 +73,15 @@ impl Builder<'_> {
                 // is sent to sign in by the proxy (`start_path`), not by a redirect from here.
                 if unauthenticated == Some(Unauthenticated::Status) {
                     a.methods.retain(|m| *m != AuthMethod::AuthorizationCode);
-                } else if !a.methods.contains(&AuthMethod::AuthorizationCode) {
-                    a.methods.push(AuthMethod::AuthorizationCode);
+                } else {
+                    if !a.methods.contains(&AuthMethod::AuthorizationCode) {
+                        a.methods.push(AuthMethod::AuthorizationCode);
+                    }
+                    // The sign-in ends in a session: without accepting it, every decision
+                    // would send the browser to sign in again.
+                    if !a.methods.contains(&AuthMethod::Session) {
+                        a.methods.insert(a.methods.len() - 1, AuthMethod::Session);
+                    }
                 }
                 if a.methods.is_empty() {
                     a.methods.push(AuthMethod::Session);
@@ -163,7 +170,12 @@ mod tests {
         );
         assert_eq!(
             b.auth.methods,
-            [AuthMethod::Bearer, AuthMethod::AuthorizationCode]
+            [
+                AuthMethod::Bearer,
+                AuthMethod::Session,
+                AuthMethod::AuthorizationCode
+            ],
+            "a browser's sign-in ends in a session the decision accepts"
         );
     }
 

@@ -453,6 +453,19 @@ auth = { provider = "okta" }
     }
 
     #[test]
+    fn authorization_code_without_session_is_refused() {
+        // Every sign-in would end in a session the route does not accept: a redirect loop.
+        let src = OIDC.replace(
+            "auth = { provider = \"okta\" }",
+            "auth = { provider = \"okta\", methods = [\"bearer\", \"authorization_code\"] }",
+        );
+        let errs = parse_str(&src).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].key, "routes[0].auth.methods");
+        assert!(errs[0].message.contains("add \"session\""), "{errs:#?}");
+    }
+
+    #[test]
     fn preserve_post_needs_a_sign_in_and_a_server_side_store() {
         let on = OIDC.replace(
             "auth = { provider = \"okta\" }",

@@ -279,6 +279,14 @@ impl Builder<'_> {
                 format!("{key}.methods"),
                 "\"authorization_code\" answers the request itself (a redirect to sign in), so it must be the last method; the ones after it would never be tried",
             );
+        } else if methods.contains(&AuthMethod::AuthorizationCode)
+            && !methods.contains(&AuthMethod::Session)
+        {
+            self.err(
+                span.clone(),
+                format!("{key}.methods"),
+                "\"authorization_code\" signs browsers in to a session, which this route does not accept without \"session\": every request would sign in again; add \"session\" before it",
+            );
         }
         let optional = t.mode.as_ref().is_some_and(|m| {
             self.one_of(
