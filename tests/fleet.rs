@@ -563,6 +563,26 @@ async fn a_form_posted_to_a_without_a_session_is_posted_again_after_signing_in_o
         .await
         .unwrap();
     assert_eq!(again.status(), 400);
+
+    // One client cannot fill Redis with forms: a few wait at once, then 503 (its back button
+    // still has the form).
+    let b_origin = f.b.url("");
+    let b_origin = b_origin.trim_end_matches('/');
+    let anyone = fresh_client();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = anyone
+            .post(f.b.url("/app/submit?from=form"))
+            .header("Accept", "text/html")
+            .header("Origin", b_origin)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [302, 302, 302, 302, 503], "{}", f.b.log());
+    assert_eq!(kept_forms(&f).len(), 4);
 }
 
 fn kept_forms(f: &Fleet) -> Vec<String> {

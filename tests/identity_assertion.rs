@@ -102,6 +102,20 @@ async fn upstreams_receive_an_assertion_python_verifies_and_clients_cannot_forge
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(seen, std::slice::from_ref(&token));
+    // Host names are case-insensitive: the audience taken from one is lowercase.
+    let r = b
+        .client
+        .get(gw.url("/app/z"))
+        .header("Host", format!("App.Example.COM:{port}"))
+        .send()
+        .await
+        .unwrap();
+    let echo = r.json::<Value>().await.unwrap();
+    let other = echo["headers"]["x-gateway-assertion"][0].as_str().unwrap();
+    assert!(
+        verify(&jwks_url, &format!("app.example.com:{port}"), other).is_ok(),
+        "{echo}"
+    );
     // The public keys are public.
     let jwks = get_json(&jwks_url).await;
     assert_eq!(jwks["keys"][0]["alg"], "ES256");

@@ -533,7 +533,7 @@ impl Authenticator {
             // kilobytes larger (see the size check in benches/session.rs).
             let keep = self
                 .posts
-                .keep(&st.state, body, self.settings.login_timeout, now);
+                .keep(&st.state, body, client, self.settings.login_timeout, now);
             if let Err(e) = Box::pin(keep).await {
                 metrics::login(&cfg.name, "post_not_kept");
                 tracing::warn!(provider = %cfg.name, "a form posted before sign-in could not be kept: {e}");

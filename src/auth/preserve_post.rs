@@ -14,12 +14,17 @@ use crate::http::responses::{Reply, escape, wants_html};
 use base64::Engine;
 use dashmap::DashMap;
 use pingora::http::RequestHeader;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Most form bytes kept in this process at once, over all sign-ins (64 MiB).
+/// Most form bytes kept at once by this process (here or in Redis), over all sign-ins (64 MiB).
 const MAX_TOTAL_BYTES: usize = 64 << 20;
+
+/// Most forms one client address may have waiting at once: a browser whose session ended may
+/// send a few from its tabs; more is someone filling the store.
+const MAX_PER_CLIENT: usize = 4;
 
 /// The content type a kept form must have.
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -151,28 +156,38 @@ pub enum KeepError {
     /// This process holds as many kept forms as it allows.
     #[error("too many forms are waiting for a sign-in")]
     Full,
+    /// This client has as many forms waiting as one client may.
+    #[error("this client has {MAX_PER_CLIENT} forms waiting for a sign-in already")]
+    ClientLimit,
     /// Redis did not take it.
     #[error("{0}")]
     Store(#[from] FleetError),
 }
 
-/// Where kept forms wait.
-enum Backend {
-    /// In this process: sealed body and expiry (Unix seconds) per name, and their total size.
-    Memory {
-        entries: DashMap<[u8; 32], (u64, String)>,
-        bytes: AtomicUsize,
-    },
-    /// In Redis, with a TTL (`store = "redis"`: the callback may reach another instance).
-    Redis(Arc<Fleet>),
+/// A form this process kept, or put in Redis, and what it counts against.
+struct Waiting {
+    /// Expiry (Unix seconds).
+    until: u64,
+    /// Sealed size, counted against [`MAX_TOTAL_BYTES`].
+    bytes: usize,
+    /// Counted against [`MAX_PER_CLIENT`].
+    client: Option<IpAddr>,
+    /// The sealed body, when it waits in this process (in Redis: `None`).
+    sealed: Option<String>,
 }
 
-/// Forms waiting for the sign-in they started.
+/// Forms waiting for the sign-in they started. Whether they wait here or in Redis, this process
+/// counts what it has put there until it is taken or expires: a client without a session can
+/// only ever hold [`MAX_PER_CLIENT`] forms, and all of them together [`MAX_TOTAL_BYTES`].
 pub struct PreservedPosts {
     sealer: Sealer,
     names: Names,
-    backend: Backend,
-    /// Most sealed bytes in this process ([`MAX_TOTAL_BYTES`]).
+    /// Redis (`store = "redis"`: the callback may reach another instance), or this process.
+    redis: Option<Arc<Fleet>>,
+    waiting: DashMap<[u8; 32], Waiting>,
+    bytes: AtomicUsize,
+    per_client: DashMap<Option<IpAddr>, usize>,
+    /// Most sealed bytes at once ([`MAX_TOTAL_BYTES`]).
     max_total: usize,
 }
 
@@ -182,52 +197,92 @@ impl PreservedPosts {
         PreservedPosts {
             sealer: Sealer::new(secrets, "oidc-gateway preserved post"),
             names: Names::new(secrets),
-            backend: match fleet {
-                Some(f) => Backend::Redis(f),
-                None => Backend::Memory {
-                    entries: DashMap::new(),
-                    bytes: AtomicUsize::new(0),
-                },
-            },
+            redis: fleet,
+            waiting: DashMap::new(),
+            bytes: AtomicUsize::new(0),
+            per_client: DashMap::new(),
             max_total: MAX_TOTAL_BYTES,
         }
     }
 
-    /// Keeps `body` for the attempt `state` until `ttl` has passed.
+    /// Keeps `body`, posted by `client`, for the attempt `state` until `ttl` has passed.
     pub async fn keep(
         &self,
         state: &str,
         body: &[u8],
+        client: Option<IpAddr>,
         ttl: Duration,
         now: u64,
     ) -> Result<(), KeepError> {
         let sealed = self.sealer.seal(state.as_bytes(), body);
         let name = self.names.name(0, state.as_bytes());
-        match &self.backend {
-            Backend::Memory { entries, bytes } => {
-                if bytes.load(Ordering::Relaxed) + sealed.len() > self.max_total {
-                    self.sweep(now);
-                    if bytes.load(Ordering::Relaxed) + sealed.len() > self.max_total {
-                        return Err(KeepError::Full);
-                    }
-                }
-                bytes.fetch_add(sealed.len(), Ordering::Relaxed);
-                let until = now.saturating_add(ttl.as_secs());
-                if let Some((_, old)) = entries.insert(name, (until, sealed)) {
-                    bytes.fetch_sub(old.len(), Ordering::Relaxed);
-                }
-                Ok(())
-            }
-            Backend::Redis(fleet) => {
+        let len = sealed.len();
+        self.reserve(client, len, now)?;
+        let sealed = match &self.redis {
+            None => Some(sealed),
+            Some(fleet) => {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(fleet.key("pp", &name))
                     .arg(sealed)
                     .arg("PX")
                     .arg(ttl.as_millis().max(1) as u64);
-                fleet.redis.query::<()>("SET", &cmd).await?;
-                Ok(())
+                if let Err(e) = fleet.redis.query::<()>("SET", &cmd).await {
+                    self.release(client, len);
+                    return Err(e.into());
+                }
+                None
+            }
+        };
+        let until = now.saturating_add(ttl.as_secs());
+        let waiting = Waiting {
+            until,
+            bytes: len,
+            client,
+            sealed,
+        };
+        if let Some(old) = self.waiting.insert(name, waiting) {
+            self.release(old.client, old.bytes);
+        }
+        Ok(())
+    }
+
+    /// Counts a form of `len` sealed bytes from `client`, or says which limit it is over. Both
+    /// counts go up first and back down when over, so concurrent calls cannot pass a limit
+    /// together.
+    fn reserve(&self, client: Option<IpAddr>, len: usize, now: u64) -> Result<(), KeepError> {
+        for attempt in 0..2 {
+            if attempt == 1 {
+                // Expired forms still count until swept: sweep, then try once more.
+                self.sweep(now);
+            }
+            let mine = {
+                let mut n = self.per_client.entry(client).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let total = self.bytes.fetch_add(len, Ordering::Relaxed) + len;
+            if mine <= MAX_PER_CLIENT && total <= self.max_total {
+                return Ok(());
+            }
+            self.release(client, len);
+            if attempt == 1 {
+                return Err(if mine > MAX_PER_CLIENT {
+                    KeepError::ClientLimit
+                } else {
+                    KeepError::Full
+                });
             }
         }
+        Err(KeepError::Full)
+    }
+
+    /// Uncounts a form of `len` sealed bytes from `client`.
+    fn release(&self, client: Option<IpAddr>, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+        if let Some(mut n) = self.per_client.get_mut(&client) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_client.remove_if(&client, |_, n| *n == 0);
     }
 
     /// The body kept for `state`, removed as it is taken (a callback is good once); `None` when
@@ -235,14 +290,14 @@ impl PreservedPosts {
     pub async fn take(&self, state: &str, now: u64) -> Option<Vec<u8>> {
         for index in 0..self.names.count() {
             let name = self.names.name(index, state.as_bytes());
-            let sealed = match &self.backend {
-                Backend::Memory { entries, bytes } => {
-                    entries.remove(&name).and_then(|(_, (until, sealed))| {
-                        bytes.fetch_sub(sealed.len(), Ordering::Relaxed);
-                        (now < until).then_some(sealed)
-                    })
-                }
-                Backend::Redis(fleet) => {
+            let here = self.waiting.remove(&name).map(|(_, w)| {
+                self.release(w.client, w.bytes);
+                w
+            });
+            let sealed = match &self.redis {
+                None => here.and_then(|w| (now < w.until).then_some(w.sealed).flatten()),
+                // Another instance may have put it there: Redis decides.
+                Some(fleet) => {
                     let mut cmd = redis::cmd("GETDEL");
                     cmd.arg(fleet.key("pp", &name));
                     match fleet.redis.query::<Option<String>>("GETDEL", &cmd).await {
@@ -261,17 +316,15 @@ impl PreservedPosts {
         None
     }
 
-    /// Drops forms whose sign-in can no longer complete.
+    /// Drops (or stops counting, for Redis) forms whose sign-in can no longer complete.
     pub fn sweep(&self, now: u64) {
-        if let Backend::Memory { entries, bytes } = &self.backend {
-            entries.retain(|_, (until, sealed)| {
-                let keep = *until > now;
-                if !keep {
-                    bytes.fetch_sub(sealed.len(), Ordering::Relaxed);
-                }
-                keep
-            });
-        }
+        self.waiting.retain(|_, w| {
+            let keep = w.until > now;
+            if !keep {
+                self.release(w.client, w.bytes);
+            }
+            keep
+        });
     }
 }
 
@@ -438,22 +491,55 @@ mod tests {
         let secrets = [Secret::new("0123456789abcdef0123456789abcdef")];
         let posts = PreservedPosts::new(&secrets, None);
         let ttl = Duration::from_secs(300);
-        posts.keep("state-a", b"a=1", ttl, 1000).await.unwrap();
+        posts
+            .keep("state-a", b"a=1", None, ttl, 1000)
+            .await
+            .unwrap();
         assert_eq!(posts.take("state-b", 1001).await, None);
         assert_eq!(
             posts.take("state-a", 1001).await.as_deref(),
             Some(&b"a=1"[..])
         );
         assert_eq!(posts.take("state-a", 1001).await, None, "taken once");
-        posts.keep("state-c", b"c=1", ttl, 1000).await.unwrap();
+        posts
+            .keep("state-c", b"c=1", None, ttl, 1000)
+            .await
+            .unwrap();
         assert_eq!(posts.take("state-c", 1300).await, None, "expired");
-        posts.keep("state-d", b"d=1", ttl, 1000).await.unwrap();
+        posts
+            .keep("state-d", b"d=1", None, ttl, 1000)
+            .await
+            .unwrap();
         posts.sweep(1300);
-        let Backend::Memory { entries, bytes } = &posts.backend else {
-            unreachable!()
-        };
-        assert!(entries.is_empty());
-        assert_eq!(bytes.load(Ordering::Relaxed), 0);
+        assert!(posts.waiting.is_empty() && posts.per_client.is_empty());
+        assert_eq!(posts.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn one_client_keeps_at_most_a_few_forms_at_once() {
+        let secrets = [Secret::new("0123456789abcdef0123456789abcdef")];
+        let posts = PreservedPosts::new(&secrets, None);
+        let ttl = Duration::from_secs(300);
+        let (a, b) = (
+            Some(IpAddr::from([192, 0, 2, 1])),
+            Some(IpAddr::from([192, 0, 2, 2])),
+        );
+        for i in 0..MAX_PER_CLIENT {
+            posts
+                .keep(&format!("a-{i}"), b"x=1", a, ttl, 1000)
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            posts.keep("a-more", b"x=1", a, ttl, 1000).await,
+            Err(KeepError::ClientLimit)
+        ));
+        posts.keep("b-0", b"x=1", b, ttl, 1000).await.unwrap();
+        // A form taken, or expired, no longer counts.
+        assert!(posts.take("a-0", 1001).await.is_some());
+        posts.keep("a-again", b"x=1", a, ttl, 1001).await.unwrap();
+        posts.keep("a-late", b"x=1", a, ttl, 2000).await.unwrap();
+        assert_eq!(posts.per_client.get(&a).map(|n| *n), Some(1));
     }
 
     #[tokio::test]
@@ -464,8 +550,12 @@ mod tests {
         let big = vec![b'a'; 256 << 10];
         let ttl = Duration::from_secs(300);
         let mut kept = 0;
-        for i in 0..100 {
-            match posts.keep(&format!("state-{i}"), &big, ttl, 1000).await {
+        for i in 0..100u8 {
+            let client = Some(IpAddr::from([10, 0, 0, i]));
+            match posts
+                .keep(&format!("state-{i}"), &big, client, ttl, 1000)
+                .await
+            {
                 Ok(()) => kept += 1,
                 Err(KeepError::Full) => break,
                 Err(e) => panic!("{e}"),
@@ -474,6 +564,6 @@ mod tests {
         // Sealed forms are base64 (4/3 larger, plus nonce and tag): 11 of 256 KiB fit in 4 MiB.
         assert_eq!(kept, 11, "kept {kept} forms of 256 KiB");
         // Once they expire, there is room again.
-        posts.keep("late", &big, ttl, 2000).await.unwrap();
+        posts.keep("late", &big, None, ttl, 2000).await.unwrap();
     }
 }

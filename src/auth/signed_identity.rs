@@ -92,7 +92,16 @@ impl IdentitySigner {
         claims: Option<&Map<String, Value>>,
         host: &str,
     ) -> Option<http::HeaderValue> {
-        let aud = self.cfg.audience.as_deref().unwrap_or(host);
+        // Host names are case-insensitive; verifiers compare `aud` exactly.
+        let lower;
+        let aud = match self.cfg.audience.as_deref() {
+            Some(a) => a,
+            None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
+                lower = host.to_ascii_lowercase();
+                &lower
+            }
+            None => host,
+        };
         let claim = |name: &str| {
             claims
                 .and_then(|c| c.get(name))
