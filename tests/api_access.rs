@@ -204,7 +204,9 @@ async fn real_op_jwt_access_tokens_on_bearer_routes() {
 async fn real_op_opaque_tokens_through_introspection_and_revocation() {
     let op = real_op(json!({}), 600);
     let up = TestUpstream::start("api");
-    let body = real_op_gateway(&op, &up, "introspection_cache_ttl = \"2s\"")
+    // Whole-second expiry: a "5s" entry lasts at least 4 s, room for the calls made while it
+    // must still be cached.
+    let body = real_op_gateway(&op, &up, "introspection_cache_ttl = \"5s\"")
         .route(
             "opaque",
             &["/opaque"],
@@ -240,7 +242,7 @@ async fn real_op_opaque_tokens_through_introspection_and_revocation() {
         before,
         "a cached answer makes no call to the OP"
     );
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    tokio::time::sleep(Duration::from_millis(5300)).await;
     let r = bearer_get(&gw, "/opaque", &token).await;
     assert_eq!(
         r.status(),

@@ -180,7 +180,7 @@ async fn a_killed_target_is_retried_then_marked_unhealthy_and_all_down_is_503() 
         r#"[[upstreams]]
 name = "pool"
 targets = ["{}", "{}"]
-health_check = {{ kind = "http", path = "/healthz", interval = "200ms", timeout = "200ms" }}
+health_check = {{ kind = "http", path = "/healthz", interval = "200ms", timeout = "1s" }}
 connect_timeout = "500ms"
 retries = 1
 [[routes]]
