@@ -303,7 +303,8 @@ async fn discovery_issuer_mismatch_never_enables_login_but_public_routes_work() 
             .status(),
         200
     );
-    assert!(s.gw.log().contains("discovery failed"), "{}", s.gw.log());
+    let log = s.gw.log_containing(&["discovery failed"]);
+    assert!(log.contains("discovery failed"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

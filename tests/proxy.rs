@@ -388,7 +388,7 @@ async fn metrics_count_requests_by_route_and_status() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let log = gw.log();
+    let log = gw.log_containing(&["route=\"app\"", "status=200"]);
     assert!(
         log.contains("route=\"app\"") && log.contains("status=200"),
         "access log missing:\n{log}"
@@ -431,10 +431,8 @@ async fn access_log_lines_in_text_and_json_never_with_the_query() {
         let r = client.get(gw.url("/dead")).send().await.unwrap();
         assert_eq!(r.status(), 502);
     }
-    // Lines are flushed ten times a second.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-
-    let log = text.log();
+    // Lines are flushed ten times a second: wait for them.
+    let log = text.log_containing(&["INFO access: request", "WARN access: request"]);
     let line = log
         .lines()
         .find(|l| l.contains("INFO access: request") && l.contains("route=\"app\""))
@@ -456,7 +454,7 @@ async fn access_log_lines_in_text_and_json_never_with_the_query() {
         "{log}"
     );
 
-    let log = json.log();
+    let log = json.log_containing(&["\"route\":\"app\"", "\"status\":502"]);
     let lines: Vec<Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -477,7 +475,7 @@ async fn access_log_lines_in_text_and_json_never_with_the_query() {
             .any(|v| v["level"] == "WARN" && v["status"] == 502)
     );
 
-    let log = quiet.log();
+    let log = quiet.log_containing(&["WARN access: request"]);
     assert!(
         !log.contains("INFO access") && log.contains("WARN access: request"),
         "RUST_LOG=warn keeps only the 5xx line:\n{log}"
@@ -571,7 +569,15 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let url = gw.url("/slow?ms=1500");
     let in_flight =
         tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Signal once the request has reached the upstream: it is in flight, not still queued.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.hits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     gw.signal("TERM");
     let status = in_flight
         .await

@@ -664,6 +664,14 @@ async fn sigterm_in_flight(rig: &mut Rig, load: &Load) -> Row {
     load.rec.pause().await;
     let t0 = Instant::now();
     let c = http(Duration::from_secs(15), false);
+    let hits = || -> usize {
+        rig.targets
+            .iter()
+            .flatten()
+            .map(|t| t.hits.load(Ordering::SeqCst))
+            .sum()
+    };
+    let before = hits();
     let mut in_flight = Vec::new();
     for i in 0..10 {
         let url = format!("{}/slow?ms={}", rig.origin, 500 + 100 * i);
@@ -673,7 +681,11 @@ async fn sigterm_in_flight(rig: &mut Rig, load: &Load) -> Row {
             (t, classify(c.get(url).send().await, 200).0)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Signal once all ten have reached a target: in flight, not still queued.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hits() < before + 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     rig.gw.signal("TERM");
     for h in in_flight {
         let (t, o) = h.await.unwrap();
