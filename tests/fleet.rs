@@ -467,6 +467,16 @@ async fn a_form_posted_to_a_without_a_session_is_posted_again_after_signing_in_o
         .await
         .unwrap();
     assert_eq!(foreign.status(), 401);
+    // Nor is a page of the same host under another scheme (the site is http here).
+    let other_scheme = f.a.url("").replace("http://", "https://");
+    let other_scheme = post(
+        f.a.url("/app/submit?from=form"),
+        other_scheme.trim_end_matches('/'),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other_scheme.status(), 401);
+    assert!(kept_forms(&f).is_empty());
 
     // Posted to A without a session: kept, and the browser is sent to sign in.
     let a_origin = f.a.url("");

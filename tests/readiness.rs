@@ -254,19 +254,26 @@ async fn a_restart_while_the_idp_is_down_keeps_verifying_known_keys() {
     assert_eq!(bearer(&gw, &token(&issuer)).await, 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_upgrade_with_a_hung_provider_takes_over_after_upgrade_ready_timeout() {
+/// A ready gateway on a port of its own (its upgrades take it over) with the given
+/// `upgrade_ready_timeout`, its provider and its upstream.
+async fn ready_for_upgrades(ready_timeout: &str) -> (GatewayProcess, HostileOp, TestUpstream) {
     let up = TestUpstream::start("app");
     let idp = HostileOp::start(Attack::None);
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
-    let mut old = GatewayProcess::start_with(GatewayOptions {
+    let gw = GatewayProcess::start_with(GatewayOptions {
         body: &body(&idp.issuer, &origin, &up.address(), ""),
-        server_extra: "upgrade_ready_timeout = \"1s\"",
+        server_extra: &format!("upgrade_ready_timeout = \"{ready_timeout}\""),
         port: Some(port),
         ..Default::default()
     });
-    wait_ready(&old, Duration::from_secs(10)).await;
+    wait_ready(&gw, Duration::from_secs(10)).await;
+    (gw, idp, up)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_with_a_hung_provider_takes_over_after_upgrade_ready_timeout() {
+    let (mut old, idp, _up) = ready_for_upgrades("1s").await;
     // No state_dir: the new process must discover, and the provider now hangs.
     idp.set_delay_ms(30_000);
     let t0 = Instant::now();
@@ -302,17 +309,7 @@ async fn a_reload_reaching_a_process_still_taking_over_is_handed_on_once_it_serv
     // Reloads in quick succession: the second SIGQUIT reaches a process that is itself still
     // getting ready. Pingora listens for SIGQUIT only once it serves; before the fix the signal's
     // default action killed the process here, with the sockets on their way to it.
-    let up = TestUpstream::start("app");
-    let idp = HostileOp::start(Attack::None);
-    let port = free_port();
-    let origin = format!("http://127.0.0.1:{port}");
-    let mut first = GatewayProcess::start_with(GatewayOptions {
-        body: &body(&idp.issuer, &origin, &up.address(), ""),
-        server_extra: "upgrade_ready_timeout = \"3s\"",
-        port: Some(port),
-        ..Default::default()
-    });
-    wait_ready(&first, Duration::from_secs(10)).await;
+    let (mut first, idp, _up) = ready_for_upgrades("3s").await;
 
     // The provider hangs: the second process spends 3 s getting ready before it takes over.
     idp.set_delay_ms(30_000);

@@ -201,7 +201,6 @@ fn render(denial: Denial, html: bool) -> Reply {
     }
 }
 
-/// `Bearer realm="..."`, with `error` (and a description, when not empty) if given.
 /// A 503 with `Retry-After: retry_after` (seconds).
 fn unavailable(
     code: &str,
@@ -216,6 +215,7 @@ fn unavailable(
     )
 }
 
+/// `Bearer realm="..."`, with `error` (and a description, when not empty) if given.
 fn challenge(realm: &str, error: Option<(&str, &str)>) -> http::HeaderValue {
     let realm = quote(realm);
     let text = match error {

@@ -246,34 +246,33 @@ impl PreservedPosts {
         Ok(())
     }
 
-    /// Counts a form of `len` sealed bytes from `client`, or says which limit it is over. Both
-    /// counts go up first and back down when over, so concurrent calls cannot pass a limit
-    /// together.
+    /// Counts a form of `len` sealed bytes from `client`, or says which limit it is over;
+    /// expired forms, which count until swept, are swept before saying no.
     fn reserve(&self, client: Option<IpAddr>, len: usize, now: u64) -> Result<(), KeepError> {
-        for attempt in 0..2 {
-            if attempt == 1 {
-                // Expired forms still count until swept: sweep, then try once more.
-                self.sweep(now);
-            }
-            let mine = {
-                let mut n = self.per_client.entry(client).or_insert(0);
-                *n += 1;
-                *n
-            };
-            let total = self.bytes.fetch_add(len, Ordering::Relaxed) + len;
-            if mine <= MAX_PER_CLIENT && total <= self.max_total {
-                return Ok(());
-            }
-            self.release(client, len);
-            if attempt == 1 {
-                return Err(if mine > MAX_PER_CLIENT {
-                    KeepError::ClientLimit
-                } else {
-                    KeepError::Full
-                });
-            }
+        self.try_reserve(client, len).or_else(|_| {
+            self.sweep(now);
+            self.try_reserve(client, len)
+        })
+    }
+
+    /// Both counts go up first and back down when over, so concurrent calls cannot pass a
+    /// limit together.
+    fn try_reserve(&self, client: Option<IpAddr>, len: usize) -> Result<(), KeepError> {
+        let mine = {
+            let mut n = self.per_client.entry(client).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let total = self.bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if mine <= MAX_PER_CLIENT && total <= self.max_total {
+            return Ok(());
         }
-        Err(KeepError::Full)
+        self.release(client, len);
+        Err(if mine > MAX_PER_CLIENT {
+            KeepError::ClientLimit
+        } else {
+            KeepError::Full
+        })
     }
 
     /// Uncounts a form of `len` sealed bytes from `client`.
