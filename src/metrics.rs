@@ -312,7 +312,7 @@ pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "requests_refused_total",
         "Requests the gateway refused before routing or to protect itself: bad_method, \
          bad_target, bad_path, duplicate_authorization, bad_content_length, header_timeout, \
-         body_too_slow, too_many_connections, rate_limited.",
+         body_too_slow, too_many_connections, rate_limited, provider_busy.",
         &["reason"],
     )
 });
@@ -328,6 +328,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "body_too_slow",
     "too_many_connections",
     "rate_limited",
+    "provider_busy",
 ];
 
 /// Counts a refused request (`reason` is one of [`REFUSAL_REASONS`]).

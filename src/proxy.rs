@@ -51,8 +51,9 @@ pub struct Ctx {
     authenticated_route: bool,
     /// Request body bytes received so far.
     body_bytes: u64,
-    /// An upgrade request (WebSocket): no body deadlines.
-    upgrade: bool,
+    /// The upstream answered `101 Switching Protocols`: the connection is a tunnel now, under
+    /// its own idle timeout instead of the body deadlines.
+    tunnel: bool,
     tried: Tried,
     target: Option<usize>,
     /// The target chosen in `request_filter` has not been handed to Pingora yet.
@@ -331,7 +332,7 @@ impl ProxyHttp for Gateway {
             logged_path: None,
             authenticated_route: false,
             body_bytes: 0,
-            upgrade: false,
+            tunnel: false,
             tried: Tried::default(),
             target: None,
             target_pending: false,
@@ -342,13 +343,17 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         // Pingora's per-read timeout (60 s by default) is the body's idle limit; the rate is
-        // checked as the body arrives (`request_body_filter`). Not for an upgrade: after it,
-        // the "body" is a WebSocket's traffic, which may rightly be idle for minutes.
-        ctx.upgrade = session.is_upgrade_req();
-        if !ctx.upgrade {
-            session.set_read_timeout(Some(self.config.server.request_body_timeout));
+        // checked as the body arrives (`request_body_filter`). Every request is under them,
+        // whatever its headers say: an `Upgrade:` header is only a request, and its body stays
+        // a body until the upstream answers 101 (`response_filter`).
+        let s = &self.config.server;
+        session.set_read_timeout(Some(s.request_body_timeout));
+        // A client that does not read its answer holds a connection slot only so long.
+        session.set_write_timeout(Some(s.response_write_timeout));
+        if s.response_min_send_rate > 0 {
+            session.set_min_send_rate(Some(s.response_min_send_rate));
         }
         Ok(())
     }
@@ -360,7 +365,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.upgrade {
+        if ctx.tunnel {
             return Ok(());
         }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
@@ -477,10 +482,16 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && session.is_upgrade_req() {
+            // The upstream agreed: from here on the client's bytes are a tunnel's traffic,
+            // which may rightly be idle for a while.
+            ctx.tunnel = true;
+            session.set_read_timeout(Some(self.config.server.tunnel_idle_timeout));
+        }
         if let Some(id) = &mut ctx.identity {
             for c in id.set_cookies.drain(..) {
                 resp.append_header(http::header::SET_COOKIE, c)?;

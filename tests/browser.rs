@@ -396,6 +396,35 @@ async fn a_form_sent_after_the_session_expired_reaches_the_upstream_after_signin
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_latin1_cookie_from_the_upstream_neither_blocks_sign_in_nor_lets_the_session_through() {
+    let RealOpSetup { op, origin, .. } = &real_op_setup("", "").await;
+    let c = Chrome::start("latin1-cookie").await;
+    // A public page of the upstream sets `pref=caf\xe9` (one raw Latin-1 byte).
+    c.driver
+        .goto(format!("{origin}/bye/set-latin1-cookie"))
+        .await
+        .unwrap();
+    c.wait_text("set").await;
+    // Chromium keeps the byte and sends it back as it is (the echo shows it as U+FFFD).
+    c.driver.goto(format!("{origin}/bye/echo")).await.unwrap();
+    c.wait_text("pref=caf\u{fffd}").await;
+
+    // The login cookie sits in the same header as that byte: the sign-in still completes.
+    let page = format!("{origin}/app/index.html");
+    c.driver.goto(&page).await.unwrap();
+    sign_in_at_op(&c, op, &page).await;
+    assert_eq!(c.text(By::Id("user")).await, "alice-id");
+    c.shot("signed-in-with-a-latin1-cookie").await;
+
+    // On a public route the upstream gets the foreign cookie, never the gateway's session.
+    c.driver.goto(format!("{origin}/bye/echo")).await.unwrap();
+    c.wait_text("pref=caf\u{fffd}").await;
+    let echo = c.driver.source().await.unwrap();
+    assert!(!echo.contains("oidc_session"), "{echo}");
+    c.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn browser_login_reload_logout_with_the_demo() {
     let (gwp, idp, upp, mp) = (free_port(), free_port(), free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();

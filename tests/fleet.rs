@@ -1148,3 +1148,50 @@ async fn without_redis_back_channel_logout_ends_memory_store_sessions_of_this_in
     let (status, _) = backchannel(&gw, &token).await;
     assert_eq!(status, 400, "a replayed jti, without Redis too");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_token_refused_with_503_while_redis_stalls_succeeds_when_the_provider_retries() {
+    let f = Fleet::start(
+        "redis",
+        3600,
+        serde_json::json!({"backchannel_logout": true}),
+    )
+    .await;
+    let (_b1, cookie) = f.login(&f.a).await;
+    let sid = idp_sid(&f.a, &cookie).await;
+    assert_served(&f.b, &cookie, "B before the logout").await;
+    let token = logout_token(
+        &f.op,
+        Some(&sid),
+        serde_json::json!({}),
+        serde_json::json!({}),
+    )
+    .await;
+
+    // Redis stalls: the logout cannot be shared, so the provider is told to retry.
+    f.redis.single().signal("STOP");
+    let (status, body) = backchannel(&f.a, &token).await;
+    assert_eq!(status, 503, "{body}");
+    assert_served(&f.b, &cookie, "B never heard of it").await;
+    f.redis.single().signal("CONT");
+
+    // The provider's retry of the same token is not a replay: the old code had spent the jti
+    // before the revocation failed, and answered 400 "already used" with the session alive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = backchannel(&f.a, &token).await;
+        if status != 503 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 200, "the retry: {body}\n{}", f.a.log());
+    refused_within(&f.b, &cookie, Duration::from_secs(1)).await;
+    refused_within(&f.a, &cookie, Duration::from_secs(1)).await;
+    // Spent now, with its revocation: a later replay is refused on either node.
+    for gw in [&f.a, &f.b] {
+        let (status, body) = backchannel(gw, &token).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("jti"), "{body}");
+    }
+}

@@ -467,3 +467,49 @@ async fn login_cookies_are_capped_oldest_dropped() {
         b.cookie_header(&s.origin)
     );
 }
+
+/// Sends a GET for `target` over a raw socket with `Cookie: pref=caf\xe9; <cookies>` (a Latin-1
+/// byte, as browsers send back what any upstream set).
+fn get_with_latin1_cookie(port: u16, target: &str, cookies: &str) -> RawResponse {
+    let mut req =
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n")
+            .into_bytes();
+    req.extend_from_slice(b"Cookie: pref=caf\xe9; ");
+    req.extend_from_slice(cookies.as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    raw_request(port, &req, Duration::from_secs(10))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_latin1_cookie_beside_the_login_cookie_does_not_stop_the_sign_in() {
+    // The old code skipped a `Cookie` header that was not UTF-8 as a whole: the login cookie in
+    // it was not found and every callback got 400 while the foreign cookie lived.
+    let s = start(Attack::None);
+    s.gw.wait_discovered("/app/").await;
+    let b = Browser::new();
+    let (login_cookie, callback) = begin_login(&s, &b, "/app/private").await;
+    let url = url::Url::parse(&callback).unwrap();
+    let target = format!("{}?{}", url.path(), url.query().unwrap());
+    let r = get_with_latin1_cookie(s.gw.port, &target, &login_cookie);
+    assert_eq!(r.status, 302, "{}\n{}", r.text, s.gw.log());
+    assert_eq!(r.header("location").as_deref(), Some("/app/private"));
+    let session = r
+        .text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or(l.strip_prefix("Set-Cookie: "))
+        })
+        .find(|c| c.starts_with("oidc_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+
+    // Signed in, with the foreign cookie still there: the upstream gets it, never the session.
+    let r = get_with_latin1_cookie(s.gw.port, "/app/private", &session);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = r.text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["headers"]["x-auth-request-user"][0], "alice");
+    assert_eq!(echo["headers"]["cookie"][0], "pref=caf\u{fffd}", "{echo}");
+}

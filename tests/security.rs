@@ -958,3 +958,259 @@ async fn introspection_misses_are_limited_per_client() {
     assert_eq!(check("opaque-0".into(), "203.0.113.7").await.0, 401);
     assert_eq!(check("opaque-3".into(), "203.0.113.8").await.0, 401);
 }
+
+/// The lenient upstream's `Cookie` headers of its next request, as bytes.
+fn cookies_received(up: &LenientUpstream) -> Vec<Vec<u8>> {
+    let got = up.take();
+    assert_eq!(got.len(), 1, "{got:?}");
+    got[0]
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[test]
+fn a_latin1_cookie_does_not_hide_the_gateways_cookies_from_the_strip() {
+    // A browser keeps `Set-Cookie: pref=caf\xe9` from any upstream or sibling subdomain and sends
+    // the byte back beside the gateway's own cookies; the old code read such a header as
+    // not-UTF-8 and skipped it whole, so nothing in it was stripped.
+    let up = LenientUpstream::start();
+    let gw = GatewayProcess::start(
+        &Toml::new()
+            .session(SECRET, "")
+            .provider(
+                "idp",
+                "http://127.0.0.1:1/unreachable",
+                "gateway-secret",
+                "http://127.0.0.1:1",
+                "timeout = \"200ms\"",
+            )
+            .upstream("up", &up.address())
+            .route(
+                "optional",
+                &["/opt"],
+                "up",
+                r#"provider = "idp", methods = ["bearer"], mode = "optional""#,
+                "",
+            )
+            .route("public", &[], "up", "", "")
+            .build(),
+    );
+    for path in ["/public", "/opt/x"] {
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n").into_bytes();
+        req.extend_from_slice(
+            b"Cookie: pref=caf\xe9; oidc_session=stolen-session; theme=dark\r\n\
+              Cookie: oidc_session.1=chunk; x=\xff\xfe; oidc_session_login_abc=attempt\r\n\r\n",
+        );
+        let r = raw_request(gw.port, &req, Duration::from_secs(5));
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert_eq!(
+            cookies_received(&up),
+            vec![b"pref=caf\xe9; theme=dark; x=\xff\xfe".to_vec()],
+            "{path}: the gateway's cookies are removed, the others pass byte for byte"
+        );
+    }
+    // A header with nothing of the gateway's is forwarded as it came.
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+    req.extend_from_slice(b"Cookie: pref=caf\xe9;lone\r\n\r\n");
+    assert_eq!(
+        raw_request(gw.port, &req, Duration::from_secs(5)).status,
+        200
+    );
+    assert_eq!(cookies_received(&up), vec![b"pref=caf\xe9;lone".to_vec()]);
+}
+
+/// Sends `n` sign-in starts (`GET /app`, a browser's navigation) one after the other on one
+/// keep-alive connection from the loopback address `from`; the statuses it got.
+async fn sign_in_starts_from(port: u16, from: std::net::Ipv4Addr, n: usize) -> Vec<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let mut statuses = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        s.write_all(b"GET /app HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n")
+            .await
+            .unwrap();
+        // One response: its head, then Content-Length bytes of body.
+        let mut chunk = [0u8; 4096];
+        let (head_end, length) = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                break (end + 4, length);
+            }
+            let got = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+                .await
+                .expect("the gateway answers")
+                .unwrap();
+            assert!(got > 0, "closed after {statuses:?}");
+            buf.extend_from_slice(&chunk[..got]);
+        };
+        while buf.len() < head_end + length {
+            let got = s.read(&mut chunk).await.unwrap();
+            assert!(got > 0, "closed mid-body");
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        statuses.push(std::str::from_utf8(&buf[9..12]).unwrap().parse().unwrap());
+        buf.drain(..head_end + length);
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thousands_of_addresses_each_under_the_limit_never_lock_out_a_new_one() {
+    // The review's flood: many source addresses, each under its own limit. The old limiter's
+    // count-min sketch (4 x 1,024 cells) filled up, and every client never seen got 429.
+    let op = HostileOp::start(Attack::None);
+    let up = TestUpstream::start("app");
+    let (gw, origin) = login_gateway(&op, &up, "", "login_rate_limit = 5");
+    gw.wait_discovered("/app").await;
+    let addr = |i: u32| std::net::Ipv4Addr::from(0x7f01_0000 + i);
+    let started = std::time::Instant::now();
+    let mut flood = tokio::task::JoinSet::new();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    for _ in 0..48 {
+        let next = next.clone();
+        let port = gw.port;
+        flood.spawn(async move {
+            let mut limited = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= 4_000 {
+                    return limited;
+                }
+                let got = sign_in_starts_from(port, addr(i), 4).await;
+                assert_eq!(got.len(), 4, "{got:?}");
+                limited += got.iter().filter(|&&s| s == 429).count();
+            }
+        });
+    }
+    let limited: usize = flood.join_all().await.into_iter().sum();
+    assert_eq!(limited, 0, "no address went over its own limit");
+    eprintln!(
+        "16,000 sign-in starts from 4,000 addresses in {:?}",
+        started.elapsed()
+    );
+
+    // Addresses that never sent a request are not limited by any of that.
+    for i in 0..20 {
+        let fresh = std::net::Ipv4Addr::new(127, 200, 0, i + 1);
+        assert_eq!(
+            sign_in_starts_from(gw.port, fresh, 1).await,
+            vec![302],
+            "{fresh}"
+        );
+    }
+    // A flooding address is still held to its own limit, exactly.
+    assert_eq!(
+        sign_in_starts_from(gw.port, addr(7), 2).await,
+        vec![302, 429]
+    );
+    // And a new browser signs in from start to end.
+    let b = Browser::from_address(Some(std::net::Ipv4Addr::new(127, 201, 0, 1).into()));
+    let page = b
+        .navigate(&format!("{origin}/app/after-the-flood"), None)
+        .await;
+    assert_eq!(page.status, 200, "{}\n{:?}", page.body, page.trail);
+    assert_eq!(page.json()["headers"]["x-auth-request-user"][0], "alice");
+}
+
+#[test]
+fn an_upgrade_header_does_not_lift_the_body_deadlines() {
+    use std::io::Write;
+    let up = LenientUpstream::start();
+    let gw = slow_client_gateway(
+        &up,
+        "request_body_timeout = \"1s\"\nrequest_body_min_rate = 100",
+    );
+    // The old code took `Upgrade:` as a tunnel before the upstream agreed to anything, and let
+    // this body trickle for as long as the client liked.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\
+          Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
+    let trickle = std::thread::spawn({
+        let mut s = s.try_clone().unwrap();
+        move || {
+            for _ in 0..25 {
+                std::thread::sleep(Duration::from_millis(400));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let (closed, after, text) = read_until_closed(&mut s, Duration::from_secs(8));
+    assert!(closed, "still open after {after:?}: {text}");
+    assert!(
+        after < Duration::from_secs(4),
+        "closed only after {after:?}"
+    );
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    trickle.join().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_never_read_do_not_hold_connection_slots() {
+    use tokio::io::AsyncWriteExt;
+    let up = TestUpstream::start("big");
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &Toml::new()
+            .upstream("up", &up.address())
+            .route("site", &[], "up", "", "")
+            .build(),
+        server_extra: "max_connections = 5\nresponse_write_timeout = \"2s\"",
+        ..Default::default()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Five clients with a small receive buffer ask for 16 MB each and never read.
+    let mut hogs = Vec::new();
+    for _ in 0..5 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket
+            .connect(([127, 0, 0, 1], gw.port).into())
+            .await
+            .unwrap();
+        s.write_all(b"GET /big?mb=16 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        hogs.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let port = gw.port;
+    let status = move || tokio::task::block_in_place(|| raw(port, "GET / HTTP/1.1", &[]));
+    let r = status();
+    assert_eq!(r.status, 503, "the five hold every slot: {}", r.text);
+    // Their writes stall; past response_write_timeout the gateway gives up on them. (Before
+    // there was a write deadline, new clients got 503 for 80 s.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let r = status();
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {}\n{}",
+            r.text,
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(hogs);
+}

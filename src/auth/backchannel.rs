@@ -70,10 +70,13 @@ impl Authenticator {
             return refuse("unknown provider");
         };
         let name = provider.config.name.as_str();
+        // The jti is spent only once the revocation has taken effect, so a failure in between
+        // (Redis stalled) is a 503 the provider retries, never a logout lost as a "replay".
+        // Spent implies revoked; a retry after a failure revokes again, which is idempotent.
         let jti = format!("{name}\0{}", token.jti);
-        match self.first_use("jti", jti.as_bytes(), JTI_MEMORY).await {
-            Ok(true) => {}
-            Ok(false) => {
+        match self.used_before("jti", jti.as_bytes()).await {
+            Ok(false) => {}
+            Ok(true) => {
                 metrics::backchannel_logout("replayed");
                 return refuse("the logout token was already used (jti)");
             }
@@ -92,6 +95,12 @@ impl Authenticator {
         if let Err(e) = self.store.revoke(subject).await {
             metrics::backchannel_logout("unavailable");
             tracing::warn!(provider = %name, "back-channel logout not shared: {e}");
+            return unavailable();
+        }
+        // `false` here is the same token delivered twice at once: both revoked, both succeed.
+        if let Err(e) = self.first_use("jti", jti.as_bytes(), JTI_MEMORY).await {
+            metrics::backchannel_logout("unavailable");
+            tracing::warn!(provider = %name, "back-channel logout's jti not recorded: {e}");
             return unavailable();
         }
         metrics::backchannel_logout("succeeded");

@@ -68,9 +68,10 @@ pub enum TokenError {
     /// The provider (discovery, keys or introspection) could not be reached.
     #[error("the token could not be checked right now")]
     Unavailable,
-    /// The client is over its limit of introspection calls.
-    #[error("too many token checks from this address")]
-    RateLimited(crate::ratelimit::Limited),
+    /// The call to the provider was not made: the client is over its limit of introspection
+    /// calls, or the instance is at its ceiling of calls to providers.
+    #[error("too many token checks")]
+    Refused(crate::ratelimit::Refused),
 }
 
 /// Caches of verified JWTs and introspection answers.
@@ -261,7 +262,7 @@ pub async fn introspect(
     spec: &RouteAuth,
     token: &str,
     now: u64,
-    admit: impl FnOnce() -> Result<(), crate::ratelimit::Limited>,
+    admit: impl FnOnce() -> Result<(), crate::ratelimit::Refused>,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let key = token_key(token);
     let verified = match caches.introspection.get(&key, now) {
@@ -272,7 +273,7 @@ pub async fn introspect(
         Some(None) => return Err(TokenError::Inactive),
         None => {
             // A miss makes the gateway call the provider: the client's limit applies.
-            admit().map_err(TokenError::RateLimited)?;
+            admit().map_err(TokenError::Refused)?;
             let mut answer = Err(TokenError::Unavailable);
             for &p in &spec.providers {
                 answer = Box::pin(introspect_at(providers, p, token, now)).await;

@@ -58,6 +58,8 @@ pub enum Denial {
         /// What was limited, for people ("sign-in attempts").
         what: &'static str,
     },
+    /// This instance's calls to the providers are at their ceiling (`provider_call_limit`).
+    ProviderBusy,
     /// The configuration cannot serve this request.
     Misconfigured(&'static str),
 }
@@ -168,6 +170,13 @@ fn render(denial: Denial, html: bool) -> Reply {
             "Sign-in is temporarily unavailable",
             "The identity provider cannot be reached right now. Please try again in a minute.",
             "30",
+            html,
+        ),
+        Denial::ProviderBusy => unavailable(
+            "provider_busy",
+            "Busy",
+            "Too many sign-ins and token checks are reaching the identity provider right now. Please try again in a moment.",
+            "1",
             html,
         ),
         Denial::PostNotKept => unavailable(

@@ -53,6 +53,15 @@ impl Endpoint {
     }
 }
 
+/// The key of `what` of kind `kind` in the local used-once record.
+fn used_once_key(kind: &str, what: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(kind.len() + 1 + what.len());
+    key.extend_from_slice(kind.as_bytes());
+    key.push(0);
+    key.extend_from_slice(what);
+    key
+}
+
 /// Most query parameters a callback may carry.
 const MAX_CALLBACK_PARAMS: usize = 16;
 
@@ -104,13 +113,7 @@ impl Authenticator {
         body: Option<&[u8]>,
     ) -> Reply {
         match endpoint {
-            Endpoint::Callback(i) => {
-                // Each callback may cost a client-authenticated call to the token endpoint.
-                if let Err(limited) = ratelimit::check(self.callbacks.as_ref(), client) {
-                    return super::too_many(limited, "sign-in attempts").render(html);
-                }
-                self.callback(i, req).await
-            }
+            Endpoint::Callback(i) => self.callback(i, req, client, html).await,
             Endpoint::Logout(i) => self.logout(i, req, html).await,
             Endpoint::UserInfo => self.userinfo(req).await,
             Endpoint::ForwardAuth(i) => self.forward_auth(i, req, client, from_proxy, html).await,
@@ -135,7 +138,8 @@ impl Authenticator {
 
     /// Records `what` (of kind `kind`: a login `state`, a logout token's `jti`) as used for
     /// `ttl`: true the first time, false for a replay — here, and on every instance of a fleet
-    /// (an error then: Redis cannot tell, so the caller fails closed).
+    /// (an error then: Redis cannot tell, so the caller fails closed). A failure spends
+    /// nothing: the same value may be tried again.
     pub(super) async fn first_use(
         &self,
         kind: &str,
@@ -143,20 +147,43 @@ impl Authenticator {
         ttl: std::time::Duration,
     ) -> Result<bool, crate::fleet::FleetError> {
         let until = now().saturating_add(ttl.as_secs());
-        let mut local = Vec::with_capacity(kind.len() + 1 + what.len());
-        local.extend_from_slice(kind.as_bytes());
-        local.push(0);
-        local.extend_from_slice(what);
-        if self.used_once.insert(local, until).is_some() {
+        let local = used_once_key(kind, what);
+        if self.used_once.insert(local.clone(), until).is_some() {
             return Ok(false);
         }
-        match &self.fleet {
+        let claimed = match &self.fleet {
             Some(fleet) => fleet.claim_once(kind, what, ttl).await,
             None => Ok(true),
+        };
+        if claimed.is_err() {
+            self.used_once.remove(&local);
+        }
+        claimed
+    }
+
+    /// Whether `what` of kind `kind` was already recorded by [`first_use`](Self::first_use),
+    /// here or by any instance of a fleet. Records nothing.
+    pub(super) async fn used_before(
+        &self,
+        kind: &str,
+        what: &[u8],
+    ) -> Result<bool, crate::fleet::FleetError> {
+        if self.used_once.contains_key(&used_once_key(kind, what)) {
+            return Ok(true);
+        }
+        match &self.fleet {
+            Some(fleet) => fleet.was_claimed(kind, what).await,
+            None => Ok(false),
         }
     }
 
-    async fn callback(&self, index: usize, req: &RequestHeader) -> Reply {
+    async fn callback(
+        &self,
+        index: usize,
+        req: &RequestHeader,
+        client: Option<std::net::IpAddr>,
+        html: bool,
+    ) -> Reply {
         let Some(cfg) = self.provider(index) else {
             return Reply::empty(404);
         };
@@ -255,6 +282,16 @@ impl Authenticator {
                 "This sign-in response is for another provider.",
                 None,
             ));
+        }
+        // This callback will cost a client-authenticated call to the token endpoint: the
+        // client's limit and the instance's ceiling apply, before the state is spent (so the
+        // same callback, reloaded later, still completes).
+        if let Err(refused) = ratelimit::admit(
+            self.callbacks.as_ref(),
+            self.provider_calls.as_ref(),
+            client,
+        ) {
+            return super::refusal(refused, "sign-in attempts").render(html);
         }
         // A callback is good once: a replay (even with the cookie) is refused — by every
         // instance of a fleet, which records the state in Redis (and fails closed without it).

@@ -31,7 +31,7 @@ use crate::oidc::login::authorization_request;
 use crate::oidc::persisted::MetadataFiles;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
-use crate::ratelimit::{self, Limit};
+use crate::ratelimit::{self, Ceiling, Limit};
 use crate::session::Session;
 use crate::session::store::{Sessions, SetCookies};
 use async_trait::async_trait;
@@ -136,6 +136,8 @@ pub struct Authenticator {
     callbacks: Option<Limit>,
     /// Introspection cache misses per client and minute.
     introspections: Option<Limit>,
+    /// Calls to the providers that clients cause (token exchanges, introspections), per second.
+    provider_calls: Option<Ceiling>,
     /// `[[forward_auth]]` endpoints.
     forward: Vec<crate::config::ForwardAuth>,
     /// Their request metrics (`route="forward_auth"`).
@@ -213,6 +215,7 @@ impl Authenticator {
             login_starts: Limit::new(config.server.login_rate_limit),
             callbacks: Limit::new(config.server.login_rate_limit),
             introspections: Limit::new(config.server.introspection_rate_limit),
+            provider_calls: Ceiling::new(config.server.provider_call_limit),
             forward: config.forward_auth.clone(),
             forward_metrics: RouteMetrics::new("forward_auth"),
             identity_signer: config
@@ -302,13 +305,19 @@ impl Authenticator {
                 },
                 AuthMethod::Introspection => match token {
                     Some(t) => {
-                        let admit = || ratelimit::check(self.introspections.as_ref(), client);
+                        let admit = || {
+                            ratelimit::admit(
+                                self.introspections.as_ref(),
+                                self.provider_calls.as_ref(),
+                                client,
+                            )
+                        };
                         match bearer::introspect(&self.providers, &self.tokens, spec, t, now, admit)
                             .await
                         {
                             Ok(v) => Some(Identity::new(Credential::Token(v), Vec::new())),
-                            Err(bearer::TokenError::RateLimited(limited)) => {
-                                return Err(too_many(limited, "token checks"));
+                            Err(bearer::TokenError::Refused(refused)) => {
+                                return Err(refusal(refused, "token checks"));
                             }
                             Err(e) => return self.invalid_token(spec, e),
                         }
@@ -614,6 +623,17 @@ impl Authenticator {
 fn too_many(limited: ratelimit::Limited, what: &'static str) -> Denied {
     metrics::refused("rate_limited");
     Denial::TooMany { limited, what }.into()
+}
+
+/// A call to the provider not made: the client's limit, or the instance's ceiling (counted).
+fn refusal(refused: ratelimit::Refused, what: &'static str) -> Denied {
+    match refused {
+        ratelimit::Refused::Client(limited) => too_many(limited, what),
+        ratelimit::Refused::Busy => {
+            metrics::refused("provider_busy");
+            Denial::ProviderBusy.into()
+        }
+    }
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.

@@ -315,6 +315,22 @@ pub struct Server {
     pub login_rate_limit: u64,
     /// Introspection calls (cache misses) per client IP and minute (0: unlimited).
     pub introspection_rate_limit: u64,
+    /// Calls to providers that clients cause (token exchanges at callbacks, introspections),
+    /// per second and instance; past it only a client's first call of the minute goes (0: none).
+    pub provider_call_limit: u64,
+    /// Longest a write of the response may wait for the client to read.
+    pub response_write_timeout: Duration,
+    /// Bytes per second each response write must reach; replaces `response_write_timeout` by
+    /// the write's size over this rate, at least one second (0: off).
+    pub response_min_send_rate: usize,
+    /// Idle time allowed on a tunnel (after an upstream's `101 Switching Protocols`).
+    pub tunnel_idle_timeout: Duration,
+    /// Longest a TLS handshake may take from the connection's accept.
+    pub tls_handshake_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// Largest decoded header list of an HTTP/2 request, in bytes.
+    pub h2_max_header_list_size: u32,
     /// Where state that must survive a restart is kept: the providers' last discovery document
     /// and keys, and revocations without `[redis]`.
     pub state_dir: Option<PathBuf>,

@@ -192,6 +192,13 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub login_rate_limit: Option<Spanned<i64>>,
     pub introspection_rate_limit: Option<Spanned<i64>>,
+    pub provider_call_limit: Option<Spanned<i64>>,
+    pub response_write_timeout: Option<SStr>,
+    pub response_min_send_rate: Option<Spanned<i64>>,
+    pub tunnel_idle_timeout: Option<SStr>,
+    pub tls_handshake_timeout: Option<SStr>,
+    pub h2_max_concurrent_streams: Option<Spanned<i64>>,
+    pub h2_max_header_list_size: Option<Spanned<i64>>,
     pub state_dir: Option<SStr>,
     pub upgrade_ready_timeout: Option<SStr>,
 }

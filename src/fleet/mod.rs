@@ -131,6 +131,19 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Whether `what` of kind `kind` was recorded by [`claim_once`](Self::claim_once) and has
+    /// not expired.
+    pub async fn was_claimed(&self, kind: &str, what: &[u8]) -> Result<bool, FleetError> {
+        let key = self.key(kind, &self.name(0, what));
+        let n: i64 = self
+            .redis
+            .query("EXISTS", redis::cmd("EXISTS").arg(key))
+            .await?;
+        Ok(n > 0)
+    }
+}
+
 /// A lease (a lock with an expiry) held by this instance.
 #[derive(Debug)]
 pub struct Lease {

@@ -32,34 +32,55 @@ impl Default for CookieAttrs {
     }
 }
 
-/// Every (name, value) pair in every `Cookie` header, in order. Pairs without `=` or with an
-/// empty name are skipped.
+/// Every `cookie-pair` of every `Cookie` header, as the client sent its bytes (whitespace
+/// around it trimmed, empty pieces skipped).
+///
+/// Cookies are bytes, not text: browsers store a `Set-Cookie: pref=caf\xe9` from any upstream
+/// or sibling subdomain and send the Latin-1 byte back. Reading a whole header as UTF-8 would
+/// then hide the gateway's own cookies in it, so the split is done on bytes and only each
+/// pair is judged on its own.
 ///
 /// This runs on every request to a protected route, and a cookie-store session is a few
 /// kilobytes: `cookie::Cookie::split_parse` walks every character of every value several times
 /// (about 600 ns for a 2.6 KB session, most of a session check). Splitting a `Cookie` header
 /// is only RFC 6265 section 4.2.1 (`cookie-pair *( ";" SP cookie-pair )`), so it is done here
 /// with a SIMD byte search; the `cookie` crate still writes every `Set-Cookie`.
-pub fn all<'a>(headers: &'a http::HeaderMap) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+fn pieces(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .flat_map(|s| {
+        .flat_map(|v| {
+            let s = v.as_bytes();
             let mut start = 0;
-            memchr::memchr_iter(b';', s.as_bytes())
+            memchr::memchr_iter(b';', s)
                 .chain(std::iter::once(s.len()))
                 .map(move |end| {
                     let piece = &s[start..end];
                     start = end + 1;
-                    piece
+                    piece.trim_ascii()
                 })
         })
-        .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let name = name.trim();
-            (!name.is_empty()).then(|| (name, value.trim()))
-        })
+        .filter(|p| !p.is_empty())
+}
+
+/// A pair's name and value as bytes; `None` without `=` or with an empty name.
+fn split_pair(piece: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = memchr::memchr(b'=', piece)?;
+    let name = piece[..eq].trim_ascii();
+    (!name.is_empty()).then(|| (name, piece[eq + 1..].trim_ascii()))
+}
+
+/// Every (name, value) pair in every `Cookie` header, in order. Pairs without `=`, with an
+/// empty name, or whose name or value is not UTF-8 (someone else's Latin-1 cookie; the
+/// gateway's own are ASCII) are skipped, one by one.
+pub fn all(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    pieces(headers).filter_map(|piece| {
+        let (name, value) = split_pair(piece)?;
+        Some((
+            std::str::from_utf8(name).ok()?,
+            std::str::from_utf8(value).ok()?,
+        ))
+    })
 }
 
 /// The first cookie called `name`.
@@ -92,19 +113,26 @@ pub fn expire(name: &str, attrs: &CookieAttrs) -> HeaderValue {
     set(name, "", attrs, Some(Duration::ZERO))
 }
 
-/// Removes the cookies for which `ours` is true from the request, leaving the rest (merged into
-/// one `Cookie` header). Untouched when none are ours.
+/// Removes the cookies for which `ours` is true from the request, leaving the rest byte for
+/// byte (merged into one `Cookie` header). Untouched when none are ours.
 pub fn strip(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) {
-    if !all(&req.headers).any(|(n, _)| ours(n)) {
+    let is_ours = |piece: &[u8]| {
+        split_pair(piece).is_some_and(|(name, _)| std::str::from_utf8(name).is_ok_and(&ours))
+    };
+    if !pieces(&req.headers).any(is_ours) {
         return;
     }
-    let kept: Vec<String> = all(&req.headers)
-        .filter(|(n, _)| !ours(n))
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
+    let mut kept: Vec<u8> = Vec::new();
+    for piece in pieces(&req.headers).filter(|p| !is_ours(p)) {
+        if !kept.is_empty() {
+            kept.extend_from_slice(b"; ");
+        }
+        kept.extend_from_slice(piece);
+    }
     req.remove_header(&http::header::COOKIE);
+    // Every byte came from a header value, so the joined value is one too.
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_bytes(&kept)
     {
         let _ = req.insert_header(http::header::COOKIE, v);
     }
@@ -191,5 +219,31 @@ mod tests {
         only.append_header("Cookie", "oidc_session=x").unwrap();
         strip(&mut only, |n| n == "oidc_session");
         assert!(only.headers.get("cookie").is_none());
+    }
+
+    #[test]
+    fn a_latin1_cookie_hides_nothing_and_passes_through_byte_for_byte() {
+        let latin1 =
+            HeaderValue::from_bytes(b"pref=caf\xe9; oidc_session=s1; lone; x=\xff\xfe").unwrap();
+        let mut h = http::HeaderMap::new();
+        h.append(http::header::COOKIE, latin1.clone());
+        assert_eq!(get(&h, "oidc_session"), Some("s1"));
+        assert_eq!(all(&h).collect::<Vec<_>>(), vec![("oidc_session", "s1")]);
+
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("Cookie", latin1).unwrap();
+        strip(&mut r, |n| n == "oidc_session");
+        let v: Vec<_> = r.headers.get_all("cookie").iter().collect();
+        assert_eq!(v, vec![&b"pref=caf\xe9; lone; x=\xff\xfe"[..]]);
+    }
+
+    #[test]
+    fn strip_leaves_a_header_without_our_cookies_untouched() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("Cookie", "a=1;b=2").unwrap();
+        r.append_header("Cookie", "c=3").unwrap();
+        strip(&mut r, |n| n == "oidc_session");
+        let v: Vec<_> = r.headers.get_all("cookie").iter().collect();
+        assert_eq!(v, vec!["a=1;b=2", "c=3"]);
     }
 }

@@ -42,8 +42,15 @@ impl Default for Browser {
 impl Browser {
     /// A fresh browser with an empty cookie jar.
     pub fn new() -> Browser {
+        Self::from_address(None)
+    }
+
+    /// A fresh browser whose connections come from `local` (any 127.x.y.z on loopback), or
+    /// from the system's choice.
+    pub fn from_address(local: Option<std::net::IpAddr>) -> Browser {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
+            .local_address(local)
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(15))

@@ -1,7 +1,8 @@
 //! A real HTTP upstream for tests: every request is answered with a JSON echo of what arrived
-//! (method, URI, headers, body, which server answered), plus `/slow?ms=N`, `/healthz`, a
-//! WebSocket echo at `/ws`, and HTML pages for real-browser tests at `*.html` (a form at
-//! `*form.html`). Each server has its own runtime thread, so `kill` really closes every socket.
+//! (method, URI, headers, body, which server answered), plus `/slow?ms=N`, `/big?mb=N`,
+//! `/healthz`, a WebSocket echo at `/ws`, a Latin-1 cookie at `*/set-latin1-cookie`, and HTML
+//! pages for real-browser tests at `*.html` (a form at `*form.html`). Each server has its own
+//! runtime thread, so `kill` really closes every socket.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request};
@@ -109,6 +110,12 @@ fn router(id: String, hits: Arc<AtomicUsize>) -> axum::Router {
             }),
         )
         .route(
+            "/big",
+            get(|Query(q): Query<HashMap<String, usize>>| async move {
+                vec![b'x'; q.get("mb").copied().unwrap_or(1) << 20]
+            }),
+        )
+        .route(
             "/ws",
             get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(echo) }),
         )
@@ -118,6 +125,12 @@ fn router(id: String, hits: Arc<AtomicUsize>) -> axum::Router {
             async move {
                 if req.uri().path().ends_with(".html") {
                     html_page(&req).into_response()
+                } else if req.uri().path().ends_with("/set-latin1-cookie") {
+                    // What any upstream or sibling subdomain may set: a raw Latin-1 byte,
+                    // which browsers store and send back as it is.
+                    let cookie =
+                        axum::http::HeaderValue::from_bytes(b"pref=caf\xe9; Path=/").unwrap();
+                    ([(axum::http::header::SET_COOKIE, cookie)], "set").into_response()
                 } else {
                     echo_request(&id, req).await.into_response()
                 }

@@ -161,6 +161,33 @@ impl Builder<'_> {
         }
     }
 
+    /// A whole number within `range` (limits that have no "0 means none").
+    pub(super) fn bounded(
+        &mut self,
+        raw: &Option<Spanned<i64>>,
+        key: &str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> u32 {
+        let Some(raw) = raw else { return default };
+        match u32::try_from(*raw.get_ref()) {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                self.err(
+                    raw.span(),
+                    key,
+                    format!(
+                        "{} is out of range: expected a whole number from {} to {}",
+                        raw.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     pub(super) fn listen_addr(&mut self, raw: &SStr, key: &str) -> Option<SocketAddr> {
         match raw.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),

@@ -105,6 +105,45 @@ impl Builder<'_> {
                 300,
                 0,
             ) as u64,
+            provider_call_limit: self.count(
+                &raw.provider_call_limit,
+                "server.provider_call_limit",
+                200,
+                0,
+            ) as u64,
+            response_write_timeout: self.duration(
+                &raw.response_write_timeout,
+                "server.response_write_timeout",
+                Duration::from_secs(60),
+            ),
+            response_min_send_rate: self.count(
+                &raw.response_min_send_rate,
+                "server.response_min_send_rate",
+                0,
+                0,
+            ),
+            tunnel_idle_timeout: self.duration(
+                &raw.tunnel_idle_timeout,
+                "server.tunnel_idle_timeout",
+                Duration::from_secs(60),
+            ),
+            tls_handshake_timeout: self.duration(
+                &raw.tls_handshake_timeout,
+                "server.tls_handshake_timeout",
+                Duration::from_secs(10),
+            ),
+            h2_max_concurrent_streams: self.bounded(
+                &raw.h2_max_concurrent_streams,
+                "server.h2_max_concurrent_streams",
+                100,
+                1..=10_000,
+            ),
+            h2_max_header_list_size: self.bounded(
+                &raw.h2_max_header_list_size,
+                "server.h2_max_header_list_size",
+                64 * 1024,
+                1024..=1024 * 1024,
+            ),
             state_dir: raw.state_dir.as_ref().and_then(|d| self.state_dir(d)),
             upgrade_ready_timeout: self.duration_or_zero(
                 &raw.upgrade_ready_timeout,
