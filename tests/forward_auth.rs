@@ -37,7 +37,9 @@ fn gateway(port: u16, issuer: &str, site: &str, forward_auth: &str) -> GatewayPr
         .build();
     GatewayProcess::start_with(GatewayOptions {
         body: &body,
-        server_extra: "trusted_proxies = [\"127.0.0.1/32\"]",
+        // Few sign-in starts a minute per client: a proxy that passed a client's own
+        // X-Forwarded-For would let it get round the limit.
+        server_extra: "trusted_proxies = [\"127.0.0.1/32\"]\nlogin_rate_limit = 8",
         port: Some(port),
         ..Default::default()
     })
@@ -113,6 +115,48 @@ async fn sign_in_and_forge(
     assert_eq!(r.status(), 302, "signed out: sent to sign in");
     let location = r.headers()["location"].to_str().unwrap();
     assert!(location.contains(sign_in), "{location}");
+
+    // The application gets the site's own cookie, never the gateway's session, and no identity
+    // header the client wrote itself.
+    let cookies = format!("{}; theme=dark", b.cookie_header(&front.url("/")));
+    assert!(cookies.contains("oidc_session="), "{cookies}");
+    let r = fresh_client()
+        .get(front.url("/anything"))
+        .header("Cookie", cookies)
+        .header("X-Forwarded-User", "mallory")
+        .header("X-Forwarded-Email", "mallory@example.com")
+        .header("X-Auth-Request-Preferred-Username", "mallory")
+        .header("Remote-User", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(header(&echo, user_header), ["alice"], "{echo}");
+    assert_eq!(header(&echo, "cookie"), ["theme=dark"], "{echo}");
+    for forged in [
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-auth-request-preferred-username",
+        "remote-user",
+    ] {
+        assert!(header(&echo, forged).is_empty(), "{forged}: {echo}");
+    }
+
+    // Sign-in starts count against the real client address whatever X-Forwarded-For the
+    // client sends: the proxy sets it from the connection.
+    let mut limited = 0;
+    for i in 0..10 {
+        let r = fresh_client()
+            .get(front.url("/oauth2/start?rd=%2F"))
+            .header("Accept", "text/html")
+            .header("X-Forwarded-For", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap();
+        limited += usize::from(r.status() == 429);
+    }
+    assert!(limited >= 1, "a forged X-Forwarded-For got round the limit");
     b
 }
 
@@ -157,8 +201,9 @@ async fn nginx_auth_request_signs_in_through_the_gateway_and_passes_only_its_ide
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    // The return target never leaves the site.
-    let page = Browser::new()
+    // The return target never leaves the site. (Another client address: this one has spent its
+    // sign-in starts above.)
+    let page = Browser::from_address(Some([127, 0, 0, 2].into()))
         .navigate(
             &nginx.url("/oauth2/start?rd=https%3A%2F%2Fevil.example.com%2Fsteal"),
             None,

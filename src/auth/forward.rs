@@ -3,15 +3,15 @@
 //! oauth2-proxy's `/oauth2/auth` and `/oauth2/start` do.
 //!
 //! The decision endpoint answers 202 with the identity in response headers (for
-//! `auth_request_set`), 401 or 403; with `unauthenticated = "redirect"` a browser gets the
+//! `auth_request_set`) and the client's cookies without the gateway's (`Cookie`), 401 or 403; with `unauthenticated = "redirect"` a browser gets the
 //! redirect to sign in instead of the 401. The URL the user asked for comes from
 //! `X-Original-URL` or `X-Forwarded-Proto`/`-Host`/`-Uri`, believed only from `trusted_proxies`,
 //! and every return target goes through the one redirect validator.
 
 use super::{Authenticator, Credential, Identity};
 use crate::clock::now;
-use crate::http::redirect;
 use crate::http::responses::Reply;
+use crate::http::{cookies, redirect};
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use serde_json::Value;
@@ -41,13 +41,20 @@ impl Authenticator {
             .then(|| original_target(&req.headers))
             .flatten()
             .unwrap_or_else(|| "/".to_owned());
-        match self
+        let reply = match self
             .authenticate(&fa.auth, req, client, &return_to, &self.forward_metrics)
             .await
         {
             Ok(Some(id)) => self.accepted(&id),
             Ok(None) => Reply::empty(202),
-            Err(denied) => denied.render(html),
+            Err(denied) => return denied.render(html),
+        };
+        // The proxy in front copies this back onto the request, so the application gets the
+        // client's cookies without the gateway's own (nginx cannot filter cookies itself).
+        let others = cookies::others(&req.headers, |n| self.is_own_cookie(n));
+        match HeaderValue::from_bytes(&others) {
+            Ok(v) if !others.is_empty() => reply.with_header(http::header::COOKIE, v),
+            _ => reply,
         }
     }
 

@@ -113,22 +113,31 @@ pub fn expire(name: &str, attrs: &CookieAttrs) -> HeaderValue {
     set(name, "", attrs, Some(Duration::ZERO))
 }
 
-/// Removes the cookies for which `ours` is true from the request, leaving the rest byte for
-/// byte (merged into one `Cookie` header). Untouched when none are ours.
-pub fn strip(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) {
-    let is_ours = |piece: &[u8]| {
-        split_pair(piece).is_some_and(|(name, _)| std::str::from_utf8(name).is_ok_and(&ours))
-    };
-    if !pieces(&req.headers).any(is_ours) {
-        return;
-    }
+/// The request's cookies for which `ours` is false, byte for byte, joined into one `Cookie`
+/// value (empty when none are left).
+pub fn others(headers: &http::HeaderMap, ours: impl Fn(&str) -> bool) -> Vec<u8> {
     let mut kept: Vec<u8> = Vec::new();
-    for piece in pieces(&req.headers).filter(|p| !is_ours(p)) {
+    for piece in pieces(headers).filter(|p| !is_named(p, &ours)) {
         if !kept.is_empty() {
             kept.extend_from_slice(b"; ");
         }
         kept.extend_from_slice(piece);
     }
+    kept
+}
+
+/// Whether the pair `piece` has a (UTF-8) name for which `ours` is true.
+fn is_named(piece: &[u8], ours: impl Fn(&str) -> bool) -> bool {
+    split_pair(piece).is_some_and(|(name, _)| std::str::from_utf8(name).is_ok_and(ours))
+}
+
+/// Removes the cookies for which `ours` is true from the request, leaving the rest byte for
+/// byte (merged into one `Cookie` header). Untouched when none are ours.
+pub fn strip(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) {
+    if !pieces(&req.headers).any(|p| is_named(p, &ours)) {
+        return;
+    }
+    let kept = others(&req.headers, ours);
     req.remove_header(&http::header::COOKIE);
     // Every byte came from a header value, so the joined value is one too.
     if !kept.is_empty()
