@@ -220,7 +220,9 @@ fn bench_identity_assertion(c: &mut Criterion) {
     )
     .unwrap();
     c.bench_function("identity assertion: cached", |b| {
-        b.iter(|| black_box(signer.assertion("alice", Some(&claims), "app.example.com")))
+        b.iter(|| {
+            black_box(signer.assertion("alice", "https://idp.example.com", Some(&claims), "app"))
+        })
     });
     let mut n = 0u64;
     c.bench_function(
@@ -228,7 +230,12 @@ fn bench_identity_assertion(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 n += 1;
-                black_box(signer.assertion(&format!("user-{n}"), Some(&claims), "app.example.com"))
+                black_box(signer.assertion(
+                    &format!("user-{n}"),
+                    "https://idp.example.com",
+                    Some(&claims),
+                    "app",
+                ))
             })
         },
     );

@@ -470,8 +470,7 @@ impl ProxyHttp for Gateway {
         if let Some(auth) = &self.auth {
             cookies::strip(upstream_req, |name| auth.is_own_cookie(name));
             if ctx.authenticated_route {
-                let host = request_host(session.req_header());
-                auth.identify(ctx.identity.as_ref(), upstream_req, host)?;
+                auth.identify(ctx.identity.as_ref(), upstream_req, &pool.name)?;
             }
         }
         if let Some(trace) = &ctx.trace {

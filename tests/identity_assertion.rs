@@ -74,9 +74,11 @@ async fn upstreams_receive_an_assertion_python_verifies_and_clients_cannot_forge
         .expect("the upstream got an assertion")
         .to_owned();
 
-    let audience = format!("127.0.0.1:{port}");
-    let claims = verify(&jwks_url, &audience, &token).unwrap();
+    // The audience is the upstream the request went to (its name), never the client's Host.
+    let audience = "app";
+    let claims = verify(&jwks_url, audience, &token).unwrap();
     assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["idp"], idp.issuer.as_str());
     assert_eq!(claims["email"], "alice@example.com");
     assert_eq!(
         claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
@@ -102,20 +104,22 @@ async fn upstreams_receive_an_assertion_python_verifies_and_clients_cannot_forge
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(seen, std::slice::from_ref(&token));
-    // Host names are case-insensitive: the audience taken from one is lowercase.
-    let r = b
-        .client
-        .get(gw.url("/app/z"))
-        .header("Host", format!("App.Example.COM:{port}"))
-        .send()
-        .await
-        .unwrap();
-    let echo = r.json::<Value>().await.unwrap();
-    let other = echo["headers"]["x-gateway-assertion"][0].as_str().unwrap();
-    assert!(
-        verify(&jwks_url, &format!("app.example.com:{port}"), other).is_ok(),
-        "{echo}"
-    );
+    // A client naming another host does not get a token for that host: the old default took
+    // `aud` from `Host`, so anyone could have one minted for `bank.example.com`.
+    for host in ["bank.example.com", "BANK.Example.COM.", "evil.test:1"] {
+        let r = b
+            .client
+            .get(gw.url("/app/z"))
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        let echo = r.json::<Value>().await.unwrap();
+        let other = echo["headers"]["x-gateway-assertion"][0].as_str().unwrap();
+        assert_eq!(verify(&jwks_url, audience, other).unwrap()["aud"], "app");
+        let lowered = host.to_ascii_lowercase();
+        assert!(verify(&jwks_url, &lowered, other).is_err(), "{host}");
+    }
     // The public keys are public.
     let jwks = get_json(&jwks_url).await;
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
@@ -131,5 +135,58 @@ async fn upstreams_receive_an_assertion_python_verifies_and_clients_cannot_forge
     let gw = start();
     let again = get_json(&gw.url("/.well-known/oidc-gateway/jwks.json")).await;
     assert_eq!(again, jwks, "same key after a restart");
-    assert!(verify(&jwks_url, &audience, &token).is_ok());
+    assert!(verify(&jwks_url, audience, &token).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_subject_at_two_providers_gets_two_different_assertions() {
+    // Both test providers call their user "alice". The old cache key and claims had no
+    // provider, so whoever signed in at either got the other's token.
+    let up = TestUpstream::start("app");
+    let (idp_a, idp_b) = (
+        HostileOp::start(Attack::None),
+        HostileOp::start(Attack::None),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let body = Toml::new()
+        .session(SECRET, "")
+        .provider("a", &idp_a.issuer, "s", &origin, "")
+        .raw(&format!(
+            "[[providers]]\nname = \"b\"\nissuer = \"{}\"\nclient_id = \"gateway\"\n\
+             client_secret = \"s\"\nredirect_uri = \"{origin}/oauth2/callback-b\"\n\
+             logout_path = \"/oauth2/logout-b\"\n",
+            idp_b.issuer
+        ))
+        .upstream("app", &up.address())
+        .route("a", &["/a"], "app", "provider = \"a\"", "")
+        .route("b", &["/b"], "app", "provider = \"b\"", "")
+        .raw(&format!(
+            "[identity_assertion]\nheader = \"X-Gateway-Assertion\"\nissuer = \"{ISSUER}\"\n"
+        ))
+        .build();
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        server_extra: &format!("state_dir = \"{}\"", state.path().display()),
+        port: Some(port),
+        ..Default::default()
+    });
+    let jwks_url = gw.url("/.well-known/oidc-gateway/jwks.json");
+    let mut tokens = Vec::new();
+    for (path, idp) in [("/a/x", &idp_a), ("/b/x", &idp_b)] {
+        let page = Browser::new().navigate(&gw.url(path), None).await;
+        assert_eq!(page.status, 200, "{}\n{}", page.body, gw.log());
+        let token = page.json()["headers"]["x-gateway-assertion"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let claims = verify(&jwks_url, "app", &token).unwrap();
+        assert_eq!(
+            (claims["sub"].as_str(), claims["idp"].as_str()),
+            (Some("alice"), Some(idp.issuer.as_str()))
+        );
+        tokens.push(token);
+    }
+    assert_ne!(tokens[0], tokens[1]);
 }

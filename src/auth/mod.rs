@@ -559,7 +559,7 @@ impl Authenticator {
     }
 
     /// Sets the identity headers of a request to an authenticated route (scrubbed before), and
-    /// the signed identity assertion for `host` when configured. `Authorization` is the
+    /// the signed identity assertion for the upstream named `upstream` when configured. `Authorization` is the
     /// gateway's there: a validated bearer token stays, anything else the client sent is removed
     /// (optional mode without a credential, the anonymous consumer, a session, which may set its
     /// own below).
@@ -567,7 +567,7 @@ impl Authenticator {
         &self,
         id: Option<&Identity>,
         req: &mut RequestHeader,
-        host: &str,
+        upstream: &str,
     ) -> pingora::Result<()> {
         if !id.is_some_and(|id| matches!(id.credential, Credential::Token(_))) {
             req.remove_header(&http::header::AUTHORIZATION);
@@ -576,12 +576,27 @@ impl Authenticator {
         for (name, value) in self.identity_headers(id) {
             req.insert_header(name.clone(), value.clone())?;
         }
-        if let (Some(signer), Some(sub)) = (&self.identity_signer, id.sub())
-            && let Some(jwt) = signer.assertion(sub, id.claims(), host)
+        if let (Some(signer), Some(sub), Some(idp)) =
+            (&self.identity_signer, id.sub(), self.issuer_of(id))
+            && let Some(jwt) = signer.assertion(sub, idp, id.claims(), upstream)
         {
             req.insert_header(signer.header().clone(), jwt)?;
         }
         Ok(())
+    }
+
+    /// The issuer of the provider that vouches for `id` (none for an anonymous consumer).
+    fn issuer_of(&self, id: &Identity) -> Option<&str> {
+        match &id.credential {
+            Credential::Session(s) => self
+                .providers
+                .list
+                .iter()
+                .find(|p| *p.config.name == *s.data.provider)
+                .map(|p| p.config.issuer.as_str()),
+            Credential::Token(t) => self.provider(t.provider).map(|cfg| cfg.issuer.as_str()),
+            Credential::Anonymous => None,
+        }
     }
 
     /// The identity headers of `id`, as configured for its provider (computed once per

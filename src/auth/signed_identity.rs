@@ -4,7 +4,7 @@
 //! came through the gateway. The public keys are published as a JWKS.
 //!
 //! Signing costs tens of microseconds, so a token is reused for half its lifetime by everyone
-//! whose assertion would read the same (same issuer, audience, subject, email and groups).
+//! whose assertion would read the same (same audience, provider, subject, email and groups).
 
 use crate::cache::BoundedCache;
 use crate::clock::now;
@@ -84,24 +84,18 @@ impl IdentitySigner {
         json!({ "keys": self.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
     }
 
-    /// The assertion for `sub` with `claims`, for a request to `host` (the audience unless one
-    /// is configured): a cached one while it has at least half its lifetime left.
+    /// The assertion for `sub` of the provider `idp` (its issuer) with `claims`, for a request
+    /// forwarded to the upstream named `upstream` (the audience unless one is configured;
+    /// never anything the client sent): a cached one while it has at least half its lifetime
+    /// left.
     pub fn assertion(
         &self,
         sub: &str,
+        idp: &str,
         claims: Option<&Map<String, Value>>,
-        host: &str,
+        upstream: &str,
     ) -> Option<http::HeaderValue> {
-        // Host names are case-insensitive; verifiers compare `aud` exactly.
-        let lower;
-        let aud = match self.cfg.audience.as_deref() {
-            Some(a) => a,
-            None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
-                lower = host.to_ascii_lowercase();
-                &lower
-            }
-            None => host,
-        };
+        let aud = self.cfg.audience.as_deref().unwrap_or(upstream);
         let claim = |name: &str| {
             claims
                 .and_then(|c| c.get(name))
@@ -110,7 +104,7 @@ impl IdentitySigner {
         };
         let (email, groups) = (claim("email"), claim("groups"));
         let mut digest = Sha256::new();
-        for part in [aud, sub, &email.to_string(), &groups.to_string()] {
+        for part in [aud, idp, sub, &email.to_string(), &groups.to_string()] {
             digest.update((part.len() as u64).to_le_bytes());
             digest.update(part.as_bytes());
         }
@@ -120,8 +114,9 @@ impl IdentitySigner {
             return Some(v);
         }
         let lifetime = self.cfg.lifetime.as_secs();
+        // `idp` scopes `sub`: the same subject at two providers is two people.
         let mut body = json!({
-            "iss": self.cfg.issuer, "aud": aud, "sub": sub,
+            "iss": self.cfg.issuer, "aud": aud, "sub": sub, "idp": idp,
             "iat": now, "exp": now + lifetime,
             "jti": B64.encode(crate::crypto::random_bytes::<16>()),
         });
@@ -210,4 +205,52 @@ fn signing_key(pem: &[u8]) -> Result<SigningKey, String> {
         }),
         kid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(audience: Option<&str>) -> (IdentitySigner, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = IdentityAssertion {
+            header: http::HeaderName::from_static("x-gateway-assertion"),
+            issuer: "https://gateway.test".into(),
+            audience: audience.map(str::to_owned),
+            lifetime: std::time::Duration::from_secs(60),
+            key_files: Vec::new(),
+            jwks_path: "/jwks.json".into(),
+        };
+        (IdentitySigner::new(&cfg, Some(dir.path())).unwrap(), dir)
+    }
+
+    fn claims(v: &http::HeaderValue) -> Value {
+        let payload = v.to_str().unwrap().split('.').nth(1).unwrap();
+        serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_audience_is_configuration_and_the_provider_scopes_the_subject() {
+        let (s, _dir) = signer(None);
+        let a = s
+            .assertion("alice", "https://idp-a.test", None, "orders")
+            .unwrap();
+        let b = s
+            .assertion("alice", "https://idp-b.test", None, "orders")
+            .unwrap();
+        assert_ne!(a, b, "one subject at two providers: two assertions");
+        assert_eq!(claims(&a)["aud"], "orders");
+        assert_eq!(claims(&a)["idp"], "https://idp-a.test");
+        assert_eq!(claims(&b)["idp"], "https://idp-b.test");
+        assert_eq!(
+            s.assertion("alice", "https://idp-a.test", None, "orders"),
+            Some(a),
+            "reused while young"
+        );
+        let (configured, _dir) = signer(Some("orders-api"));
+        let c = configured
+            .assertion("alice", "https://idp-a.test", None, "orders")
+            .unwrap();
+        assert_eq!(claims(&c)["aud"], "orders-api");
+    }
 }

@@ -494,7 +494,7 @@ pub struct IdentityAssertion {
     pub header: http::HeaderName,
     /// `iss`.
     pub issuer: String,
-    /// `aud`; `None`: the host the client asked for.
+    /// `aud`; `None`: the name of the upstream the request goes to.
     pub audience: Option<String>,
     /// `exp - iat`.
     pub lifetime: Duration,
