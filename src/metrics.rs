@@ -311,8 +311,8 @@ pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "requests_refused_total",
         "Requests the gateway refused before routing or to protect itself: bad_method, \
-         bad_target, bad_path, duplicate_authorization, bad_content_length, header_timeout, \
-         body_too_slow, too_many_connections, rate_limited, provider_busy.",
+         bad_target, bad_path, duplicate_authorization, bad_content_length, body_not_allowed, \
+         header_timeout, body_too_slow, too_many_connections, rate_limited, provider_busy.",
         &["reason"],
     )
 });
@@ -324,6 +324,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "bad_path",
     "duplicate_authorization",
     "bad_content_length",
+    "body_not_allowed",
     "header_timeout",
     "body_too_slow",
     "too_many_connections",

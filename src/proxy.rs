@@ -122,7 +122,7 @@ impl Gateway {
         if target.path.len() != req.uri.path().len() || target.forward == Forward::Canonical {
             ctx.logged_path = Some(target.path.as_ref().into());
         }
-        headers::check_framing(&req.headers).map_err(|e| {
+        headers::check_framing(&req.method, &req.headers).map_err(|e| {
             metrics::refused(e.code());
             Reply::error(400, e.code(), "Bad request", &format!("{e}."), html)
         })?;

@@ -146,3 +146,19 @@ auth = { provider = "okta", groups_required = [" "] }
         "{err}"
     );
 }
+
+#[test]
+fn trusting_every_address_as_a_proxy_is_warned_about() {
+    let (code, out, err) = check(
+        "[server]\ntrusted_proxies = [\"0.0.0.0/0\", \"::/0\"]\n[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:3000\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+    );
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    let all = format!("{out}{err}");
+    for key in ["server.trusted_proxies[0]", "server.trusted_proxies[1]"] {
+        assert!(
+            all.contains("gw.toml:2:") && all.contains(key),
+            "{key}: {all}"
+        );
+    }
+    assert!(all.contains("trusts every address"), "{all}");
+}

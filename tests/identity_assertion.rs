@@ -120,7 +120,10 @@ async fn upstreams_receive_an_assertion_python_verifies_and_clients_cannot_forge
         let lowered = host.to_ascii_lowercase();
         assert!(verify(&jwks_url, &lowered, other).is_err(), "{host}");
     }
-    // The public keys are public.
+    // The public keys are public, and cacheable (one Cache-Control, not no-store beside it).
+    let r = client().get(&jwks_url).send().await.unwrap();
+    let cache: Vec<_> = r.headers().get_all("cache-control").iter().collect();
+    assert_eq!(cache, ["public, max-age=300"]);
     let jwks = get_json(&jwks_url).await;
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 

@@ -279,6 +279,9 @@ impl Authenticator {
                         }
                     }
                 }
+                // Optional routes, and routes with an anonymous consumer, pass a request
+                // without a credential as it is: nobody is sent to sign in there.
+                AuthMethod::AuthorizationCode if spec.optional || spec.anonymous.is_some() => None,
                 AuthMethod::AuthorizationCode => {
                     let provider = spec.providers[0];
                     let denial = self

@@ -73,6 +73,10 @@ pub enum HeaderError {
     /// `Content-Length` values that differ or do not parse (RFC 9112 section 6.3).
     #[error("the Content-Length values disagree")]
     ContentLength,
+    /// A `GET` or `HEAD` with a body: its content has no meaning (RFC 9110 section 9.3.1), and
+    /// an upstream that does not read it would take it for the next request.
+    #[error("a GET or HEAD request cannot carry a body")]
+    BodyNotAllowed,
 }
 
 impl HeaderError {
@@ -81,13 +85,15 @@ impl HeaderError {
         match self {
             HeaderError::DuplicateAuthorization => "duplicate_authorization",
             HeaderError::ContentLength => "bad_content_length",
+            HeaderError::BodyNotAllowed => "body_not_allowed",
         }
     }
 }
 
 /// Refuses header sections two parties could read differently: several `Authorization` fields
-/// (one checked, another used) and disagreeing `Content-Length` values.
-pub fn check_framing(headers: &http::HeaderMap) -> Result<(), HeaderError> {
+/// (one checked, another used), disagreeing `Content-Length` values, and a body on a `GET` or
+/// `HEAD` (which many upstreams never read, and would then parse as a request of its own).
+pub fn check_framing(method: &http::Method, headers: &http::HeaderMap) -> Result<(), HeaderError> {
     if headers
         .get_all(http::header::AUTHORIZATION)
         .iter()
@@ -96,7 +102,13 @@ pub fn check_framing(headers: &http::HeaderMap) -> Result<(), HeaderError> {
     {
         return Err(HeaderError::DuplicateAuthorization);
     }
-    content_length(headers).map(|_| ())
+    let length = content_length(headers)?;
+    if (method == http::Method::GET || method == http::Method::HEAD)
+        && (length.is_some_and(|n| n > 0) || headers.contains_key(http::header::TRANSFER_ENCODING))
+    {
+        return Err(HeaderError::BodyNotAllowed);
+    }
+    Ok(())
 }
 
 /// The one `Content-Length` of a request, when every value (fields and comma-separated list
@@ -414,17 +426,20 @@ mod tests {
     fn authorization_once_and_content_length_agreeing() {
         let map = |h: &[(&str, &str)]| req(h).headers.clone();
         assert_eq!(
-            check_framing(&map(&[("authorization", "Bearer a")])),
+            check_framing(&http::Method::POST, &map(&[("authorization", "Bearer a")])),
             Ok(())
         );
         assert_eq!(
-            check_framing(&map(&[
-                ("authorization", "Bearer a"),
-                ("Authorization", "Bearer b")
-            ])),
+            check_framing(
+                &http::Method::POST,
+                &map(&[("authorization", "Bearer a"), ("Authorization", "Bearer b")])
+            ),
             Err(HeaderError::DuplicateAuthorization)
         );
-        assert_eq!(check_framing(&map(&[("content-length", "5, 5")])), Ok(()));
+        assert_eq!(
+            check_framing(&http::Method::POST, &map(&[("content-length", "5, 5")])),
+            Ok(())
+        );
         for bad in [
             &[("content-length", "5, 6")][..],
             &[("content-length", "5"), ("content-length", "6")],
@@ -432,7 +447,7 @@ mod tests {
             &[("content-length", "5,")],
         ] {
             assert_eq!(
-                check_framing(&map(bad)),
+                check_framing(&http::Method::POST, &map(bad)),
                 Err(HeaderError::ContentLength),
                 "{bad:?}"
             );
@@ -443,6 +458,20 @@ mod tests {
         let mut r = req(&[("content-length", "7, 7")]);
         collapse_content_length(&mut r).unwrap();
         assert_eq!(values(&r, "content-length"), vec!["7"]);
+        let get = |h: &[(&str, &str)]| check_framing(&http::Method::GET, &map(h));
+        assert_eq!(get(&[("content-length", "0")]), Ok(()));
+        assert_eq!(get(&[]), Ok(()));
+        for body in [
+            &[("content-length", "5")][..],
+            &[("transfer-encoding", "chunked")],
+        ] {
+            assert_eq!(get(body), Err(HeaderError::BodyNotAllowed), "{body:?}");
+            assert_eq!(
+                check_framing(&http::Method::HEAD, &map(body)),
+                Err(HeaderError::BodyNotAllowed)
+            );
+            assert_eq!(check_framing(&http::Method::POST, &map(body)), Ok(()));
+        }
     }
 
     #[test]

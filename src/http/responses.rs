@@ -143,12 +143,15 @@ h1{{font-size:1.4rem}}p{{line-height:1.5}}.code{{color:#888;font-size:.9rem}}\
         if !self.body.is_empty() {
             h.insert_header(http::header::CONTENT_TYPE, self.content_type)?;
         }
-        h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        // A reply's own caching or page policy replaces the default: two `Cache-Control`s
+        // contradict each other, and two CSPs would both apply (the stricter one would block a
+        // page's nonce'd script).
+        let own = |name| self.headers.iter().any(|(n, _)| *n == name);
+        if !own(http::header::CACHE_CONTROL) {
+            h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        }
         h.insert_header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
         if self.content_type.starts_with("text/html") {
-            // A page's own policy replaces the default (two CSPs would both apply, and the
-            // stricter one would block a page's nonce'd script).
-            let own = |name| self.headers.iter().any(|(n, _)| *n == name);
             if !own(http::header::CONTENT_SECURITY_POLICY) {
                 h.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
             }
@@ -223,6 +226,24 @@ mod tests {
                 .unwrap()
                 .contains("default-src 'none'")
         );
+    }
+
+    #[test]
+    fn a_replys_own_cache_control_replaces_no_store() {
+        let cache = |r: &Reply| -> Vec<String> {
+            let h = r.header().unwrap();
+            h.headers
+                .get_all(http::header::CACHE_CONTROL)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        let r = Reply::json(200, &serde_json::json!({})).with_header(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=300"),
+        );
+        assert_eq!(cache(&r), ["public, max-age=300"]);
+        assert_eq!(cache(&Reply::empty(200)), ["no-store"]);
     }
 
     #[test]

@@ -422,6 +422,24 @@ auth = { provider = "okta" }
         assert_eq!(c.server.keep_headers, vec!["x_user"]);
         assert_eq!(c.server.request_header_timeout, Duration::from_secs(3));
         assert_eq!(c.server.max_connections, 5);
+        assert!(
+            c.warnings
+                .iter()
+                .all(|w| !w.key.contains("trusted_proxies"))
+        );
+        let c =
+            parse_str("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"0.0.0.0/0\", \"::/0\"]\n")
+                .unwrap();
+        let warned: Vec<String> = c
+            .warnings
+            .iter()
+            .filter(|w| w.message.contains("trusts every address"))
+            .map(|w| format!("{}:{}", w.line, w.key))
+            .collect();
+        assert_eq!(
+            warned,
+            ["2:server.trusted_proxies[1]", "2:server.trusted_proxies[2]"]
+        );
         let errs = parse_str(
             "[server]\nkeep_headers = [\"X-Real-IP\", \"X-Tenant\", \"bad header\"]\nmax_connections = 0\n",
         )

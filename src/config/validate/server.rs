@@ -61,7 +61,23 @@ impl Builder<'_> {
                 .trusted_proxies
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| self.ip_net(p, &format!("server.trusted_proxies[{i}]")))
+                .filter_map(|(i, p)| {
+                    let key = format!("server.trusted_proxies[{i}]");
+                    let net = self.ip_net(p, &key)?;
+                    if net.prefix_len() == 0 {
+                        self.errs.warn_at(
+                            Some(p.span()),
+                            key,
+                            format!(
+                                "{:?} trusts every address: anyone can then forge X-Forwarded-For \
+                                 (and get round the per-client limits) and X-Forwarded-Proto/-Host; \
+                                 list only the proxies in front",
+                                p.get_ref()
+                            ),
+                        );
+                    }
+                    Some(net)
+                })
                 .collect(),
             pid_file: raw
                 .pid_file
