@@ -1292,3 +1292,73 @@ fn an_optional_route_passes_a_browser_without_a_credential_whatever_its_methods(
         assert!(got[0].header_values("x-auth-request-user").is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_provider_call_ceiling_only_repeat_callers_wait() {
+    let op = RealOp::start(&op_config("http://127.0.0.1:1", 600));
+    let up = LenientUpstream::start();
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &Toml::new()
+            .session(SECRET, "")
+            .provider(
+                "op",
+                &op.issuer,
+                "gateway-secret-0123456789",
+                "http://127.0.0.1:1",
+                "",
+            )
+            .upstream("api", &up.address())
+            .route(
+                "opaque",
+                &["/opaque"],
+                "api",
+                r#"provider = "op", methods = ["introspection"]"#,
+                "",
+            )
+            .build(),
+        server_extra: "provider_call_limit = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        ..Default::default()
+    });
+    let c = client();
+    let check = |token: String, xff: String| {
+        let r = c
+            .get(gw.url("/opaque"))
+            .bearer_auth(token)
+            .header("X-Forwarded-For", xff)
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while check("probe".into(), format!("198.51.100.{}", n % 200 + 1))
+        .await
+        .0
+        == 503
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One call a second: a client calling again and again soon waits (503, retry in 1 s)...
+    let mut busy = 0;
+    for i in 0..6 {
+        let (status, body) = check(format!("opaque-{i}"), "203.0.113.7".into()).await;
+        match status {
+            401 => {}
+            503 => {
+                assert!(body.contains("provider_busy"), "{body}");
+                busy += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(busy >= 1, "the ceiling never held a repeat caller");
+    // ...while a client's first call of the minute always goes through.
+    for i in 1..=5 {
+        let (status, body) = check(format!("first-{i}"), format!("192.0.2.{i}")).await;
+        assert_eq!(status, 401, "{body}");
+    }
+}
