@@ -11,12 +11,13 @@
 //!   first byte on a plain-TCP keep-alive connection (a peek tells when it arrives), or from the
 //!   start of the wait where the stream cannot peek (TLS), so there the keep-alive idle time
 //!   counts too;
-//! - HTTP/2 connections go to Pingora's own handling (frames arrive whole; its idle timeout and
-//!   the body rate in `proxy.rs` apply).
+//! - HTTP/2 connections go to the gateway's own accept loop (`h2.rs`): frames arrive whole; the
+//!   idle time is bounded there, the body rate in `proxy.rs`.
 //!
 //! Whether a request's header is complete is signalled by `Gateway::new_ctx`, which Pingora calls
 //! right after reading it, through a task-local flag ([`header_read`]).
 
+use crate::handshake::HandshakeDeadline;
 use crate::metrics;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -27,9 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-
-/// Idle time allowed between requests on a kept-alive HTTP/1 connection (Pingora's default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The answer to a connection over the cap, written before any request is read.
 static OVER_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
@@ -58,6 +56,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Longest time to receive a request's header.
     pub header_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive connection.
+    pub keepalive: Duration,
 }
 
 /// Pingora's HTTP proxy `A` behind the connection cap and the header deadline.
@@ -65,15 +65,18 @@ pub struct Guarded<A> {
     app: Arc<A>,
     limits: Limits,
     open: AtomicUsize,
+    /// The TLS listeners' handshake deadline, told when a handshake is done.
+    handshakes: Option<Arc<HandshakeDeadline>>,
 }
 
 impl<A> Guarded<A> {
-    /// Wraps `app`.
-    pub fn new(app: A, limits: Limits) -> Self {
+    /// Wraps `app`; `handshakes` is the deadline of its TLS listeners, if any.
+    pub fn new(app: A, limits: Limits, handshakes: Option<Arc<HandshakeDeadline>>) -> Self {
         Guarded {
             app: Arc::new(app),
             limits,
             open: AtomicUsize::new(0),
+            handshakes,
         }
     }
 
@@ -103,6 +106,11 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if let Some(h) = &self.handshakes
+            && stream.get_ssl_digest().is_some()
+        {
+            h.finished(&stream);
+        }
         let Some(_slot) = self.enter() else {
             metrics::refused("too_many_connections");
             if stream.selected_alpn_proto() != Some(ALPN::H2) {
@@ -116,18 +124,19 @@ where
             return None;
         };
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            return ServerApp::process_new(&self.app, stream, shutdown).await;
+            crate::h2::serve(&self.app, stream, shutdown, self.limits.keepalive).await;
+            return None;
         }
         let mut settings = None;
         let mut reused = false;
         loop {
-            if reused && !wait_for_next_request(&mut stream).await {
+            if reused && !wait_for_next_request(&mut stream, self.limits.keepalive).await {
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),
-                None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
+                None => session.set_keepalive(Some(self.limits.keepalive.as_secs().max(1))),
             }
             if *shutdown.borrow() {
                 session.set_keepalive(None);
@@ -190,10 +199,10 @@ where
 /// Waits (up to the keep-alive idle time) for the first byte of the next request on a reused
 /// connection, so the header deadline starts there. `false`: closed or idle too long. Streams
 /// that cannot peek (TLS) answer at once.
-async fn wait_for_next_request(stream: &mut Stream) -> bool {
+async fn wait_for_next_request(stream: &mut Stream, keepalive: Duration) -> bool {
     let mut first = [0u8; 1];
     matches!(
-        tokio::time::timeout(KEEPALIVE, stream.try_peek(&mut first)).await,
+        tokio::time::timeout(keepalive, stream.try_peek(&mut first)).await,
         Ok(Ok(_))
     )
 }

@@ -13,6 +13,8 @@ pub mod crypto;
 pub mod demo;
 pub mod devidp;
 pub mod fleet;
+pub mod h2;
+pub mod handshake;
 pub mod http;
 pub mod logging;
 pub mod metrics;

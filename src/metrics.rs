@@ -312,7 +312,8 @@ pub static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "requests_refused_total",
         "Requests the gateway refused before routing or to protect itself: bad_method, \
          bad_target, bad_path, duplicate_authorization, bad_content_length, body_not_allowed, \
-         header_timeout, body_too_slow, too_many_connections, rate_limited, provider_busy.",
+         header_timeout, body_too_slow, too_many_connections, rate_limited, provider_busy, \
+         tls_handshake_timeout.",
         &["reason"],
     )
 });
@@ -330,6 +331,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "too_many_connections",
     "rate_limited",
     "provider_busy",
+    "tls_handshake_timeout",
 ];
 
 /// Counts a refused request (`reason` is one of [`REFUSAL_REASONS`]).

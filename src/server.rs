@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::connections;
 use crate::fleet::pubsub::Subscriber;
 use crate::fleet::{Fleet, Invalidation};
+use crate::handshake::HandshakeDeadline;
 use crate::metrics;
 use crate::oidc::provider::DiscoveryService;
 use crate::proxy::Gateway;
@@ -15,7 +16,6 @@ use crate::readiness::Readiness;
 use crate::telemetry::TraceExport;
 use crate::upgrade;
 use crate::upstream::{HealthChecks, UpstreamPool};
-use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
@@ -122,17 +122,21 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     let limits = connections::Limits {
         max_connections: s.max_connections,
         header_timeout: s.request_header_timeout,
+        keepalive: s.keepalive_timeout,
     };
+    let h2 = h2_options(s);
+    let tls_handshake_timeout = s.tls_handshake_timeout;
     let mut http =
         pingora::proxy::http_proxy(&server.configuration, Gateway::new(config, pools, oidc));
-    let mut options = HttpServerOptions::default();
-    // An HTTP/2 connection with no stream open is closed like an idle HTTP/1 keep-alive one.
-    options.h2_idle_timeout = Some(std::time::Duration::from_secs(60));
-    http.server_options = Some(options);
+    http.h2_options = Some(h2);
+    let handshakes = (!tls.is_empty()).then(|| HandshakeDeadline::new(tls_handshake_timeout));
     let mut proxy = Service::new(
         "oidc-gateway proxy".to_owned(),
-        connections::Guarded::new(http, limits),
+        connections::Guarded::new(http, limits, handshakes.clone()),
     );
+    if let Some(h) = handshakes {
+        proxy.endpoints().set_pre_tls_callback(h);
+    }
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -170,6 +174,16 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         server.add_service(hc);
     }
     Ok(server)
+}
+
+/// HTTP/2 settings for client connections: Pingora's bounded defaults with the configured
+/// stream and header-list limits. The `h2` crate's own limits stay: 20 streams reset before
+/// they were accepted (rapid reset) and 1,024 errors a connection causes end it with GOAWAY.
+fn h2_options(s: &crate::config::Server) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    o.max_concurrent_streams(s.h2_max_concurrent_streams);
+    o.max_header_list_size(s.h2_max_header_list_size);
+    o
 }
 
 /// Pingora counts these periods in whole seconds; never round a grace period down to zero.

@@ -327,6 +327,9 @@ pub struct Server {
     pub tunnel_idle_timeout: Duration,
     /// Longest a TLS handshake may take from the connection's accept.
     pub tls_handshake_timeout: Duration,
+    /// Idle time allowed on a client connection between requests (HTTP/1 keep-alive; HTTP/2
+    /// with no stream open).
+    pub keepalive_timeout: Duration,
     /// Streams one HTTP/2 connection may have open at once.
     pub h2_max_concurrent_streams: u32,
     /// Largest decoded header list of an HTTP/2 request, in bytes.

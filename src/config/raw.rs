@@ -197,6 +197,7 @@ pub struct RawServer {
     pub response_min_send_rate: Option<Spanned<i64>>,
     pub tunnel_idle_timeout: Option<SStr>,
     pub tls_handshake_timeout: Option<SStr>,
+    pub keepalive_timeout: Option<SStr>,
     pub h2_max_concurrent_streams: Option<Spanned<i64>>,
     pub h2_max_header_list_size: Option<Spanned<i64>>,
     pub state_dir: Option<SStr>,

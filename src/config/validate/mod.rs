@@ -215,6 +215,15 @@ upstream = "app"
         assert!(c.routes[0].preserve_host);
         assert_eq!(c.routes[0].auth, Auth::None);
         assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9464".parse().unwrap());
+        let s = &c.server;
+        assert_eq!(s.provider_call_limit, 200);
+        assert_eq!(s.response_write_timeout, Duration::from_secs(60));
+        assert_eq!(s.response_min_send_rate, 0);
+        assert_eq!(s.tunnel_idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(s.h2_max_concurrent_streams, 100);
+        assert_eq!(s.h2_max_header_list_size, 65_536);
     }
 
     #[test]
@@ -439,6 +448,20 @@ auth = { provider = "okta" }
         assert_eq!(
             warned,
             ["2:server.trusted_proxies[1]", "2:server.trusted_proxies[2]"]
+        );
+        let errs = parse_str(
+            "[server]\nh2_max_concurrent_streams = 0\nh2_max_header_list_size = 100\ntls_handshake_timeout = \"0s\"\n",
+        )
+        .unwrap_err()
+        .0;
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.h2_max_concurrent_streams",
+                "server.h2_max_header_list_size",
+                "server.tls_handshake_timeout"
+            ]
         );
         let errs = parse_str(
             "[server]\nkeep_headers = [\"X-Real-IP\", \"X-Tenant\", \"bad header\"]\nmax_connections = 0\n",

@@ -148,6 +148,11 @@ impl Builder<'_> {
                 "server.tls_handshake_timeout",
                 Duration::from_secs(10),
             ),
+            keepalive_timeout: self.duration(
+                &raw.keepalive_timeout,
+                "server.keepalive_timeout",
+                Duration::from_secs(60),
+            ),
             h2_max_concurrent_streams: self.bounded(
                 &raw.h2_max_concurrent_streams,
                 "server.h2_max_concurrent_streams",
