@@ -894,11 +894,10 @@ async fn anonymous_clients_cannot_make_the_gateway_call_the_token_endpoint_freel
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn introspection_misses_are_limited_per_client() {
-    let op = RealOp::start(&op_config("http://127.0.0.1:1", 600));
-    let up = LenientUpstream::start();
-    let gw = GatewayProcess::start_with(GatewayOptions {
+/// A gateway whose `/opaque` takes tokens checked by introspection at `op`, trusting the
+/// loopback proxy's `X-Forwarded-For`, with `server_extra` limits.
+fn introspection_gateway(op: &RealOp, up: &LenientUpstream, server_extra: &str) -> GatewayProcess {
+    GatewayProcess::start_with(GatewayOptions {
         body: &Toml::new()
             .session(SECRET, "")
             .provider(
@@ -917,9 +916,16 @@ async fn introspection_misses_are_limited_per_client() {
                 "",
             )
             .build(),
-        server_extra: "introspection_rate_limit = 3\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        server_extra: &format!("{server_extra}\ntrusted_proxies = [\"127.0.0.1/32\"]"),
         ..Default::default()
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_misses_are_limited_per_client() {
+    let op = RealOp::start(&op_config("http://127.0.0.1:1", 600));
+    let up = LenientUpstream::start();
+    let gw = introspection_gateway(&op, &up, "introspection_rate_limit = 3");
     let check = |token: String, xff: &'static str| {
         let c = client();
         let url = gw.url("/opaque");
@@ -1297,28 +1303,7 @@ fn an_optional_route_passes_a_browser_without_a_credential_whatever_its_methods(
 async fn past_the_provider_call_ceiling_only_repeat_callers_wait() {
     let op = RealOp::start(&op_config("http://127.0.0.1:1", 600));
     let up = LenientUpstream::start();
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &Toml::new()
-            .session(SECRET, "")
-            .provider(
-                "op",
-                &op.issuer,
-                "gateway-secret-0123456789",
-                "http://127.0.0.1:1",
-                "",
-            )
-            .upstream("api", &up.address())
-            .route(
-                "opaque",
-                &["/opaque"],
-                "api",
-                r#"provider = "op", methods = ["introspection"]"#,
-                "",
-            )
-            .build(),
-        server_extra: "provider_call_limit = 1\ntrusted_proxies = [\"127.0.0.1/32\"]",
-        ..Default::default()
-    });
+    let gw = introspection_gateway(&op, &up, "provider_call_limit = 1");
     let c = client();
     let check = |token: String, xff: String| {
         let r = c

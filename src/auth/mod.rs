@@ -562,10 +562,10 @@ impl Authenticator {
     }
 
     /// Sets the identity headers of a request to an authenticated route (scrubbed before), and
-    /// the signed identity assertion for the upstream named `upstream` when configured. `Authorization` is the
-    /// gateway's there: a validated bearer token stays, anything else the client sent is removed
-    /// (optional mode without a credential, the anonymous consumer, a session, which may set its
-    /// own below).
+    /// the signed identity assertion for the upstream named `upstream` when configured.
+    /// `Authorization` is the gateway's there: a validated bearer token stays, anything else the
+    /// client sent is removed (optional mode without a credential, the anonymous consumer, a
+    /// session, which may set its own below).
     pub fn identify(
         &self,
         id: Option<&Identity>,
@@ -580,24 +580,24 @@ impl Authenticator {
             req.insert_header(name.clone(), value.clone())?;
         }
         if let (Some(signer), Some(sub), Some(idp)) =
-            (&self.identity_signer, id.sub(), self.issuer_of(id))
-            && let Some(jwt) = signer.assertion(sub, idp, id.claims(), upstream)
+            (&self.identity_signer, id.sub(), self.provider_of(id))
+            && let Some(jwt) = signer.assertion(sub, &idp.issuer, id.claims(), upstream)
         {
             req.insert_header(signer.header().clone(), jwt)?;
         }
         Ok(())
     }
 
-    /// The issuer of the provider that vouches for `id` (none for an anonymous consumer).
-    fn issuer_of(&self, id: &Identity) -> Option<&str> {
+    /// The provider that vouches for `id` (none for an anonymous consumer).
+    fn provider_of(&self, id: &Identity) -> Option<&Provider> {
         match &id.credential {
             Credential::Session(s) => self
                 .providers
                 .list
                 .iter()
                 .find(|p| *p.config.name == *s.data.provider)
-                .map(|p| p.config.issuer.as_str()),
-            Credential::Token(t) => self.provider(t.provider).map(|cfg| cfg.issuer.as_str()),
+                .map(|p| &p.config),
+            Credential::Token(t) => self.provider(t.provider),
             Credential::Anonymous => None,
         }
     }
@@ -608,22 +608,17 @@ impl Authenticator {
         &'a self,
         id: &'a Identity,
     ) -> impl Iterator<Item = &'a (http::HeaderName, http::HeaderValue)> {
-        let set = match &id.credential {
-            Credential::Session(s) => self
-                .providers
-                .list
-                .iter()
-                .find(|p| *p.config.name == *s.data.provider)
-                .map(|p| {
-                    s.upstream_headers
-                        .get_or_init(|| identity::session_headers(&p.config, s).into())
-                }),
-            Credential::Token(t) => self.provider(t.provider).map(|cfg| {
+        let set = self.provider_of(id).and_then(|cfg| match &id.credential {
+            Credential::Session(s) => Some(
+                s.upstream_headers
+                    .get_or_init(|| identity::session_headers(cfg, s).into()),
+            ),
+            Credential::Token(t) => Some(
                 t.upstream_headers
-                    .get_or_init(|| identity::token_headers(cfg, t).into())
-            }),
+                    .get_or_init(|| identity::token_headers(cfg, t).into()),
+            ),
             Credential::Anonymous => None,
-        };
+        });
         set.into_iter().flatten().chain(&id.extra_headers)
     }
 
