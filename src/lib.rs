@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod bind_check;
 pub mod cache;
 pub mod claims;
 pub mod clock;

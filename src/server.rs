@@ -4,6 +4,7 @@
 
 use crate::admin::AdminApp;
 use crate::auth::{Authenticator, SessionSweeper};
+use crate::bind_check;
 use crate::config::Config;
 use crate::connections;
 use crate::fleet::pubsub::Subscriber;
@@ -52,6 +53,13 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         daemon: mode.daemon,
         ..Opt::default()
     };
+    // Pingora would retry a port in use for ever; an upgrade takes its sockets over instead.
+    if !mode.upgrade {
+        let mut addrs = s.listen.to_vec();
+        addrs.extend(s.tls.iter().map(|t| t.listen));
+        addrs.extend(config.metrics.as_ref().map(|m| m.listen));
+        bind_check::check(&addrs)?;
+    }
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     metrics::init();
 

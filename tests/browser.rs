@@ -47,7 +47,7 @@ impl Chrome {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver must be installed (Debian package chromium-driver); .ci/run installs it");
+            .expect("chromedriver must be installed (Debian package chromium-driver; scripts/install-test-deps installs it)");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");

@@ -162,3 +162,93 @@ fn trusting_every_address_as_a_proxy_is_warned_about() {
     }
     assert!(all.contains("trusts every address"), "{all}");
 }
+
+/// Runs the binary with `args` and a config listening on `port` (metrics on `metrics`); its
+/// exit status and output, or a panic if it is still running after 10 s.
+fn run_until_exit(args: &[&str], port: u16, metrics: u16) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\npid_file = \"{d}/gw.pid\"\n\
+             upgrade_socket = \"{d}/up.sock\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             [[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:3000\"]\n\
+             [[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status.code().unwrap_or(-1), text);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after 10 s with its port in use: {args:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_port_in_use_is_an_error_that_names_it_and_its_holder() {
+    // Pingora retries a port in use for ever; with --daemon the parent exited 0 and /healthz
+    // answered while nothing listened on the port.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let metrics = support::free_port();
+    for args in [&["run"][..], &["run", "--daemon"]] {
+        let (code, out) = run_until_exit(args, port, metrics);
+        assert_ne!(code, 0, "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+                && out.contains(&format!("held by pid {}", std::process::id())),
+            "{args:?}: {out}"
+        );
+    }
+    // The metrics listener too.
+    let free = support::free_port();
+    let (code, out) = run_until_exit(&["run"], free, port);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
+    drop(held);
+}
+
+#[test]
+fn the_demo_does_not_invite_anyone_to_a_port_another_server_holds() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let free = || support::free_port().to_string();
+    let out = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string(), "--idp-port", &free()])
+        .args(["--upstream-port", &free(), "--metrics-port", &free()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(!text.contains("open http"), "{text}");
+}

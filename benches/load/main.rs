@@ -110,7 +110,7 @@ fn main() {
             .is_ok_and(|o| o.status.success());
         assert!(
             found,
-            "{tool} is required (Debian packages wrk and nginx-light; .ci/run installs them)"
+            "{tool} is required (Debian packages wrk and nginx-light; scripts/install-test-deps installs them)"
         );
     }
     if args.iter().any(|a| a == "--memory-only") {

@@ -159,6 +159,11 @@ pub fn build(p: &DemoPorts) -> Result<Server, String> {
         session: b64(crate::crypto::random_bytes()),
         client: b64(crate::crypto::random_bytes()),
     };
+    // The gateway's own ports are checked by `server::build`; these two are the demo's.
+    crate::bind_check::check(&[
+        std::net::SocketAddr::from(([127, 0, 0, 1], p.idp)),
+        std::net::SocketAddr::from(([127, 0, 0, 1], p.upstream)),
+    ])?;
     let text = config_text(p, Some(&secrets));
     let config = Config::parse(&text, Path::new("<demo>"))
         .map_err(|e| format!("demo configuration: {e}"))?;

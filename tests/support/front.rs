@@ -102,7 +102,9 @@ impl FrontProxy {
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap_or_else(|e| panic!("{what} is installed: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("{what} must be installed (scripts/install-test-deps installs it): {e}")
+            });
         let mut p = FrontProxy { port, child, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

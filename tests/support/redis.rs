@@ -124,7 +124,7 @@ fn spawn_redis(args: &[String], dir: &tempfile::TempDir) -> Child {
         .stdout(Stdio::from(log))
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server must be installed (.ci/run installs it)")
+        .expect("redis-server must be installed (scripts/install-test-deps installs it)")
 }
 
 /// Runs `redis-cli -p port args...`; its standard output.
@@ -133,7 +133,7 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
-        .expect("redis-cli must be installed (.ci/run installs it)");
+        .expect("redis-cli must be installed (scripts/install-test-deps installs it)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
