@@ -86,7 +86,10 @@ async fn sign_in_and_forge(
     sign_in: &str,
 ) -> Browser {
     let b = Browser::new();
-    let page = b.navigate(&front.url("/reports/q3?year=2026"), None).await;
+    // The whole query comes back after the sign-in: several parameters, an encoded `&` and an
+    // encoded non-ASCII character.
+    let asked = "/reports/q3?year=2026&q=caf%C3%A9&x=a%26b&empty=";
+    let page = b.navigate(&front.url(asked), None).await;
     assert_eq!(
         page.status,
         200,
@@ -96,7 +99,7 @@ async fn sign_in_and_forge(
         gw.log()
     );
     let echo = page.json();
-    assert_eq!(echo["uri"], "/reports/q3?year=2026");
+    assert_eq!(echo["uri"], asked, "{:?}", page.trail);
     assert_eq!(header(&echo, user_header), ["alice"], "{echo}");
 
     let forged = |client: &reqwest::Client, who: &str| {
@@ -267,4 +270,45 @@ async fn the_redirect_mode_sends_browsers_to_sign_in_and_applies_the_rules() {
     );
     // Signed in, but not in `admins`: 403.
     assert_eq!(ask(&b).await.unwrap().status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_shows_the_gateways_403_page_with_sign_out() {
+    // Signed in but not in `admins`: the old snippet gave nginx's bare "403 Forbidden", with no
+    // way to sign out or switch account.
+    let s = site(
+        FrontProxy::nginx,
+        "nginx.conf",
+        "[[forward_auth]]\nauth = { provider = \"op\", groups_required = [\"admins\"] }\n",
+    );
+    let b = Browser::new();
+    let page = b.navigate(&s.front.url("/reports?a=1"), None).await;
+    assert_eq!(page.status, 403, "{}\n{}", page.body, s.front.logs());
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    for part in ["Access denied", "Sign out", "/oauth2/sign_out"] {
+        assert!(page.body.contains(part), "{part}: {}", page.body);
+    }
+    // The button works through nginx: signed out, the page asks for a sign-in again.
+    let out = b
+        .client
+        .post(s.front.url("/oauth2/sign_out"))
+        .header("Origin", s.front.url(""))
+        .form(&[("x", "")])
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_redirection(), "{}", out.status());
+    let again = fresh_client()
+        .get(s.front.url("/reports"))
+        .header("Cookie", b.cookie_header(&s.front.url("/")))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 302);
 }

@@ -75,11 +75,7 @@ impl Authenticator {
         let rd = req
             .uri
             .query()
-            .and_then(|q| {
-                openidconnect::url::form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "rd")
-                    .map(|(_, v)| v.into_owned())
-            })
+            .and_then(rd_param)
             .and_then(|rd| redirect::on_host(&rd, host))
             .unwrap_or_else(|| "/".to_owned());
         let provider = fa.auth.providers[0];
@@ -129,6 +125,27 @@ impl Authenticator {
     }
 }
 
+/// The `rd` parameter of a sign-in start's `query`. nginx cannot percent-encode
+/// `$request_uri`, so `return 302 /oauth2/start?rd=$request_uri` sends `rd=/p?a=1&b=2`: an
+/// `rd` whose value is a bare path or URL takes the rest of the query as it is, `&`s and
+/// escapes included (and must then come last, as in the shipped snippet). An encoded one
+/// (`rd=%2Fp%3Fa%3D1`) is decoded as usual.
+fn rd_param(query: &str) -> Option<String> {
+    let start = if query.starts_with("rd=") {
+        Some(3)
+    } else {
+        query.find("&rd=").map(|i| i + 4)
+    };
+    if let Some(raw) = start.map(|i| &query[i..])
+        && (raw.starts_with('/') || raw.starts_with("http://") || raw.starts_with("https://"))
+    {
+        return Some(raw.to_owned());
+    }
+    openidconnect::url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The path and query the user asked for, from a trusted proxy's headers: `X-Original-URL`
 /// (nginx, Envoy) or `X-Forwarded-Uri` (Traefik, Caddy). Kept only as a same-origin path: the
 /// sign-in returns there on the host whose callback it completes on.
@@ -158,6 +175,24 @@ mod tests {
             .iter()
             .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
             .collect()
+    }
+
+    #[test]
+    fn rd_keeps_a_raw_query_whole_and_decodes_an_encoded_one() {
+        assert_eq!(
+            rd_param("rd=/public/?a=1&b=2&q=caf%C3%A9").as_deref(),
+            Some("/public/?a=1&b=2&q=caf%C3%A9")
+        );
+        assert_eq!(
+            rd_param("x=1&rd=https://app.test/p?a=1&b=2").as_deref(),
+            Some("https://app.test/p?a=1&b=2")
+        );
+        assert_eq!(
+            rd_param("rd=%2Fp%3Fa%3D1%26b%3D2&x=1").as_deref(),
+            Some("/p?a=1&b=2")
+        );
+        assert_eq!(rd_param("x=1").as_deref(), None);
+        assert_eq!(rd_param("ard=/x").as_deref(), None);
     }
 
     #[test]
