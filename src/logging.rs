@@ -125,6 +125,45 @@ impl<'a> MakeWriter<'a> for BatchWriter {
     }
 }
 
+/// A `MakeWriter` for JSON lines that drops the `log.*` fields (`log.file`, `log.line`,
+/// `log.module_path`, `log.target`) which `tracing-log` adds to the events of the `log` crate
+/// (Pingora's): `tracing-subscriber` writes the string ones as they are, and `log.file` is a
+/// path on the build machine. Our own events carry none; only lines that have one are re-read.
+#[derive(Clone)]
+pub struct WithoutLogFields<M>(M);
+
+/// One line on its way to the inner writer.
+pub struct CleanLine<W>(W);
+
+impl<W: Write> Write for CleanLine<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if memchr::memmem::find(data, b"\"log.").is_some()
+            && let Ok(mut fields) =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data)
+        {
+            fields.retain(|k, _| !k.starts_with("log."));
+            let mut line = serde_json::to_vec(&fields).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            self.0.write_all(&line)?;
+            return Ok(data.len());
+        }
+        self.0.write_all(data)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for WithoutLogFields<M> {
+    type Writer = CleanLine<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        CleanLine(self.0.make_writer())
+    }
+}
+
 /// Keeps the flusher running; flushes what is left when dropped.
 pub struct LogGuard {
     shared: Arc<Shared>,
@@ -165,31 +204,44 @@ pub fn batch_writer() -> (BatchWriter, LogGuard) {
     (BatchWriter(shared.clone()), LogGuard { shared, thread })
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides `level`. With `background`, lines are
-/// batched and written by a flusher thread (keep the returned guard alive until exit); without
-/// (daemon mode, where a fork would lose that thread) they are written directly.
+/// `w`, boxed; for JSON lines, without the `log.*` fields.
+fn boxed<M>(w: M, json: bool) -> tracing_subscriber::fmt::writer::BoxMakeWriter
+where
+    M: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
+{
+    if json {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(WithoutLogFields(w))
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(w)
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides `level` (Pingora's noisiest targets
+/// stay quiet unless it names them). With `background`, lines are batched and written by a
+/// flusher thread (keep the returned guard alive until exit); without (daemon mode, where a
+/// fork would lose that thread) they are written directly.
 pub fn init(level: &str, json: bool, background: bool) -> Option<LogGuard> {
     // Pingora's load balancer logs every health flip with a full peer dump; the gateway logs
-    // the same event in one line, so keep Pingora's to errors unless asked otherwise.
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("pingora_load_balancing=error,{level}")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // the same event in one line, so keep Pingora's to errors unless asked otherwise. Pingora's
+    // socket handover logs "ERROR No incoming socket transfer" every second while a new process
+    // waits for the old one's sockets, which is what a normal reload does; a handover that
+    // fails is still an error, logged by its bootstrap ("Bootstrap failed"). These quieter
+    // defaults come first, so `level` or `RUST_LOG` can still ask for them.
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+    let filter = EnvFilter::try_new(format!(
+        "pingora_load_balancing=error,pingora_core::server::transfer_fd=off,{wanted}"
+    ))
+    .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = if background {
         let (w, g) = batch_writer();
         let _ = ACCESS_SINK.set(AccessSink {
             json,
             batch: Some(w.0.clone()),
         });
-        (
-            tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
-            Some(g),
-        )
+        (boxed(w, json), Some(g))
     } else {
         let _ = ACCESS_SINK.set(AccessSink { json, batch: None });
-        (
-            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
-            None,
-        )
+        (boxed(std::io::stdout, json), None)
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -209,6 +261,24 @@ pub fn init(level: &str, json: bool, background: bool) -> Option<LogGuard> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_lose_the_log_crates_fields_and_keep_the_rest() {
+        let mut out = Vec::new();
+        {
+            let mut line = CleanLine(&mut out);
+            line.write_all(
+                br#"{"level":"INFO","message":"Bootstrap done","log.file":"/root/.cargo/registry/src/x/pingora-core/src/server/mod.rs","log.line":120,"log.target":"pingora_core::server","log.module_path":"pingora_core::server"}"#,
+            )
+            .unwrap();
+            line.write_all(b"{\"message\":\"ours\"}\n").unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "{\"level\":\"INFO\",\"message\":\"Bootstrap done\"}\n{\"message\":\"ours\"}\n"
+        );
+    }
 
     #[test]
     fn lines_are_buffered_then_flushed_in_order() {

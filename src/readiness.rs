@@ -73,11 +73,20 @@ impl Readiness {
         if let Some(all) = &self.providers {
             for &i in &self.used {
                 let Some(p) = all.handle(i) else { continue };
+                let error = p.last_error();
                 let state = match all.availability(i, now) {
-                    Availability::Known { age } => json!({"status": "ok", "age_seconds": age}),
+                    Availability::Known { age } => match error {
+                        // Serving from what it has, but the last refresh failed: say why.
+                        Some(e) => json!({"status": "ok", "age_seconds": age, "last_error": &*e}),
+                        None => json!({"status": "ok", "age_seconds": age}),
+                    },
                     Availability::Missing => {
                         missing.push(format!("provider {}", p.config.name));
-                        json!({"status": "missing", "detail": "no discovery document and keys yet"})
+                        json!({
+                            "status": "missing",
+                            "detail": "no discovery document and keys yet",
+                            "error": error.as_deref().unwrap_or("no attempt has finished yet"),
+                        })
                     }
                 };
                 providers.insert(p.config.name.clone(), state);

@@ -252,3 +252,18 @@ fn the_demo_does_not_invite_anyone_to_a_port_another_server_holds() {
     );
     assert!(!text.contains("open http"), "{text}");
 }
+
+#[test]
+fn a_target_written_as_a_url_is_told_to_drop_the_scheme() {
+    // It used to fail with "Name or service not known": "http" looked like a host name.
+    let (code, _, err) = check(
+        "[[upstreams]]\nname = \"a\"\ntargets = [\"http://127.0.0.1:21001\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("gw.toml:3:12: upstreams[0].targets[0]")
+            && err.contains("drop the scheme (http://)")
+            && err.contains("\"127.0.0.1:21001\""),
+        "{err}"
+    );
+}

@@ -293,7 +293,18 @@ async fn discovery_issuer_mismatch_never_enables_login_but_public_routes_work() 
         started.elapsed() < Duration::from_secs(1),
         "login must not hang while the provider is unusable"
     );
-    assert!(r.text().await.unwrap().contains("temporarily unavailable"));
+    // The page, /readyz and the log say why, verbatim: the provider answered, with a document
+    // naming another issuer (it used to say only "cannot be reached").
+    let page = r.text().await.unwrap();
+    assert!(page.contains("temporarily unavailable"), "{page}");
+    assert!(page.contains("unexpected issuer"), "{page}");
+    let (status, ready) = s.gw.readyz().await;
+    assert_eq!(status, 503);
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let error = ready["providers"]["hostile"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("unexpected issuer"), "{ready}");
     assert_eq!(
         client()
             .get(s.gw.url("/public/x"))
@@ -512,4 +523,34 @@ async fn a_latin1_cookie_beside_the_login_cookie_does_not_stop_the_sign_in() {
     let echo: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(echo["headers"]["x-auth-request-user"][0], "alice");
     assert_eq!(echo["headers"]["cookie"][0], "pref=caf\u{fffd}", "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_refused_for_a_missing_cookie_says_why_in_the_log() {
+    // Browsing `localhost` while redirect_uri says 127.0.0.1: the login cookie stays with
+    // localhost, and the callback on 127.0.0.1 cannot find it. The page says only that the
+    // response does not belong to this browser; the log line says what to check.
+    let s = start(Attack::None);
+    s.gw.wait_discovered("/app/").await;
+    let port = s.gw.port;
+    let page = Browser::new()
+        .navigate(&format!("http://localhost:{port}/app/x"), None)
+        .await;
+    assert_eq!(page.status, 400, "{:?}", page.trail);
+    assert!(
+        page.body.contains("does not belong to a sign-in"),
+        "{}",
+        page.body
+    );
+    let log = s.gw.log_containing(&["sign-in callback refused"]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("sign-in callback refused"))
+        .unwrap_or_else(|| panic!("no warning line:\n{log}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("state_missing"), "{line}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{port} (the host of redirect_uri)")),
+        "{line}"
+    );
 }

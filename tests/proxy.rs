@@ -474,6 +474,13 @@ async fn access_log_lines_in_text_and_json_never_with_the_query() {
             .iter()
             .any(|v| v["level"] == "WARN" && v["status"] == 502)
     );
+    // Pingora's own lines (through the `log` crate) are there, without the build machine's
+    // paths that `tracing-log` attached to them (`log.file`).
+    assert!(log.contains("Bootstrap"), "{log}");
+    assert!(
+        !log.contains("log.file") && !log.contains(".cargo/registry"),
+        "{log}"
+    );
 
     let log = quiet.log_containing(&["WARN access: request"]);
     assert!(
@@ -637,4 +644,9 @@ async fn upgrade_handover_loses_no_request() {
         200
     );
     assert!(new.wait_exit(Duration::from_millis(10)).is_none());
+    // A normal reload is not an error: the new process waits for the sockets without saying
+    // "ERROR ... No incoming socket transfer" each second (Pingora's own wording).
+    for (who, log) in [("new", new.log()), ("old", old.log())] {
+        assert!(!log.contains("ERROR"), "{who}:\n{log}");
+    }
 }

@@ -45,8 +45,9 @@ pub enum Denial {
         /// Where the page's "Sign out" button posts.
         logout_path: String,
     },
-    /// The provider cannot be reached to start a sign-in.
-    ProviderUnavailable,
+    /// The provider cannot be reached to start a sign-in (or its discovery failed); the
+    /// gateway's last error with it, verbatim.
+    ProviderUnavailable(Option<std::sync::Arc<str>>),
     /// The session store (Redis) cannot be reached to check the session.
     StoreUnavailable,
     /// A form posted before sign-in cannot be kept for it (`preserve_post`).
@@ -165,13 +166,21 @@ fn render(denial: Denial, html: bool) -> Reply {
                 reply
             }
         }
-        Denial::ProviderUnavailable => unavailable(
-            "idp_unavailable",
-            "Sign-in is temporarily unavailable",
-            "The identity provider cannot be reached right now. Please try again in a minute.",
-            "30",
-            html,
-        ),
+        Denial::ProviderUnavailable(error) => {
+            let detail = match error {
+                Some(e) => format!(
+                    "The gateway cannot use the identity provider right now. Please try again in a minute. Its last attempt: {e}"
+                ),
+                None => "The gateway cannot use the identity provider right now. Please try again in a minute.".to_owned(),
+            };
+            unavailable(
+                "idp_unavailable",
+                "Sign-in is temporarily unavailable",
+                &detail,
+                "30",
+                html,
+            )
+        }
         Denial::ProviderBusy => unavailable(
             "provider_busy",
             "Busy",

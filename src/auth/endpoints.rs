@@ -53,6 +53,41 @@ impl Endpoint {
     }
 }
 
+/// What an operator should check when a callback's login cookie is missing, does not match or
+/// has expired (the log line says it; the page the user sees does not).
+fn state_hint(
+    e: StateError,
+    cfg: &crate::config::Provider,
+    timeout: std::time::Duration,
+) -> String {
+    match e {
+        StateError::Missing => {
+            let callback_host = openidconnect::url::Url::parse(&cfg.redirect_uri)
+                .ok()
+                .and_then(|u| {
+                    u.host_str()
+                        .map(|h| u.port().map_or(h.to_owned(), |p| format!("{h}:{p}")))
+                })
+                .unwrap_or_default();
+            format!(
+                "the browser sent no login cookie for this state. The cookie is set on the host where \
+                 the sign-in started, and this callback is on {callback_host} (the host of redirect_uri): \
+                 if users browse the site under another name (localhost against 127.0.0.1, a bare \
+                 domain against www), the cookie stays there; give them the redirect_uri's host. \
+                 Otherwise: cookies blocked, an https-only (Secure) cookie on plain http, or the \
+                 callback already used (a reload)"
+            )
+        }
+        StateError::Invalid => "the login cookie does not open or belongs to another sign-in: \
+            the session secrets changed between start and callback, or an older tab's response"
+            .to_owned(),
+        StateError::Expired => format!(
+            "the sign-in took longer than login_timeout ({})",
+            humantime::format_duration(timeout)
+        ),
+    }
+}
+
 /// The key of `what` of kind `kind` in the local used-once record.
 fn used_once_key(kind: &str, what: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(kind.len() + 1 + what.len());
@@ -263,6 +298,12 @@ impl Authenticator {
                     StateError::Expired => ("state_expired", "The sign-in took too long."),
                 };
                 metrics::login(&name, reason);
+                tracing::warn!(
+                    provider = %name,
+                    reason,
+                    "sign-in callback refused: {}",
+                    state_hint(*e, cfg, self.settings.login_timeout)
+                );
                 return clear_attempt(self.retry_page(400, "Sign-in failed", detail, None));
             }
             None => {

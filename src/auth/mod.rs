@@ -232,6 +232,11 @@ impl Authenticator {
         self.providers.handle(index).map(|h| &h.config)
     }
 
+    /// Why the gateway's last discovery of provider `index` failed, if it did.
+    fn last_error(&self, index: usize) -> Option<Arc<str>> {
+        self.providers.handle(index).and_then(|p| p.last_error())
+    }
+
     fn attrs(&self, index: usize) -> &CookieAttrs {
         // `new` builds one entry per provider and there is at least one provider.
         &self.attrs[index.min(self.attrs.len() - 1)]
@@ -354,7 +359,7 @@ impl Authenticator {
         error: bearer::TokenError,
     ) -> Result<Option<Identity>, Denied> {
         if matches!(error, bearer::TokenError::Unavailable) {
-            return Err(Denial::ProviderUnavailable.into());
+            return Err(Denial::ProviderUnavailable(self.last_error(spec.providers[0])).into());
         }
         if spec.anonymous.is_some() {
             return Ok(Some(self.anonymous(spec)));
@@ -527,11 +532,11 @@ impl Authenticator {
         }
         let Some(d) = self.providers.ready(index).await else {
             metrics::login(&cfg.name, "provider_unavailable");
-            return Denial::ProviderUnavailable.into();
+            return Denial::ProviderUnavailable(self.last_error(index)).into();
         };
         if !Providers::reachable(&self.providers, index) {
             metrics::login(&cfg.name, "provider_unreachable");
-            return Denial::ProviderUnavailable.into();
+            return Denial::ProviderUnavailable(self.last_error(index)).into();
         }
         let return_to = redirect::same_origin_path(return_to)
             .unwrap_or("/")

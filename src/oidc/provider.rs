@@ -150,9 +150,22 @@ pub struct ProviderHandle {
     /// True while a discovery attempt runs (and before the first one starts).
     discovering: tokio::sync::watch::Sender<bool>,
     reach: std::sync::Mutex<Reach>,
+    /// Why the last discovery failed, verbatim (`None` after a success).
+    last_error: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl ProviderHandle {
+    /// Why the last discovery attempt failed, verbatim; `None` if it succeeded (or none ran).
+    pub fn last_error(&self) -> Option<Arc<str>> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn note_discovery(&self, result: &Result<(), String>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = result.as_ref().err().map(|e| Arc::from(e.as_str()));
+        }
+    }
+
     fn note_reach(&self, ok: bool) {
         if let Ok(mut reach) = self.reach.lock() {
             *reach = Reach {
@@ -210,6 +223,7 @@ impl Providers {
                         ok: true,
                         probing: false,
                     }),
+                    last_error: std::sync::Mutex::new(None),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -301,11 +315,19 @@ impl Providers {
                 let start = Instant::now();
                 let answered = p.http.inner().get(url).send().await;
                 metrics::idp_request(&p.config.name, "probe", start.elapsed());
-                let ok = answered.is_ok_and(|r| !r.status().is_server_error());
-                if !ok {
-                    tracing::warn!(provider = %p.config.name, "provider unreachable: sign-ins get 503 until it answers");
+                let failed = match answered {
+                    Ok(r) if r.status().is_server_error() => Some(format!(
+                        "probe: the discovery document answered {}",
+                        r.status()
+                    )),
+                    Ok(_) => None,
+                    Err(e) => Some(format!("probe: {}", error_chain(&e))),
+                };
+                if let Some(e) = &failed {
+                    tracing::warn!(provider = %p.config.name, "provider unreachable: sign-ins get 503 until it answers: {e}");
+                    p.note_discovery(&Err(e.clone()));
                 }
-                p.note_reach(ok);
+                p.note_reach(failed.is_none());
             });
         }
         reach.ok
@@ -421,6 +443,7 @@ impl Providers {
         if result.is_ok() {
             p.note_reach(true);
         }
+        p.note_discovery(&result);
         result
     }
 

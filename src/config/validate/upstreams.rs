@@ -200,6 +200,17 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         return Ok(a);
     }
     let expected = "expected host:port such as \"127.0.0.1:3000\" or \"app.internal:8080\"";
+    if let Some((scheme, rest)) = address.split_once("://") {
+        let tls = if scheme.eq_ignore_ascii_case("https") {
+            " (and set tls = true on the upstream for TLS)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "invalid address {address:?}: drop the scheme ({scheme}://), a target is host:port \
+             such as {rest:?}{tls}"
+        ));
+    }
     match address.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
         _ => return Err(format!("invalid address {address:?}: {expected}")),
