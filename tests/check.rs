@@ -179,10 +179,13 @@ fn run_until_exit(args: &[&str], port: u16, metrics: u16) -> (i32, String) {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&config)
+    exit_within(Command::new(BIN).args(args).arg("--config").arg(&config))
+}
+
+/// Runs `cmd` to its end; its exit status and output, or a panic (the process killed) if it is
+/// still running after 10 s.
+fn exit_within(cmd: &mut Command) -> (i32, String) {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -200,7 +203,8 @@ fn run_until_exit(args: &[&str], port: u16, metrics: u16) -> (i32, String) {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("still running after 10 s with its port in use: {args:?}");
+            let _ = child.wait();
+            panic!("still running after 10 s: {cmd:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -235,17 +239,12 @@ fn the_demo_does_not_invite_anyone_to_a_port_another_server_holds() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let free = || support::free_port().to_string();
-    let out = Command::new(BIN)
-        .args(["demo", "--port", &port.to_string(), "--idp-port", &free()])
-        .args(["--upstream-port", &free(), "--metrics-port", &free()])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text) = exit_within(
+        Command::new(BIN)
+            .args(["demo", "--port", &port.to_string(), "--idp-port", &free()])
+            .args(["--upstream-port", &free(), "--metrics-port", &free()]),
     );
-    assert!(!out.status.success(), "{text}");
+    assert_ne!(code, 0, "{text}");
     assert!(
         text.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{text}"
