@@ -175,7 +175,8 @@ fn main() -> ExitCode {
                 }
             };
             println!(
-                "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder"
+                "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder\n{}",
+                demo::dev_idp_settings(&ports)
             );
             server.run_forever();
         }

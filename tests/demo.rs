@@ -205,3 +205,54 @@ async fn the_demo_signs_in_shows_identity_and_enforces_rules() {
         "the IdP asks for the password again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_idp_prints_what_a_gateway_needs_and_refuses_an_unknown_logout_redirect_clearly() {
+    let (port, gw) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("idp.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["dev-idp", "--port", &port.to_string()])
+        .args(["--gateway-port", &gw.to_string()])
+        .env("CLIENT_SECRET", "my-very-own-client-secret")
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "dev-idp did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let printed = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        format!("issuer:                   http://127.0.0.1:{port}"),
+        "client_id:                demo".to_owned(),
+        format!("redirect_uri:             http://127.0.0.1:{gw}/oauth2/callback"),
+        format!("post-logout redirect_uri: http://127.0.0.1:{gw}/public"),
+        "client_secret:            the value of CLIENT_SECRET".to_owned(),
+    ] {
+        assert!(printed.contains(&line), "{line:?} in:\n{printed}");
+    }
+    assert!(!printed.contains("my-very-own-client-secret"), "{printed}");
+
+    // A gateway whose logout_redirect_uri the IdP does not know: a clear 400, not a silent
+    // "signed out" page.
+    let r = client()
+        .get(format!(
+            "http://127.0.0.1:{port}/logout?client_id=demo&post_logout_redirect_uri=http%3A%2F%2Flocalhost%3A{gw}%2Fbye"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(&format!("http://localhost:{gw}/bye"))
+            && page.contains(&format!("http://127.0.0.1:{gw}/public")),
+        "{page}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

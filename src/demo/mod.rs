@@ -190,10 +190,29 @@ fn dev_idp(
     client_secret: &str,
     access_token_ttl: u64,
 ) -> Result<(DevIdp, SocketAddr), String> {
-    let gw = p.gateway;
     let idp_addr = SocketAddr::from(([127, 0, 0, 1], p.idp));
     devidp::check_loopback(&idp_addr)?;
-    let idp = DevIdp::new(DevIdpConfig {
+    let idp = DevIdp::new(dev_idp_config(p, client_secret, access_token_ttl))?;
+    Ok((idp, idp_addr))
+}
+
+/// What `oidc-gateway dev-idp` prints: the settings a gateway configuration needs to use it.
+/// The demo client's secret is the one `CLIENT_SECRET` holds, never printed.
+pub fn dev_idp_settings(p: &DemoPorts) -> String {
+    dev_idp_config(p, "", 0).settings(|c| {
+        if c.id == API_CLIENT_ID {
+            API_CLIENT_SECRET.to_owned()
+        } else {
+            "the value of CLIENT_SECRET (the same as the gateway's client_secret)".to_owned()
+        }
+    })
+}
+
+/// The development IdP's clients and users for the gateway on `p.gateway`.
+fn dev_idp_config(p: &DemoPorts, client_secret: &str, access_token_ttl: u64) -> DevIdpConfig {
+    let gw = p.gateway;
+    let idp_addr = SocketAddr::from(([127, 0, 0, 1], p.idp));
+    DevIdpConfig {
         issuer: format!("http://{idp_addr}"),
         clients: vec![
             DevClient {
@@ -229,8 +248,7 @@ fn dev_idp(
             ),
         ],
         access_token_ttl,
-    })?;
-    Ok((idp, idp_addr))
+    }
 }
 
 /// Only the development IdP, for running the `--print-config` configuration (or your own) with

@@ -287,12 +287,27 @@ impl DevIdp {
             self.sessions.remove(sid);
         }
         let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let allowed = get("post_logout_redirect_uri").filter(|uri| {
-            let client = get("client_id").and_then(|c| self.client(c));
-            client.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri))
-        });
-        let mut resp = match allowed {
-            Some(uri) => redirect(&with_params(uri, &[("state", get("state"))])),
+        let client = get("client_id").and_then(|c| self.client(c));
+        let mut resp = match get("post_logout_redirect_uri") {
+            Some(uri)
+                if client.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri)) =>
+            {
+                redirect(&with_params(uri, &[("state", get("state"))]))
+            }
+            // Said plainly: a gateway whose logout_redirect_uri is not registered here would
+            // otherwise leave its users on this page without knowing why.
+            Some(uri) => {
+                let accepted = client
+                    .map(|c| c.post_logout_redirect_uris.join(", "))
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| "none".to_owned());
+                let why = format!(
+                    "The post_logout_redirect_uri {uri} is not registered for client {}. This development identity provider accepts: {accepted}. Set the gateway's logout_redirect_uri to one of them (oidc-gateway dev-idp prints them).",
+                    get("client_id").unwrap_or("(none given)")
+                );
+                tracing::warn!("development IdP: logout refused: {why}");
+                page(400, "Sign-out redirect refused", &why, "")
+            }
             None => page(
                 200,
                 "Signed out",

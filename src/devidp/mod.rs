@@ -72,6 +72,30 @@ pub struct DevIdpConfig {
     pub access_token_ttl: u64,
 }
 
+impl DevIdpConfig {
+    /// What a gateway configuration must say to use this IdP, for `dev-idp` to print: its
+    /// issuer, and per client the id, the secret (`secret_shown`: how to show the one a client
+    /// gets from the environment) and the redirect and post-logout URIs it accepts.
+    pub fn settings(&self, secret_shown: impl Fn(&DevClient) -> String) -> String {
+        let mut out = format!("issuer:                   {}\n", self.issuer);
+        for c in &self.clients {
+            let list = |uris: &[String]| match uris {
+                [] => "(none)".to_owned(),
+                _ => uris.join(", "),
+            };
+            out.push_str(&format!(
+                "client_id:                {}\nclient_secret:            {}\n\
+                 redirect_uri:             {}\npost-logout redirect_uri: {}\n",
+                c.id,
+                secret_shown(c),
+                list(&c.redirect_uris),
+                list(&c.post_logout_redirect_uris),
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AuthRequest {
     client_id: String,
@@ -395,6 +419,13 @@ mod tests {
             ]),
             None,
         );
-        assert_eq!(out.status(), 200);
+        // Refused, and the page says which URIs would do (not a silent "signed out").
+        assert_eq!(out.status(), 400);
+        assert!(out.headers().get("location").is_none());
+        let page = String::from_utf8_lossy(out.body());
+        assert!(
+            page.contains("https://evil.example/") && page.contains("http://127.0.0.1:8/"),
+            "{page}"
+        );
     }
 }
