@@ -28,8 +28,14 @@ enum Command {
     /// (zero-downtime upgrade and config reload), also when it comes while this process is
     /// still starting (it is then answered once the process serves); SIGINT exits at once.
     Run {
-        /// Configuration file.
-        #[arg(short, long, default_value = "conf/oidc-gateway.toml")]
+        /// Configuration file. Single keys may be set from the environment too:
+        /// `OIDC_GATEWAY__SERVER__MAX_CONNECTIONS=5000` (see `check --print-effective`).
+        #[arg(
+            short,
+            long,
+            env = "OIDC_GATEWAY_CONFIG",
+            default_value = "conf/oidc-gateway.toml"
+        )]
         config: PathBuf,
         /// Take over the listening sockets of a running instance, which must then get SIGQUIT.
         #[arg(short, long)]
@@ -89,8 +95,17 @@ enum Command {
     /// probably not meant) are printed too, with exit 0.
     Check {
         /// Configuration file.
-        #[arg(short, long, default_value = "conf/oidc-gateway.toml")]
+        #[arg(
+            short,
+            long,
+            env = "OIDC_GATEWAY_CONFIG",
+            default_value = "conf/oidc-gateway.toml"
+        )]
         config: PathBuf,
+        /// Print the configuration in effect (the file with the `OIDC_GATEWAY__*` environment
+        /// overrides written in), secrets masked, before checking it.
+        #[arg(long)]
+        print_effective: bool,
     },
 }
 
@@ -105,7 +120,18 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check {
+            config,
+            print_effective,
+        } => match print_effective
+            .then(|| Config::effective_source(&config))
+            .transpose()
+            .and_then(|effective| {
+                if let Some((text, _)) = effective {
+                    print!("{}", oidc_gateway::config::env::masked(&text));
+                }
+                Config::load(&config)
+            }) {
             Ok(c) => {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");

@@ -264,3 +264,107 @@ fn a_target_written_as_a_url_is_told_to_drop_the_scheme() {
         "{err}"
     );
 }
+
+#[test]
+fn configuration_from_the_environment_as_containers_pass_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\npid_file = \"{d}/gw.pid\"\nupgrade_socket = \"{d}/up.sock\"\n\
+             [metrics]\nlisten = \"\"\n\
+             [session]\nsecrets = [\"${{SESSION_SECRET}}\"]\n\
+             [[providers]]\nname = \"op\"\nissuer = \"https://idp.example.com\"\nclient_id = \"gw\"\n\
+             redirect_uri = \"https://app.example.com/oauth2/callback\"\n\
+             [[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:3000\"]\n\
+             [[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let port = support::free_port();
+    let env = [
+        ("OIDC_GATEWAY_CONFIG", path.to_str().unwrap().to_owned()),
+        (
+            "SESSION_SECRET",
+            "session-secret-from-env-0123456789abcdef".to_owned(),
+        ),
+        (
+            "OIDC_GATEWAY__SERVER__LISTEN",
+            format!("[\"127.0.0.1:{port}\"]"),
+        ),
+        ("OIDC_GATEWAY__SERVER__MAX_CONNECTIONS", "7".to_owned()),
+        (
+            "OIDC_GATEWAY__PROVIDERS__0__CLIENT_SECRET",
+            "literal-client-secret-value".to_owned(),
+        ),
+    ];
+    // `check` finds the file through OIDC_GATEWAY_CONFIG and prints what is in effect, with
+    // the secret masked and the variable reference kept.
+    let out = Command::new(BIN)
+        .args(["check", "--print-effective"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("listen = [\"127.0.0.1:{port}\"]")),
+        "{text}"
+    );
+    assert!(text.contains("max_connections = 7"), "{text}");
+    assert!(text.contains("client_secret = \"***\""), "{text}");
+    assert!(text.contains("secrets = [\"${SESSION_SECRET}\"]"), "{text}");
+    assert!(!text.contains("literal-client-secret-value"), "{text}");
+    assert!(text.contains("3 keys from the environment"), "{text}");
+
+    // A bad value names the variable that set it.
+    let out = Command::new(BIN)
+        .arg("check")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("OIDC_GATEWAY__SERVER__MAX_CONNECTIONS", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("server.max_connections")
+            && err.contains("(set by OIDC_GATEWAY__SERVER__MAX_CONNECTIONS)"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("OIDC_GATEWAY__PROVIDERS__3__CLIENT_ID", "x")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OIDC_GATEWAY__PROVIDERS__3__CLIENT_ID: there is 1 [[providers]] entry, so no index 3"),
+        "{err}"
+    );
+
+    // `run` reads the same: it listens where the environment says.
+    let mut gw = Command::new(BIN)
+        .arg("run")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not listening on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = gw.kill();
+    let _ = gw.wait();
+}

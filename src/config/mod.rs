@@ -4,6 +4,7 @@
 //! and builds a [`Config`] whose values are already parsed (addresses resolved, durations read,
 //! references between sections turned into indices).
 
+pub mod env;
 mod error;
 mod hints;
 mod locate;
@@ -23,6 +24,8 @@ use std::time::Duration;
 pub struct Config {
     /// The file it was read from (for messages).
     pub source: PathBuf,
+    /// Keys set from the environment (`OIDC_GATEWAY__*`) rather than the file.
+    pub overrides: Vec<env::Override>,
     /// `[server]`
     pub server: Server,
     /// `[metrics]`; `None` when the metrics listener is disabled.
@@ -633,16 +636,35 @@ pub enum ConsumerField {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
+        let (text, overrides) = Config::effective_source(path)?;
+        let mut config = Config::parse(&text, path).map_err(|mut errors| {
+            // Name the variable behind a refused value: the file does not hold it.
+            for e in &mut errors.0 {
+                if let Some(o) = overrides.iter().find(|o| e.key.starts_with(&o.key)) {
+                    e.message.push_str(&format!(" (set by {})", o.var));
+                }
+            }
+            errors
+        })?;
+        config.overrides = overrides;
+        Ok(config)
+    }
+
+    /// The file's text with the `OIDC_GATEWAY__*` environment overrides written in (see
+    /// [`env`]), and the overrides; what `load` checks and `check --print-effective` prints.
+    pub fn effective_source(path: &Path) -> Result<(String, Vec<env::Override>), ConfigErrors> {
+        let fail = |message: String| {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
                 line: 0,
                 column: 0,
                 key: String::new(),
-                message: format!("cannot read the file: {e}"),
+                message,
             }])
-        })?;
-        Config::parse(&source, path)
+        };
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        env::apply(&source, std::env::vars()).map_err(fail)
     }
 
     /// Validates configuration text; `file` is used in messages only.
@@ -653,8 +675,20 @@ impl Config {
     /// A one-line description for `check`.
     pub fn summary(&self) -> String {
         let targets: usize = self.upstreams.iter().map(|u| u.targets.len()).sum();
+        let from_env = match self.overrides.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} key{} from the environment: {}",
+                plural(n),
+                self.overrides
+                    .iter()
+                    .map(|o| o.var.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         format!(
-            "{}: ok ({} route{}, {} upstream{}, {} target{}, {} listener{})",
+            "{}: ok ({} route{}, {} upstream{}, {} target{}, {} listener{}{from_env})",
             self.source.display(),
             self.routes.len(),
             plural(self.routes.len()),

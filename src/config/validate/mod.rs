@@ -168,6 +168,7 @@ impl Builder<'_> {
         }
         Config {
             source: file.to_path_buf(),
+            overrides: Vec::new(),
             server,
             metrics,
             log,
