@@ -345,7 +345,9 @@ fn configuration_from_the_environment_as_containers_pass_it() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("OIDC_GATEWAY__PROVIDERS__3__CLIENT_ID: there is 1 [[providers]] entry, so no index 3"),
+        err.contains(
+            "OIDC_GATEWAY__PROVIDERS__3__CLIENT_ID: there is 1 [[providers]] entry, so no index 3"
+        ),
         "{err}"
     );
 

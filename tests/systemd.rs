@@ -88,7 +88,7 @@ async fn unit_start_and_reload_hand_over_without_failures() {
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
     let run = |cmd: &str, main_pid: Option<u32>| {
         let cmd = cmd
-            .replace("/usr/local/bin/oidc-gateway", BIN)
+            .replace("/usr/bin/oidc-gateway", BIN)
             .replace(
                 "/etc/oidc-gateway/oidc-gateway.toml",
                 &config.display().to_string(),
