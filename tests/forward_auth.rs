@@ -272,15 +272,14 @@ async fn the_redirect_mode_sends_browsers_to_sign_in_and_applies_the_rules() {
     assert_eq!(ask(&b).await.unwrap().status(), 403);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn nginx_shows_the_gateways_403_page_with_sign_out() {
-    // Signed in but not in `admins`: the old snippet gave nginx's bare "403 Forbidden", with no
-    // way to sign out or switch account.
-    let s = site(
-        FrontProxy::nginx,
-        "nginx.conf",
-        "[[forward_auth]]\nauth = { provider = \"op\", groups_required = [\"admins\"] }\n",
-    );
+/// Through `front` (running `file`, with `[[forward_auth]]` lines `entry` that refuse alice), a
+/// refused user sees the gateway's 403 page with a working "Sign out".
+async fn a_refused_user_sees_the_gateways_403_page(
+    start: fn(&str) -> FrontProxy,
+    file: &str,
+    entry: &str,
+) {
+    let s = site(start, file, entry);
     let b = Browser::new();
     let page = b.navigate(&s.front.url("/reports?a=1"), None).await;
     assert_eq!(page.status, 403, "{}\n{}", page.body, s.front.logs());
@@ -293,7 +292,7 @@ async fn nginx_shows_the_gateways_403_page_with_sign_out() {
     for part in ["Access denied", "Sign out", "/oauth2/sign_out"] {
         assert!(page.body.contains(part), "{part}: {}", page.body);
     }
-    // The button works through nginx: signed out, the page asks for a sign-in again.
+    // The button works through the proxy: signed out, the page asks for a sign-in again.
     let out = b
         .client
         .post(s.front.url("/oauth2/sign_out"))
@@ -311,4 +310,24 @@ async fn nginx_shows_the_gateways_403_page_with_sign_out() {
         .await
         .unwrap();
     assert_eq!(again.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_shows_the_gateways_403_page_with_sign_out() {
+    // The old snippet gave nginx's bare "403 Forbidden", with no way to sign out or switch
+    // account.
+    a_refused_user_sees_the_gateways_403_page(
+        FrontProxy::nginx,
+        "nginx.conf",
+        "[[forward_auth]]\nauth = { provider = \"op\", groups_required = [\"admins\"] }\n",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_and_traefik_show_the_gateways_403_page_with_sign_out() {
+    let entry = "[[forward_auth]]\nunauthenticated = \"redirect\"\n\
+                 auth = { provider = \"op\", groups_required = [\"admins\"] }\n";
+    a_refused_user_sees_the_gateways_403_page(FrontProxy::caddy, "Caddyfile", entry).await;
+    a_refused_user_sees_the_gateways_403_page(FrontProxy::traefik, "traefik.yml", entry).await;
 }

@@ -33,6 +33,10 @@ const END_HEADERS: u8 = 0x4;
 /// Worst bystander latency allowed while an attack runs (a debug build on two busy cores).
 const RESPONSIVE: Duration = Duration::from_millis(1500);
 
+/// One attack at a time: the bystander's latency measures the gateway under one attack, not
+/// two cores shared by eight floods and their attackers.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Edge {
     gw: GatewayProcess,
     _up: TestUpstream,
@@ -40,11 +44,14 @@ struct Edge {
     tls_port: u16,
     cert_der: Vec<u8>,
     client: reqwest::Client,
+    /// Last, so the gateway has stopped before the next test takes its turn.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// The gateway with a TLS listener (h2 on) in front of a test upstream, with `server_extra`
 /// `[server]` lines.
 async fn start(server_extra: &str) -> Edge {
+    let turn = ONE_AT_A_TIME.lock().await;
     let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let certs = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
@@ -78,6 +85,7 @@ async fn start(server_extra: &str) -> Edge {
         tls_port,
         cert_der: key.cert.der().to_vec(),
         client,
+        _turn: turn,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while edge.client.get(edge.url("/ready")).send().await.is_err() {
