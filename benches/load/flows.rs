@@ -32,6 +32,37 @@ pub async fn wait_discovered(origin: &str) {
     }
 }
 
+/// The status of one GET with an optional header line.
+pub async fn status_of(url: &str, header: Option<&str>) -> u16 {
+    // The edge rows' certificate is the run's own, self-signed.
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut req = c.get(url);
+    if let Some((k, v)) = header.and_then(|h| h.split_once(": ")) {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// Waits until the gateway's `/readyz` (on its metrics listener) answers 200.
+pub async fn wait_ready(metrics_port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("http://127.0.0.1:{metrics_port}/readyz");
+    while !client(false)
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "the gateway never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One full authorization-code login as alice; returns the gateway's session cookie header.
 pub async fn login(origin: &str, path: &str) -> String {
     let c = client(true);

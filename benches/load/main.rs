@@ -21,14 +21,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod bare;
+mod edge;
 mod flows;
 mod memory;
 mod processes;
+mod profile;
 mod redis;
 mod report;
 mod traced;
 mod wrk;
 
+use edge::*;
 use flows::*;
 use memory::*;
 use processes::*;
@@ -48,6 +51,8 @@ struct Opts {
     /// `--hold N`: after setup, print the targets and the gateway's PID and wait N seconds
     /// (for profiling with perf/wrk by hand), then stop.
     hold: Option<u64>,
+    /// `--profile`: the per-request cost breakdown instead of the table (see `profile.rs`).
+    profile: bool,
     quick: bool,
     seconds: u32,
     rounds: usize,
@@ -81,9 +86,11 @@ fn main() {
         .iter()
         .position(|a| a == "--hold")
         .and_then(|i| args.get(i + 1)?.parse().ok());
+    let profile = args.iter().any(|a| a == "--profile");
     let opts = if quick {
         Opts {
             hold,
+            profile,
             quick,
             seconds: 1,
             rounds: 1,
@@ -94,6 +101,7 @@ fn main() {
     } else {
         Opts {
             hold,
+            profile,
             quick,
             seconds: 10,
             rounds: 5,
@@ -102,7 +110,7 @@ fn main() {
             session_counts: vec![100_000, 1_000_000],
         }
     };
-    for tool in ["wrk", "nginx"] {
+    for tool in ["wrk", "nginx", "h2load"] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
@@ -110,7 +118,7 @@ fn main() {
             .is_ok_and(|o| o.status.success());
         assert!(
             found,
-            "{tool} is required (Debian packages wrk and nginx-light; scripts/install-test-deps installs them)"
+            "{tool} is required (Debian packages wrk, nginx-light and nghttp2-client; scripts/install-test-deps installs them)"
         );
     }
     if args.iter().any(|a| a == "--memory-only") {
@@ -129,6 +137,9 @@ fn main() {
 struct Started {
     /// Processes that only need to stay up (nginx, the bare proxies, the IdP, the twin).
     _keep: Vec<Proc>,
+    /// The nginx proxy's and the first bare Pingora's PIDs (for `--profile`).
+    nginx_pid: u32,
+    bare_pid: u32,
     /// The gateway under test (restarted with the memory store later).
     gateway: Proc,
     /// Its config file.
@@ -141,7 +152,7 @@ struct Started {
 /// Starts nginx, the two bare Pingora proxies, the development IdP and the two gateways, and
 /// waits until every one listens and both gateways have discovered the IdP.
 async fn start_all(d: &Path, p: &Ports) -> Started {
-    let _nginx = start_nginx(d, p);
+    let [_upstream, _nginx] = start_nginx(d, p);
     let bare = |port: u16| {
         spawn(
             Command::new(std::env::current_exe().unwrap()).args([
@@ -208,7 +219,9 @@ async fn start_all(d: &Path, p: &Ports) -> Started {
     let origin2 = format!("http://127.0.0.1:{}", p.gateway2);
     wait_discovered(&origin2).await;
     Started {
-        _keep: vec![_nginx, _bare, _bare2, _idp, _gateway2],
+        nginx_pid: _nginx.0.id(),
+        bare_pid: _bare.0.id(),
+        _keep: vec![_upstream, _nginx, _bare, _bare2, _idp, _gateway2],
         gateway,
         config,
         origin,
@@ -266,6 +279,8 @@ async fn run(o: &Opts) {
 
     let Started {
         _keep,
+        nginx_pid,
+        bare_pid,
         mut gateway,
         config,
         origin,
@@ -304,15 +319,42 @@ async fn run(o: &Opts) {
             format!("{origin}/noauth/"),
             Some(format!("Cookie: {cookie}")),
         ),
+        // A browser without a session: the redirect to the IdP, with a sealed login cookie
+        // (state, nonce, PKCE) made for every request.
+        (
+            "sign-in redirect (302)",
+            format!("{origin}/session/"),
+            Some("Accept: text/html".to_owned()),
+        ),
     ];
-    // Every target must answer 200 before it is measured.
+    // Every target must answer as expected before it is measured.
     for (name, url, header) in &targets {
-        let mut req = reqwest::Client::new().get(url);
-        if let Some((k, v)) = header.as_deref().and_then(|h| h.split_once(": ")) {
-            req = req.header(k, v);
-        }
-        let status = req.send().await.unwrap().status();
-        assert_eq!(status, 200, "{name} does not answer 200");
+        let expected = if name.contains("302") { 302 } else { 200 };
+        assert_eq!(
+            status_of(url, header.as_deref()).await,
+            expected,
+            "{name} does not answer {expected}"
+        );
+    }
+
+    if o.profile {
+        let gw = gateway.0.id();
+        let subject = |t: &Target, pid: u32| profile::Subject {
+            name: t.0,
+            url: t.1.clone(),
+            header: t.2.clone(),
+            pid,
+        };
+        let subjects = [
+            subject(&targets[0], nginx_pid),
+            subject(&targets[1], bare_pid),
+            subject(&targets[2], gw),
+            subject(&targets[3], gw),
+        ];
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/profiles");
+        let costs = profile::profile(&subjects, o.seconds, &out);
+        profile::print_costs(&costs, o.seconds, &out);
+        return;
     }
 
     if let Some(secs) = o.hold {
@@ -354,6 +396,7 @@ async fn run(o: &Opts) {
         ("no-auth / its twin", pair(&targets[2], &noauth2), None),
         ("session / no-auth", pair(&targets[3], &noauth2), Some(0.95)),
         ("bearer / no-auth", pair(&targets[4], &noauth2), Some(0.90)),
+        ("sign-in 302 / no-auth", pair(&targets[6], &noauth2), None),
         (
             "no-auth + cookie / no-auth",
             pair(&targets[5], &noauth2),
@@ -461,6 +504,123 @@ async fn run(o: &Opts) {
     );
     assert!(exported.0 > 0, "the traced gateway exported nothing");
 
+    // A flood of sign-in starts from one address, past its limit: what the 429 costs.
+    drop(gateway);
+    std::fs::write(
+        &config,
+        gateway_config(d, &p, "cookie").replace("login_rate_limit = 0", "login_rate_limit = 5"),
+    )
+    .unwrap();
+    gateway = spawn(
+        Command::new(BIN).args(["run", "--config"]).arg(&config),
+        &d.join("gateway-limited.log"),
+    );
+    wait_port(p.gateway, "gateway (sign-in limit)");
+    // Not `wait_discovered`: its requests would spend the limit.
+    wait_ready(p.metrics).await;
+    let flood: Target = (
+        "sign-in flood (429)",
+        format!("{origin}/session/"),
+        Some("Accept: text/html".to_owned()),
+    );
+    let limit_spent = |r: &Wrk| r.requests > 0 && r.requests - r.errors.min(r.requests) <= 10;
+    wrk(&flood.1, flood.2.as_deref(), 1, o.connections);
+    let flood_run = wrk(&flood.1, flood.2.as_deref(), o.seconds, o.connections);
+    assert!(
+        limit_spent(&flood_run),
+        "the flood was not refused: {flood_run:?}"
+    );
+    assert_eq!(status_of(&flood.1, flood.2.as_deref()).await, 429);
+    pairs.push((
+        "sign-in 429 / no-auth",
+        paired_as(
+            &flood,
+            &noauth2,
+            o.rounds,
+            pair_seconds,
+            o.connections,
+            limit_spent,
+        ),
+        None,
+    ));
+
+    // The edge rows: TLS, HTTP/2, handshakes and forward-auth, each against nginx.
+    let [gateway_tls, nginx_tls, nginx_auth] = free_ports();
+    let e = EdgePorts {
+        gateway_tls,
+        nginx_tls,
+        nginx_auth,
+    };
+    let (cert, key) = certificate(d);
+    drop(gateway);
+    std::fs::write(&config, edge_gateway_config(d, &p, &e, &cert, &key)).unwrap();
+    gateway = spawn(
+        Command::new(BIN).args(["run", "--config"]).arg(&config),
+        &d.join("gateway-edge.log"),
+    );
+    let edge_nginx = start_edge_nginx(d, &p, &e, &cert, &key);
+    for (port, what) in [
+        (p.gateway, "gateway (edge)"),
+        (e.gateway_tls, "gateway TLS"),
+        (e.nginx_tls, "nginx TLS"),
+        (e.nginx_auth, "nginx forward-auth"),
+    ] {
+        wait_port(port, what);
+    }
+    wait_discovered(&origin).await;
+    let edge_cookie = Some(format!("Cookie: {}", login(&origin, "/session/").await));
+    let (gw, ngx) = (gateway.0.id(), edge_nginx.0.id());
+    let tls = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
+    let edge_rows = [
+        ("HTTPS keep-alive", wrk as Load, Some(1.3)),
+        ("HTTP/2 over TLS (h2load)", h2load as Load, None),
+        ("new TLS connections", wrk_new_connections as Load, None),
+    ]
+    .map(|(what, load, cpu_goal)| EdgeRow {
+        what,
+        load,
+        gateway: ("gateway", tls(e.gateway_tls, "/noauth/"), None),
+        gateway_pids: vec![gw],
+        nginx: ("nginx", tls(e.nginx_tls, "/"), None),
+        nginx_pids: vec![ngx],
+        cpu_goal,
+    });
+    let auth_row = EdgeRow {
+        what: "forward-auth (session)",
+        load: wrk,
+        gateway: (
+            "gateway, session",
+            format!("{origin}/session/"),
+            edge_cookie.clone(),
+        ),
+        gateway_pids: vec![gw],
+        nginx: (
+            "nginx auth_request + gateway",
+            format!("http://127.0.0.1:{}/", e.nginx_auth),
+            edge_cookie,
+        ),
+        nginx_pids: vec![ngx, gw],
+        cpu_goal: None,
+    };
+    for row in edge_rows.iter().chain([&auth_row]) {
+        for t in [&row.gateway, &row.nginx] {
+            if row.what.contains("h2load") {
+                continue;
+            }
+            assert_eq!(
+                status_of(&t.1, t.2.as_deref()).await,
+                200,
+                "{}: {}",
+                row.what,
+                t.0
+            );
+        }
+    }
+    let mut all_rows: Vec<EdgeRow> = edge_rows.into();
+    all_rows.push(auth_row);
+    let edge_figures = measure_edge(&all_rows, o, pair_seconds);
+    drop(edge_nginx);
+
     let redis_sessions = if o.quick { 10_000 } else { 100_000 };
     let redis_bytes = redis_session_memory(redis_port, redis_sessions).await;
 
@@ -478,6 +638,11 @@ async fn run(o: &Opts) {
         gateway_ms_per_login,
         memory: &memory,
     });
+    print_edge(&edge_figures, !o.quick);
+    println!(
+        "sign-in flood past the limit: {:.0} req/s of 429, p99 {:.2} ms",
+        flood_run.rps, flood_run.p99_ms
+    );
     for (ttl, cookie_len, rps, per_request) in redis_figures {
         println!(
             "redis store, local_cache_ttl = {ttl}: {rps:.0} req/s, cookie {cookie_len} bytes, {per_request:.4} Redis commands per request"

@@ -66,39 +66,47 @@ pub struct Ports {
     pub metrics2: u16,
 }
 
-pub fn start_nginx(dir: &Path, p: &Ports) -> Proc {
-    let conf = format!(
-        r#"daemon off;
-worker_processes 2;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  upstream backend {{ server 127.0.0.1:{up}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{up}; location / {{ return 200 "hello from the upstream\n"; }} }}
+/// Two nginx: the upstream every proxy forwards to, and nginx as a plain keep-alive reverse
+/// proxy (the baseline). Separate processes, so the proxy's CPU can be counted on its own.
+pub fn start_nginx(dir: &Path, p: &Ports) -> [Proc; 2] {
+    let upstream = format!(
+        r#"server {{ listen 127.0.0.1:{up}; location / {{ return 200 "hello from the upstream\n"; }} }}"#,
+        up = p.upstream
+    );
+    let proxy = format!(
+        r#"upstream backend {{ server 127.0.0.1:{up}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{px};
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-  }}
-}}
-"#,
-        dir = dir.display(),
+  }}"#,
         up = p.upstream,
         px = p.nginx
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    spawn(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(dir),
-        &dir.join("nginx.log"),
-    )
+    [("upstream", upstream), ("proxy", proxy)].map(|(name, server)| {
+        let d = dir.join(format!("nginx-{name}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let conf = format!(
+            r#"daemon off;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  {server}
+}}
+"#,
+            d = d.display()
+        );
+        let path = d.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        spawn(
+            Command::new("nginx").arg("-c").arg(&path).arg("-p").arg(&d),
+            &d.join("nginx.log"),
+        )
+    })
 }
 
 pub fn gateway_config(dir: &Path, p: &Ports, store: &str) -> String {

@@ -14,6 +14,7 @@ pub fn report_ratios(rows: &[Ratio], judged: bool) {
             ),
             None if what.contains("twin") => ("1.00: the method's noise".to_owned(), ""),
             None if what.contains("traced") => ("none; the cost of tracing".to_owned(), ""),
+            None if what.contains("sign-in") => ("none; a measurement".to_owned(), ""),
             None => ("none; a control".to_owned(), ""),
         };
         println!("  {what:<30} {ratio:>6.2}x     (target {target}) {verdict}");
