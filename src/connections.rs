@@ -129,6 +129,8 @@ where
         }
         let mut settings = None;
         let mut reused = false;
+        // One flag per connection, lowered before each request.
+        let done = Arc::new(AtomicBool::new(false));
         loop {
             if reused && !wait_for_next_request(&mut stream, self.limits.keepalive).await {
                 return None;
@@ -141,7 +143,8 @@ where
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
-            let reuse = self.one_request(session, shutdown).await?;
+            done.store(false, Ordering::Relaxed);
+            let reuse = self.one_request(session, shutdown, &done).await?;
             let (next, persistent) = reuse.consume();
             stream = next;
             settings = persistent;
@@ -163,9 +166,10 @@ where
         &self,
         session: ServerSession,
         shutdown: &ShutdownWatch,
+        done: &Arc<AtomicBool>,
     ) -> Option<pingora::apps::ReusedHttpStream> {
-        let client = session.client_addr().map(ToString::to_string);
-        let done = Arc::new(AtomicBool::new(false));
+        // Formatted only if the deadline strikes.
+        let client = session.client_addr().cloned();
         let serve = HEADER_READ.scope(done.clone(), self.app.process_new_http(session, shutdown));
         tokio::pin!(serve);
         // Most headers are already in the socket buffer (the keep-alive peek saw them arrive):
@@ -186,7 +190,7 @@ where
                 metrics::refused("header_timeout");
                 tracing::info!(
                     target: "access",
-                    client = client.as_deref().unwrap_or("-"),
+                    client = %client.map_or_else(|| "-".to_owned(), |c| c.to_string()),
                     "request header not complete within {:?}: connection closed",
                     self.limits.header_timeout
                 );

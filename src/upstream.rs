@@ -34,6 +34,16 @@ enum Selector {
     Consistent(Arc<LoadBalancer<Consistent>>),
 }
 
+impl Selector {
+    fn backends(&self) -> &Backends {
+        match self {
+            Selector::RoundRobin(lb) => lb.backends(),
+            Selector::Random(lb) => lb.backends(),
+            Selector::Consistent(lb) => lb.backends(),
+        }
+    }
+}
+
 /// A pool of targets for one `[[upstreams]]` entry.
 pub struct UpstreamPool {
     /// The upstream's name (metrics and logs).
@@ -47,6 +57,9 @@ pub struct UpstreamPool {
     /// `upstream_request_duration_seconds{upstream}`
     pub duration: Histogram,
     selector: Selector,
+    /// The one target of a single-target upstream, to ask its readiness without a selection
+    /// (which clones a `Backend`, with an allocation, for every request).
+    only: Option<Backend>,
     targets: Vec<PoolTarget>,
 }
 
@@ -109,6 +122,9 @@ impl UpstreamPool {
                 b
             })
             .collect();
+        let only = (backends.len() == 1)
+            .then(|| backends.iter().next().cloned())
+            .flatten();
         let gauges: Vec<Arc<TargetMetrics>> = targets.iter().map(|t| t.metrics.clone()).collect();
         let health = cfg
             .health_check
@@ -154,6 +170,7 @@ impl UpstreamPool {
             host_header,
             duration: UPSTREAM_DURATION.with_label_values(&[&cfg.name]),
             selector,
+            only,
             targets,
         };
         (pool, checker)
@@ -161,6 +178,9 @@ impl UpstreamPool {
 
     /// Picks a healthy target not yet tried; `key` feeds consistent hashing.
     pub fn select(&self, key: &[u8], tried: Tried) -> Option<usize> {
+        if let Some(only) = &self.only {
+            return (!tried.contains(0) && self.selector.backends().ready(only)).then_some(0);
+        }
         let accept = |b: &Backend, healthy: bool| {
             healthy && b.ext.get::<usize>().is_some_and(|&i| !tried.contains(i))
         };
@@ -411,6 +431,20 @@ mod tests {
         }
         tried.insert(1);
         assert_eq!(pool.select(b"", tried), None);
+    }
+
+    #[test]
+    fn a_single_target_is_chosen_only_while_ready_and_untried() {
+        let (pool, _) = UpstreamPool::new(&upstream(Balance::RoundRobin, &["127.0.0.1:1"]));
+        assert_eq!(pool.select(b"", Tried::default()), Some(0));
+        let mut tried = Tried::default();
+        tried.insert(0);
+        assert_eq!(pool.select(b"", tried), None);
+        let only = pool.only.clone().unwrap();
+        pool.selector.backends().set_enable(&only, false);
+        assert_eq!(pool.select(b"", Tried::default()), None);
+        pool.selector.backends().set_enable(&only, true);
+        assert_eq!(pool.select(b"", Tried::default()), Some(0));
     }
 
     #[test]

@@ -137,9 +137,15 @@ async fn readyz_names_an_upstream_without_a_healthy_target() {
     };
     assert_eq!(report["missing"], json!(["upstream app"]), "{report}");
     assert_eq!(report["upstreams"]["app"]["healthy"], 0);
+    // A single-target upstream's readiness is asked without a selection: still a clean 503.
+    let r = reqwest::get(gw.url("/x")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "no_healthy_upstream", "{body}");
     let _up = TestUpstream::start_on(target_port, "app");
     let report = wait_ready(&gw, Duration::from_secs(5)).await;
     assert_eq!(report["upstreams"]["app"]["healthy"], 1, "{report}");
+    assert_eq!(reqwest::get(gw.url("/x")).await.unwrap().status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,7 +29,44 @@ pub struct Cost {
     pub buckets: Vec<(&'static str, f64)>,
     /// The heaviest leaf functions, share of samples.
     pub leaves: Vec<(String, f64)>,
+    /// Share of samples inside each of [`PHASES`] (inclusive, so they overlap).
+    pub phases: Vec<f64>,
 }
+
+/// Steps of a proxied request, found by a frame in the stack (inclusive time: nested steps
+/// overlap, and the shares do not add up to the whole).
+pub const PHASES: &[(&str, &str)] = &[
+    (
+        "read and parse the request",
+        "server::HttpSession::read_request",
+    ),
+    ("keep-alive wait (peek)", "Peek>::try_peek"),
+    ("gateway: request_filter", "ProxyHttp>::request_filter"),
+    (
+        "gateway: upstream_request_filter",
+        "ProxyHttp>::upstream_request_filter",
+    ),
+    (
+        "gateway: logging hook (metrics, access log)",
+        "ProxyHttp>::logging",
+    ),
+    ("upstream: take a pooled connection", "reused_stream"),
+    ("upstream: return it to the pool", "release_http_session"),
+    (
+        "write the response (header and body)",
+        "Session::write_response_tasks",
+    ),
+    ("syscall sendto (both directions)", "__x64_sys_sendto"),
+    ("syscall recvfrom (both directions)", "__x64_sys_recvfrom"),
+    ("syscall writev (nginx)", "do_writev"),
+    ("syscall getpeername", "__x64_sys_getpeername"),
+    ("epoll_wait", "__x64_sys_epoll_wait"),
+    (
+        "Pingora's timeouts (timer wheel)",
+        "TimerManager::register_timer",
+    ),
+    ("allocator (malloc/free)", "mi_"),
+];
 
 /// The process and its children (nginx's workers).
 pub fn family(pid: u32) -> Vec<u32> {
@@ -151,7 +188,20 @@ fn profile_one(s: &Subject, seconds: u32, out: &Path) -> Cost {
     std::fs::write(out.join(format!("{}.folded", s.name)), text).unwrap();
     let _ = std::fs::remove_file(&data);
     let (buckets, leaves) = self_time(&folded);
+    let total: u64 = folded.iter().map(|(_, n)| n).sum::<u64>().max(1);
+    let phases = PHASES
+        .iter()
+        .map(|(_, frame)| {
+            let n: u64 = folded
+                .iter()
+                .filter(|(stack, _)| stack.contains(frame))
+                .map(|(_, n)| n)
+                .sum();
+            n as f64 / total as f64
+        })
+        .collect();
     Cost {
+        phases,
         name: s.name,
         rps: run.rps,
         user_us,
@@ -399,6 +449,16 @@ pub fn print_costs(costs: &[Cost], seconds: u32, out: &Path) {
                 .find(|(x, _)| *x == b)
                 .map_or(0.0, |(_, v)| *v);
             format!("{:.1}%", v * 100.0)
+        });
+    }
+    println!(
+        "\n| inside (inclusive µs per request: share of samples x CPU per request) | {} |",
+        header.join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(costs.len()));
+    for (i, (what, _)) in PHASES.iter().enumerate() {
+        row(what, &|c| {
+            format!("{:.1}", c.phases[i] * (c.user_us + c.sys_us))
         });
     }
     for c in costs {
