@@ -41,24 +41,13 @@ pub fn edge_gateway_config(d: &Path, p: &Ports, e: &EdgePorts, cert: &Path, key:
 
 /// nginx with the TLS listener and the forward-auth site.
 pub fn start_edge_nginx(d: &Path, p: &Ports, e: &EdgePorts, cert: &Path, key: &Path) -> Proc {
-    let dir = d.join("nginx-edge");
-    std::fs::create_dir_all(&dir).unwrap();
     let snippet = include_str!("../../conf/forward-auth/nginx.conf")
         .replace("127.0.0.1:4180", &format!("127.0.0.1:{}", p.gateway))
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", p.upstream));
-    let conf = format!(
-        r#"daemon off;
-worker_processes 2;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  # As the gateway: no cap on requests per connection (nginx's 1000 would end each h2load
+    let http = format!(
+        r#"# As the gateway: no cap on requests per connection (nginx's 1000 would end each h2load
   # client's connection, which h2load counts as errors and does not reopen).
   keepalive_requests 100000000;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
   upstream backend {{ server 127.0.0.1:{up}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{tls} ssl http2;
@@ -69,26 +58,14 @@ http {{
   server {{
     listen 127.0.0.1:{auth};
 {snippet}
-  }}
-}}
-"#,
-        d = dir.display(),
+  }}"#,
         up = p.upstream,
         tls = e.nginx_tls,
         auth = e.nginx_auth,
         cert = cert.display(),
         key = key.display(),
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    spawn(
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir),
-        &dir.join("nginx.log"),
-    )
+    run_nginx(d, "edge", &http)
 }
 
 /// One `h2load` run: `connections` clients, 10 streams each, for `seconds`.
@@ -134,47 +111,10 @@ pub fn h2load(url: &str, header: Option<&str>, seconds: u32, connections: u32) -
     }
 }
 
-/// A load generator: URL, header line, seconds, connections.
-pub type Load = fn(&str, Option<&str>, u32, u32) -> Wrk;
-
 /// `wrk` with every request on a new connection: a TLS handshake each.
 pub fn wrk_new_connections(url: &str, header: Option<&str>, seconds: u32, connections: u32) -> Wrk {
     let _ = header;
     wrk(url, Some("Connection: close"), seconds, connections)
-}
-
-/// The median ratio of `a`'s to `b`'s req/s, both loaded at the same moment by `load` with half
-/// the connections each (as [`paired`]).
-pub fn paired_load(
-    what: &str,
-    load: Load,
-    a: &Target,
-    b: &Target,
-    rounds: usize,
-    seconds: u32,
-) -> f64 {
-    let mut ratios: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let (ra, rb) = std::thread::scope(|s| {
-                let one = move |t: &Target| load(&t.1, t.2.as_deref(), seconds, 25);
-                let ha = s.spawn(move || one(a));
-                let hb = s.spawn(move || one(b));
-                (ha.join().unwrap(), hb.join().unwrap())
-            });
-            for (t, r) in [(a, &ra), (b, &rb)] {
-                assert!(
-                    r.errors == 0 && r.requests > 0,
-                    "{what}, {}: {} errors, {} requests in a paired run",
-                    t.0,
-                    r.errors,
-                    r.requests
-                );
-            }
-            ra.rps / rb.rps
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
 }
 
 /// One target alone: its req/s and the CPU per request (µs, user + system) of `pids` and their
@@ -216,7 +156,15 @@ pub fn measure_edge(rows: &[EdgeRow], o: &Opts, pair_seconds: u32) -> Vec<EdgeFi
             for t in [&r.gateway, &r.nginx] {
                 (r.load)(&t.1, t.2.as_deref(), 1, 50);
             }
-            let paired = paired_load(r.what, r.load, &r.gateway, &r.nginx, o.rounds, pair_seconds);
+            let paired = paired_load(
+                r.load,
+                &r.gateway,
+                &r.nginx,
+                o.rounds,
+                pair_seconds,
+                50,
+                |r| r.errors == 0,
+            );
             EdgeFigures {
                 what: r.what,
                 paired,

@@ -533,7 +533,8 @@ async fn run(o: &Opts) {
     assert_eq!(status_of(&flood.1, flood.2.as_deref()).await, 429);
     pairs.push((
         "sign-in 429 / no-auth",
-        paired_as(
+        paired_load(
+            wrk_one_thread,
             &flood,
             &noauth2,
             o.rounds,
@@ -572,16 +573,26 @@ async fn run(o: &Opts) {
     let (gw, ngx) = (gateway.0.id(), edge_nginx.0.id());
     let tls = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
     let edge_rows = [
-        ("HTTPS keep-alive", wrk as Load, Some(1.3)),
-        ("HTTP/2 over TLS (h2load)", h2load as Load, None),
-        ("new TLS connections", wrk_new_connections as Load, None),
+        ("HTTPS keep-alive", "nginx, HTTPS", wrk as Load, Some(1.3)),
+        (
+            "HTTP/2 over TLS (h2load)",
+            "nginx, HTTP/2",
+            h2load as Load,
+            None,
+        ),
+        (
+            "new TLS connections",
+            "nginx, new TLS connections",
+            wrk_new_connections as Load,
+            None,
+        ),
     ]
-    .map(|(what, load, cpu_goal)| EdgeRow {
+    .map(|(what, nginx, load, cpu_goal)| EdgeRow {
         what,
         load,
-        gateway: ("gateway", tls(e.gateway_tls, "/noauth/"), None),
+        gateway: (what, tls(e.gateway_tls, "/noauth/"), None),
         gateway_pids: vec![gw],
-        nginx: ("nginx", tls(e.nginx_tls, "/"), None),
+        nginx: (nginx, tls(e.nginx_tls, "/"), None),
         nginx_pids: vec![ngx],
         cpu_goal,
     });

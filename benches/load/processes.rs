@@ -82,11 +82,16 @@ pub fn start_nginx(dir: &Path, p: &Ports) -> [Proc; 2] {
         up = p.upstream,
         px = p.nginx
     );
-    [("upstream", upstream), ("proxy", proxy)].map(|(name, server)| {
-        let d = dir.join(format!("nginx-{name}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let conf = format!(
-            r#"daemon off;
+    [("upstream", upstream), ("proxy", proxy)].map(|(name, http)| run_nginx(dir, name, &http))
+}
+
+/// nginx (2 workers, no access log) in its own directory `dir/nginx-NAME`, with `http` as the
+/// contents of its `http` block.
+pub fn run_nginx(dir: &Path, name: &str, http: &str) -> Proc {
+    let d = dir.join(format!("nginx-{name}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = format!(
+        r#"daemon off;
 worker_processes 2;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -95,18 +100,17 @@ http {{
   access_log off;
   client_body_temp_path {d}/body;
   proxy_temp_path {d}/proxy;
-  {server}
+  {http}
 }}
 "#,
-            d = d.display()
-        );
-        let path = d.join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        spawn(
-            Command::new("nginx").arg("-c").arg(&path).arg("-p").arg(&d),
-            &d.join("nginx.log"),
-        )
-    })
+        d = d.display()
+    );
+    let path = d.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    spawn(
+        Command::new("nginx").arg("-c").arg(&path).arg("-p").arg(&d),
+        &d.join("nginx.log"),
+    )
 }
 
 pub fn gateway_config(dir: &Path, p: &Ports, store: &str) -> String {

@@ -20,11 +20,23 @@ pub fn wrk(url: &str, header: Option<&str>, seconds: u32, connections: u32) -> W
 /// the ratio measures what a request costs each of them; on this shared VM back-to-back runs of
 /// one target vary by ±20%, a pair by about ±5%.
 pub fn paired(a: &Target, b: &Target, rounds: usize, seconds: u32, connections: u32) -> f64 {
-    paired_as(a, b, rounds, seconds, connections, |r| r.errors == 0)
+    paired_load(wrk_one_thread, a, b, rounds, seconds, connections, |r| {
+        r.errors == 0
+    })
 }
 
-/// [`paired`], where `a`'s run is judged by `a_ok` (for a target whose answer is a refusal).
-pub fn paired_as(
+/// `wrk` with one thread (each side of a paired run gets one).
+pub fn wrk_one_thread(url: &str, header: Option<&str>, seconds: u32, connections: u32) -> Wrk {
+    wrk_threads(1, url, header, seconds, connections)
+}
+
+/// A load generator: URL, header line, seconds, connections.
+pub type Load = fn(&str, Option<&str>, u32, u32) -> Wrk;
+
+/// [`paired`] with any load generator, where `a`'s run is judged by `a_ok` (for a target whose
+/// answer is a refusal).
+pub fn paired_load(
+    load: Load,
     a: &Target,
     b: &Target,
     rounds: usize,
@@ -35,9 +47,7 @@ pub fn paired_as(
     let mut ratios: Vec<f64> = (0..rounds)
         .map(|_| {
             let (ra, rb) = std::thread::scope(|s| {
-                let one = move |t: &Target| {
-                    wrk_threads(1, &t.1, t.2.as_deref(), seconds, connections / 2)
-                };
+                let one = move |t: &Target| load(&t.1, t.2.as_deref(), seconds, connections / 2);
                 let ha = s.spawn(move || one(a));
                 let hb = s.spawn(move || one(b));
                 (ha.join().unwrap(), hb.join().unwrap())
