@@ -110,16 +110,12 @@ fn main() {
             session_counts: vec![100_000, 1_000_000],
         }
     };
-    for tool in ["wrk", "nginx", "h2load"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "{tool} is required (Debian packages wrk, nginx-light and nghttp2-client; scripts/install-test-deps installs them)"
-        );
+    for (tool, package) in [
+        ("wrk", "wrk"),
+        ("nginx", "nginx-light"),
+        ("h2load", "nghttp2-client"),
+    ] {
+        require(tool, package);
     }
     if args.iter().any(|a| a == "--memory-only") {
         print_memory(&memory_report(&opts.session_counts));

@@ -103,15 +103,6 @@ pub fn cpu_seconds(pids: &[u32]) -> (f64, f64) {
     })
 }
 
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "--profile needs {tool} (Debian package {package})");
-}
-
 /// Measures every subject in turn; `seconds` per measurement.
 pub fn profile(subjects: &[Subject], seconds: u32, out: &Path) -> Vec<Cost> {
     require("strace", "strace");
