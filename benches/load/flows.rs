@@ -5,6 +5,8 @@ use super::*;
 pub fn client(jar: bool) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // The edge rows' certificate is the run's own, self-signed.
+        .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10));
     if jar {
         b = b.cookie_store(true);
@@ -34,14 +36,7 @@ pub async fn wait_discovered(origin: &str) {
 
 /// The status of one GET with an optional header line.
 pub async fn status_of(url: &str, header: Option<&str>) -> u16 {
-    // The edge rows' certificate is the run's own, self-signed.
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut req = c.get(url);
+    let mut req = client(false).get(url);
     if let Some((k, v)) = header.and_then(|h| h.split_once(": ")) {
         req = req.header(k, v);
     }
