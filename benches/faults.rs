@@ -9,9 +9,10 @@
 //!
 //! `-- --redis-only` runs only the Redis faults.
 //!
-//! Under `cargo test` (no `--bench`) it does nothing: `tests/faults.rs` runs the CI-sized suite.
+//! Under `cargo test` (no `--bench`) it does nothing: `tests/e2e/faults.rs` runs the CI-sized suite.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/e2e/support/mod.rs"]
+#[allow(dead_code, unused_imports)] // the bench uses only the fault rig
 mod support;
 
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
         println!(
-            "faults: `cargo bench --bench faults` runs it (tests/faults.rs is the CI-sized run)"
+            "faults: `cargo bench --bench faults` runs it (tests/e2e/faults.rs is the CI-sized run)"
         );
         return;
     }

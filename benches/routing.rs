@@ -3,7 +3,8 @@
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use oidc_gateway::config::Config;
-use oidc_gateway::routing::{RouteTable, path};
+use oidc_gateway::http::path;
+use oidc_gateway::routing::RouteTable;
 use std::path::Path;
 
 const CONFIG: &str = r#"

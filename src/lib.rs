@@ -11,7 +11,9 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod crypto;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
 pub mod devidp;
 pub mod fleet;
 pub mod h2;

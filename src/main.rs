@@ -2,10 +2,10 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use oidc_gateway::config::Config;
-use oidc_gateway::demo;
 use oidc_gateway::server::{self, RunMode};
 use oidc_gateway::signals;
-use std::path::PathBuf;
+use dev::DemoPorts;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -118,33 +118,17 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
+        Command::Run {
+            config,
+            upgrade,
+            daemon,
+            log_format,
+        } => run(&config, RunMode { upgrade, daemon }, log_format),
         Command::Check {
             config,
             print_effective,
-        } => match print_effective
-            .then(|| Config::effective_source(&config))
-            .transpose()
-            .and_then(|effective| {
-                if let Some((text, _)) = effective {
-                    print!("{}", oidc_gateway::config::env::masked(&text));
-                }
-                Config::load(&config)
-            }) {
-            Ok(c) => {
-                for w in &c.warnings {
-                    eprintln!("warning: {w}");
-                }
-                println!("{}", c.summary());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
-                ExitCode::FAILURE
-            }
-        },
+        } => check(&config, print_effective),
         Command::Demo {
             port,
             idp_port,
@@ -152,111 +136,192 @@ fn main() -> ExitCode {
             metrics_port,
             print_config,
             log_format,
-        } => {
-            let ports = demo::DemoPorts {
+        } => dev::demo(
+            DemoPorts {
                 gateway: port,
                 idp: idp_port,
                 upstream: upstream_port,
                 metrics: metrics_port,
-            };
-            if print_config {
-                print!("{}", demo::printed_config(&ports));
-                return ExitCode::SUCCESS;
-            }
-            let _guard =
-                oidc_gateway::logging::init("info", matches!(log_format, LogFormat::Json), true);
-            pingora::tls::install_default_crypto_provider();
-            let server = match demo::build(&ports) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            println!("{}", demo::banner(&ports));
-            server.run_forever();
-        }
+            },
+            print_config,
+            log_format,
+        ),
         Command::DevIdp {
             port,
             gateway_port,
             access_token_ttl,
-        } => {
-            let Ok(secret) = std::env::var("CLIENT_SECRET") else {
-                eprintln!(
-                    "set CLIENT_SECRET to the demo client's secret (the same value the gateway's config uses)"
-                );
-                return ExitCode::FAILURE;
-            };
-            let _guard = oidc_gateway::logging::init("info", false, true);
-            let ports = demo::DemoPorts {
-                gateway: gateway_port,
-                idp: port,
-                ..Default::default()
-            };
-            let server = match demo::dev_idp_server(&ports, &secret, access_token_ttl) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            println!(
-                "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder\n{}",
-                demo::dev_idp_settings(&ports)
-            );
-            server.run_forever();
+        } => dev::dev_idp(port, gateway_port, access_token_ttl),
+        Command::DemoApp { port } => dev::demo_app(port),
+    }
+}
+
+/// `run`: the gateway itself.
+fn run(config: &Path, mode: RunMode, log_format: LogFormat) -> ExitCode {
+    // First: a reload's SIGQUIT may come while this process is still starting.
+    let quit = match signals::catch_early_quit() {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("cannot install the SIGQUIT handler: {e}");
+            return ExitCode::FAILURE;
         }
-        Command::DemoApp { port } => {
-            let _guard = oidc_gateway::logging::init("info", false, true);
-            let server = match demo::demo_app_server(port) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            println!("demo app on http://127.0.0.1:{port} (development only)");
-            server.run_forever();
+    };
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
         }
-        Command::Run {
-            config,
-            upgrade,
-            daemon,
-            log_format,
-        } => {
-            // First: a reload's SIGQUIT may come while this process is still starting.
-            let quit = match signals::catch_early_quit() {
-                Ok(q) => q,
-                Err(e) => {
-                    eprintln!("cannot install the SIGQUIT handler: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // A daemon forks after this point: a background log writer thread would not survive it.
-            let _guard = oidc_gateway::logging::init(
-                &config.log.level,
-                matches!(log_format, LogFormat::Json),
-                !daemon,
-            );
-            for w in &config.warnings {
-                tracing::warn!("{w}");
+    };
+    // A daemon forks after this point: a background log writer thread would not survive it.
+    let _guard = oidc_gateway::logging::init(
+        &config.log.level,
+        matches!(log_format, LogFormat::Json),
+        !mode.daemon,
+    );
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    pingora::tls::install_default_crypto_provider();
+    let server = match server::build(config, mode) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    signals::run_forever(server, quit);
+}
+
+/// `check`: validate a configuration file.
+fn check(config: &Path, print_effective: bool) -> ExitCode {
+    let loaded = print_effective
+        .then(|| Config::effective_source(config))
+        .transpose()
+        .and_then(|effective| {
+            if let Some((text, _)) = effective {
+                print!("{}", oidc_gateway::config::env::masked(&text));
             }
-            pingora::tls::install_default_crypto_provider();
-            let server = match server::build(config, RunMode { upgrade, daemon }) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            signals::run_forever(server, quit);
+            Config::load(config)
+        });
+    match loaded {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}", c.summary());
+            ExitCode::SUCCESS
         }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The development-only subcommands, built with the `demo` cargo feature (on by default).
+#[cfg(feature = "demo")]
+mod dev {
+    use super::LogFormat;
+    use oidc_gateway::demo;
+    pub use oidc_gateway::demo::DemoPorts;
+    use std::process::ExitCode;
+
+    /// `demo`: the gateway, the development IdP and the demo app, together.
+    pub fn demo(ports: DemoPorts, print_config: bool, log_format: LogFormat) -> ExitCode {
+        if print_config {
+            print!("{}", demo::printed_config(&ports));
+            return ExitCode::SUCCESS;
+        }
+        let _guard =
+            oidc_gateway::logging::init("info", matches!(log_format, LogFormat::Json), true);
+        pingora::tls::install_default_crypto_provider();
+        let server = match demo::build(&ports) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("{}", demo::banner(&ports));
+        server.run_forever();
+    }
+
+    /// `dev-idp`: the development IdP alone.
+    pub fn dev_idp(port: u16, gateway_port: u16, access_token_ttl: u64) -> ExitCode {
+        let Ok(secret) = std::env::var("CLIENT_SECRET") else {
+            eprintln!(
+                "set CLIENT_SECRET to the demo client's secret (the same value the gateway's config uses)"
+            );
+            return ExitCode::FAILURE;
+        };
+        let _guard = oidc_gateway::logging::init("info", false, true);
+        let ports = DemoPorts {
+            gateway: gateway_port,
+            idp: port,
+            ..Default::default()
+        };
+        let server = match demo::dev_idp_server(&ports, &secret, access_token_ttl) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder\n{}",
+            demo::dev_idp_settings(&ports)
+        );
+        server.run_forever();
+    }
+
+    /// `demo-app`: the demo upstream page alone.
+    pub fn demo_app(port: u16) -> ExitCode {
+        let _guard = oidc_gateway::logging::init("info", false, true);
+        let server = match demo::demo_app_server(port) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("demo app on http://127.0.0.1:{port} (development only)");
+        server.run_forever();
+    }
+}
+
+/// A production build (`--no-default-features`) leaves the development IdP and the demo out;
+/// their subcommands stay, and say so.
+#[cfg(not(feature = "demo"))]
+mod dev {
+    use super::LogFormat;
+    use std::process::ExitCode;
+
+    /// The ports `demo` would use (unused in this build).
+    #[allow(dead_code)]
+    pub struct DemoPorts {
+        pub gateway: u16,
+        pub idp: u16,
+        pub upstream: u16,
+        pub metrics: u16,
+    }
+
+    fn left_out() -> ExitCode {
+        eprintln!(
+            "this oidc-gateway was built without the `demo` cargo feature: the demo, the development IdP and the demo app are left out (build with default features to have them)"
+        );
+        ExitCode::FAILURE
+    }
+
+    pub fn demo(_: DemoPorts, _: bool, _: LogFormat) -> ExitCode {
+        left_out()
+    }
+
+    pub fn dev_idp(_: u16, _: u16, _: u64) -> ExitCode {
+        left_out()
+    }
+
+    pub fn demo_app(_: u16) -> ExitCode {
+        left_out()
     }
 }

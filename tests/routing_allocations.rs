@@ -2,7 +2,8 @@
 //! counting global allocator (per thread, so parallel tests do not interfere).
 
 use oidc_gateway::config::Config;
-use oidc_gateway::routing::{RouteTable, path};
+use oidc_gateway::http::path;
+use oidc_gateway::routing::RouteTable;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;

@@ -3,8 +3,8 @@
 
 use oidc_gateway::oidc::types::Metadata;
 
-/// The test keys under `tests/support/keys` (key1: RSA, used to sign bench tokens).
-pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
+/// The test keys under `tests/e2e/support/keys` (key1: RSA, used to sign bench tokens).
+pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/support/keys");
 
 /// Discovery metadata of `https://idp.example.com` whose JWKS holds the public half of key1.
 pub fn idp_metadata() -> Metadata {

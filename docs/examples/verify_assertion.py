@@ -4,7 +4,7 @@
 In an application, read the token from the request header the gateway sets, e.g. in Flask:
     claims = verify(request.headers["X-Gateway-Assertion"], JWKS_URL, ISSUER, AUDIENCE)
 
-As a command (tests/identity_assertion.rs runs it so):
+As a command (tests/e2e/identity_assertion.rs runs it so):
     verify_assertion.py JWKS_URL ISSUER AUDIENCE TOKEN
 prints the verified claims as JSON, or exits 1 with the reason.
 """

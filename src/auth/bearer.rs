@@ -7,7 +7,7 @@ use super::rules;
 use crate::cache::BoundedCache;
 use crate::config::RouteAuth;
 use crate::metrics;
-use crate::oidc::http::token_request;
+use crate::oidc::idp_http::token_request;
 use crate::oidc::provider::{Providers, error_chain};
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::Validation;

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod cookies;
 pub mod headers;
+pub mod path;
 pub mod redirect;
 pub mod responses;
 pub mod target;

@@ -13,7 +13,7 @@
 //! - `*`, for `OPTIONS` only: routed as `/`, forwarded as `*`;
 //! - a method with a lower-case letter is refused, never routed by a case-sensitive miss.
 
-use crate::routing::path::{self, PathError};
+use crate::http::path::{self, PathError};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::{RawTargetAuthority, raw_target_authority};
 use std::borrow::Cow;

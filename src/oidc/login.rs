@@ -1,8 +1,8 @@
 //! The authorization code flow: the redirect to the provider (state, nonce, PKCE S256), and the
 //! callback: code exchange, ID-token validation, `at_hash`, and userinfo with a matching `sub`.
 
-use super::assertion;
-use super::http::IdpHttpError;
+use super::client_assertion;
+use super::idp_http::IdpHttpError;
 use super::provider::{Discovered, Providers, error_chain};
 use super::state::LoginState;
 use super::types::UserInfoClaims;
@@ -119,7 +119,7 @@ pub async fn complete(
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .map_err(|e| LoginError::TokenExchange(e.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(st.verifier.clone()));
-    for (k, v) in assertion::params(cfg, d.token_endpoint())
+    for (k, v) in client_assertion::params(cfg, d.token_endpoint())
         .into_iter()
         .flatten()
     {

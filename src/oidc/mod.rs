@@ -1,8 +1,8 @@
 //! Talking to OpenID Providers: discovery and keys, the authorization code flow, ID-token
 //! validation, refresh and logout. Nothing here knows about routes or the proxy.
 
-pub mod assertion;
-pub mod http;
+pub mod client_assertion;
+pub mod idp_http;
 pub mod jwks;
 pub mod login;
 pub mod logout;

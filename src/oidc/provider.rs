@@ -8,7 +8,7 @@
 //! provider's `max_stale`. A request arriving while the first discovery is in flight waits for it
 //! (bounded by the provider's timeout) instead of failing at once.
 
-use super::http::IdpHttp;
+use super::idp_http::IdpHttp;
 use super::jwks::BearerKeys;
 use super::persisted::{LoadError, MetadataFiles};
 use super::types::{Metadata, OidcClient};

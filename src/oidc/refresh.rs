@@ -50,7 +50,7 @@ pub async fn refresh(
         .client
         .exchange_refresh_token(&refresh_token)
         .map_err(|e| e.to_string())?;
-    for (k, v) in super::assertion::params(&handle.config, d.token_endpoint())
+    for (k, v) in super::client_assertion::params(&handle.config, d.token_endpoint())
         .into_iter()
         .flatten()
     {

@@ -6,7 +6,7 @@
 //! Best effort: the call runs in the background with the provider's timeouts, and a failure is
 //! logged and counted, never shown to the user who is signing out.
 
-use super::http::token_request;
+use super::idp_http::token_request;
 use super::provider::Providers;
 use crate::metrics;
 use std::sync::Arc;

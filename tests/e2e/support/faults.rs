@@ -1,4 +1,4 @@
-//! The fault-injection suite, shared by `tests/faults.rs` (short, asserts the expectations) and
+//! The fault-injection suite, shared by `tests/e2e/faults.rs` (short, asserts the expectations) and
 //! `cargo bench --bench faults` (longer, prints the table; `-- --soak 30m` for the soak).
 //!
 //! A steady mixed load runs from a Rust driver: browser sessions (cookie), bearer tokens, new
@@ -46,6 +46,7 @@ pub const SHORT: Scale = Scale {
 };
 
 /// The bench-sized run (the figures: the IdP down for 10 s, and so on).
+#[allow(dead_code)] // benches/faults.rs
 pub const LONG: Scale = Scale {
     fault: Duration::from_secs(10),
     settle: Duration::from_secs(5),
@@ -537,6 +538,7 @@ impl Rig {
     }
 
     /// Drops the drained processes that have exited.
+    #[allow(dead_code)] // benches/faults.rs (the soak)
     pub fn reap_exited(&mut self) {
         self.retired.retain_mut(|p| !p.has_exited());
     }
@@ -552,6 +554,7 @@ impl Rig {
     }
 
     /// The serving gateway's PID.
+    #[allow(dead_code)] // benches/faults.rs (the soak)
     pub fn pid(&self) -> u32 {
         self.gw.pid()
     }
@@ -701,6 +704,7 @@ async fn sigterm_in_flight(rig: &mut Rig, load: &Load) -> Row {
 /// g: Redis faults under the same load, on gateways whose sessions live in Redis: a single
 /// Redis stopped (SIGSTOP) then continued; then, behind a Sentinel, a failover (the master
 /// killed; a SIGSTOP longer than the Sentinel's `down-after-milliseconds` is a failover too).
+#[allow(dead_code)] // benches/faults.rs
 pub async fn redis_faults(scale: Scale) -> Vec<Row> {
     let mut rows = Vec::new();
     let redis = RedisServer::start();

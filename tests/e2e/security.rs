@@ -5,7 +5,7 @@
 //! The invariant under test: the upstream receives exactly the request that was routed and
 //! authorized — the same method, the same (canonical) path — or the gateway answers 4xx itself.
 
-mod support;
+use crate::support;
 
 use proptest::prelude::*;
 use std::time::Duration;
@@ -218,7 +218,7 @@ fn what_is_routed_is_what_is_forwarded_property() {
                 if origin_form {
                     let path = t.split(|&b| b == b'?').next().unwrap_or(t);
                     let path = std::str::from_utf8(path).expect("a forwarded path is ASCII");
-                    let canon = oidc_gateway::routing::path::canonicalize(path.as_bytes(), false);
+                    let canon = oidc_gateway::http::path::canonicalize(path.as_bytes(), false);
                     prop_assert!(
                         canon.as_deref() == Ok(path),
                         "{shown:?}: forwarded path {path:?} is not canonical ({canon:?})"

@@ -3,7 +3,7 @@
 //! PyJWT) checks it against the gateway's published JWKS. Forged copies never reach the upstream,
 //! and the generated key survives a restart.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::process::Command;

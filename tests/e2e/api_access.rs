@@ -2,7 +2,7 @@
 //! against the real `oidc-provider` OP, then rules, consumers, several providers and modes with
 //! tokens minted by the test (signed by keys the hostile test OP publishes).
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! one real `redis-server`, logging in at the real `oidc-provider` OP. Each test starts its own
 //! Redis, OP, upstream and gateways on loopback, and stops them when it ends.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 use support::redis::{ClusterSet, RedisServer, SENTINEL_MASTER, SentinelSet};

@@ -2,7 +2,7 @@
 //! test, HTTP/2 negotiated by ALPN, cookies sent in several HTTP/2 header fields, and the
 //! cookie flags of a login started over https.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 use support::*;

@@ -1,6 +1,6 @@
 //! `oidc-gateway demo`: one command runs the gateway, the development IdP and the demo upstream.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

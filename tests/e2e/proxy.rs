@@ -1,6 +1,6 @@
 //! End-to-end tests of the gateway core: the real binary, real upstream servers, real HTTP.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};

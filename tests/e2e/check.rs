@@ -1,6 +1,6 @@
 //! `oidc-gateway check`: exit codes and messages, run as a user would.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use support::BIN;

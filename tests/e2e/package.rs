@@ -6,7 +6,7 @@
 //! the real OpenID Provider until `/readyz` answers 200. Nothing outside temporary directories
 //! is changed: the test checks the machine's `/etc/passwd` and `/etc/group` are as before.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 /// The client secret the gateway is configured with (the OP does not check it; the
 /// `HsWithClientSecret` attack signs with it).
 pub const CLIENT_SECRET: &[u8] = b"gateway-secret";
-const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/support/keys");
 
 /// The one thing the OP gets wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,11 +148,6 @@ impl HostileOp {
             stop: Some(stop_tx),
             thread: Some(thread),
         }
-    }
-
-    /// Switches the attack.
-    pub fn set_attack(&self, attack: Attack) {
-        *self.state.attack.lock().unwrap() = attack;
     }
 
     /// Holds every answer back by `ms` milliseconds from now on.

@@ -12,7 +12,6 @@ pub struct RedisServer {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
-    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -46,7 +45,6 @@ impl RedisServer {
             port,
             child,
             dir,
-            args,
         };
         s.wait_ready();
         s
@@ -70,14 +68,6 @@ impl RedisServer {
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(ok, "kill -{sig} redis-server");
-    }
-
-    /// Kills the server and starts it again on the same port (empty: nothing is persisted).
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn_redis(&self.args, &self.dir);
-        self.wait_ready();
     }
 
     fn wait_ready(&self) {

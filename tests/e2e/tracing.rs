@@ -3,7 +3,7 @@
 //! at the in-test OP and then uses its session. The span trees, the `traceparent` the upstream
 //! receives, and who may continue a trace are checked.
 
-mod support;
+use crate::support;
 
 use support::*;
 

@@ -2,7 +2,7 @@
 //! real binary and a real (in-test) OpenID Provider that can be slowed, stopped and restarted on
 //! the same issuer URL.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

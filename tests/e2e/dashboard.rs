@@ -1,7 +1,7 @@
 //! `conf/grafana-dashboard.json` is valid JSON and queries only metrics the gateway really
 //! exports: the list comes from a running gateway's `/metrics`, not from a copy in the test.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use support::*;

@@ -3,7 +3,7 @@
 //! sign out, and check the protected page asks for a login again. Screenshots of every step are
 //! written to `target/browser-screenshots/`. If the browser cannot start, the test fails.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

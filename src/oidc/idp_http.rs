@@ -134,7 +134,7 @@ pub fn token_request(
         }
         ClientAuth::PrivateKeyJwt => {
             form.append_pair("client_id", &cfg.client_id);
-            for (k, v) in super::assertion::params(cfg, endpoint)? {
+            for (k, v) in super::client_assertion::params(cfg, endpoint)? {
                 form.append_pair(k, &v);
             }
         }

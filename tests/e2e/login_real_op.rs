@@ -1,7 +1,7 @@
 //! Browser login against a real, certified OpenID Provider (`oidc-provider` from npm), driven
 //! through the running gateway binary with a cookie-keeping client that fills the OP's forms.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -724,7 +724,7 @@ async fn logout_revokes_the_refresh_token_at_the_provider() {
 #[tokio::test(flavor = "multi_thread")]
 async fn private_key_jwt_signs_in_refreshes_and_revokes_without_a_client_secret() {
     // The OP knows the client only by its public key: a client secret would be refused.
-    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/support/keys");
     let jwk: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{keys}/key1.jwk.json")).unwrap())
             .unwrap();

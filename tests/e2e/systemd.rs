@@ -3,7 +3,7 @@
 //! upgrade process, which gets ready (discovers the provider), then sends SIGQUIT to the process
 //! the PID file names and takes over its sockets and the PID file.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! gateway: each must be refused, with a clear page, and the upstream must never see a request.
 //! Also: key rotation (a new `kid` is fetched and accepted) and the unknown-`kid` fetch limit.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! IdP is down. Every request's outcome is counted; the expectations of the operations guide's
 //! "what happens when" table are asserted here. `cargo bench --bench faults` runs it longer.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::faults::{self, Counts, Kind, Row};

@@ -9,7 +9,7 @@
 //! bound, and that the gateway's resident memory stays bounded. The attacker speaks raw frames
 //! (hand-written here on purpose: no client library would send them).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! the test OP, and a recording upstream shows what the application received. Also the redirect
 //! mode Traefik and Envoy use, asked directly.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::front::FrontProxy;

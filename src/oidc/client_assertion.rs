@@ -49,7 +49,7 @@ mod tests {
     use crate::config::Config;
     use std::path::Path;
 
-    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/keys");
+    const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/support/keys");
 
     fn parse(provider_extra: &str) -> Result<Config, String> {
         let text = format!(

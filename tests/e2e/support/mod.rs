@@ -1,5 +1,4 @@
 //! Shared pieces of the end-to-end tests: real processes and servers on 127.0.0.1.
-#![allow(dead_code)]
 
 pub mod browser;
 pub mod config;
@@ -13,20 +12,13 @@ pub mod otlp;
 pub mod redis;
 pub mod upstream;
 
-#[allow(unused_imports)]
 pub use browser::*;
-#[allow(unused_imports)]
 pub use config::*;
 pub use gateway::*;
-#[allow(unused_imports)]
 pub use hostile_op::*;
-#[allow(unused_imports)]
 pub use lenient::*;
-#[allow(unused_imports)]
 pub use op::*;
-#[allow(unused_imports)]
 pub use otlp::*;
-#[allow(unused_imports)]
 pub use upstream::*;
 
 /// An HTTP client that never reuses connections (so each request sees the listener).

@@ -1,0 +1,28 @@
+//! The end-to-end tests, one binary: the real `oidc-gateway` binary and real parts around it (the
+//! npm `oidc-provider` OP, Redis, Chromium, nginx, Caddy, Traefik) on 127.0.0.1, and the library's
+//! parsers under generated input. One binary links the library once and lets the test harness
+//! keep both cores busy across every file's tests.
+
+mod support;
+
+mod api_access;
+mod browser;
+mod check;
+mod dashboard;
+mod demo;
+mod docs;
+mod faults;
+mod fleet;
+mod forward_auth;
+mod h2_tls;
+mod identity_assertion;
+mod login_hostile_op;
+mod login_real_op;
+mod package;
+mod properties;
+mod proxy;
+mod readiness;
+mod security;
+mod systemd;
+mod tls;
+mod tracing;
