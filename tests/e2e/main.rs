@@ -22,6 +22,7 @@ mod package;
 mod properties;
 mod proxy;
 mod readiness;
+mod redis_store;
 mod security;
 mod systemd;
 mod tls;

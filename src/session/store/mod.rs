@@ -17,8 +17,8 @@ mod memory;
 mod redis;
 pub mod registry;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 
 pub use cookie::CookieStore;
 pub use memory::MemoryStore;

@@ -1,0 +1,191 @@
+//! The Redis session store against the machine's Redis on 6379 (`.ci/run` starts one), each test
+//! under a key prefix of its own: the conformance suite every store passes, sharing between
+//! instances, the marks read with every session when nothing is cached, versions, and Redis down.
+//! (The fleet's behaviour through the running binary, Sentinel and Cluster are in `fleet.rs`.)
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use oidc_gateway::clock;
+use oidc_gateway::config::{RedisSettings, RedisTopology, SessionStoreKind};
+use oidc_gateway::crypto::random_bytes;
+use oidc_gateway::fleet::{self, Fleet};
+use oidc_gateway::session::SessionData;
+use oidc_gateway::session::revocations::Subject;
+use oidc_gateway::session::store::conformance::{self, attrs, data, headers, settings};
+use oidc_gateway::session::store::{Loaded, RedisStore, SaveError, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The machine's Redis, with a key prefix of this test's own.
+fn fleet(local_cache: Duration) -> Arc<Fleet> {
+    let prefix = format!("oidc-gateway-test:{}:", fleet::hex(&random_bytes::<8>()));
+    let r = RedisSettings {
+        topology: RedisTopology::Single("redis://127.0.0.1:6379".into()),
+        username: None,
+        password: None,
+        key_prefix: prefix,
+        command_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        ca_file: None,
+        local_cache_ttl: local_cache,
+    };
+    let s = settings(SessionStoreKind::Redis, 100);
+    Arc::new(Fleet::new(&r, &s.secrets).unwrap())
+}
+
+fn store(fleet: &Arc<Fleet>, capacity: usize) -> RedisStore {
+    RedisStore::new(&settings(SessionStoreKind::Redis, capacity), fleet.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance() {
+    // A cache that outlives the suite: on a loaded machine the eviction check's 2560 saves
+    // take longer than 5 s, and a lapsed entry would read as evicted.
+    let f = fleet(Duration::from_secs(120));
+    conformance::run(&|capacity| {
+        conformance::sessions(Store::Redis(Box::new(store(&f, capacity))), Some(f.clone()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_sessions_and_a_dump_reveals_no_token() {
+    let f = fleet(Duration::from_secs(5));
+    let (a, b) = (store(&f, 100), store(&f, 100));
+    let d = SessionData {
+        access_token: "eyJhbGciOiJSUzI1NiJ9.secret-access-token.sig".into(),
+        refresh_token: Some("refresh-token-never-in-clear".into()),
+        ..data()
+    };
+    let (saved, cookies) = a.save(&Loaded::Absent, d.clone(), &attrs()).await.unwrap();
+    let cookie = cookies[0].to_str().unwrap().to_owned();
+    assert!(cookie.len() < 200, "a small cookie: {cookie}");
+    match b.load(&headers(&cookies)).await {
+        Loaded::Found {
+            session, cache_hit, ..
+        } => {
+            assert!(!cache_hit, "read from Redis");
+            assert_eq!(session.sid, saved.sid);
+            assert_eq!(session.data, d);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing in Redis names the session or holds a token in clear.
+    let keys: Vec<String> = f
+        .redis
+        .query(
+            "KEYS",
+            redis::cmd("KEYS").arg(format!("{}*", f.settings.key_prefix)),
+        )
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let sid_b64 = B64.encode(saved.sid);
+    for k in &keys {
+        assert!(!k.contains(&sid_b64), "{k}");
+        let dump: Vec<u8> = f
+            .redis
+            .query("DUMP", redis::cmd("DUMP").arg(k))
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&dump);
+        for secret in ["eyJ", "refresh-token-never-in-clear", "secret-access-token"] {
+            assert!(!text.contains(secret), "{k} reveals {secret}");
+        }
+    }
+    // Logout on A ends it for every instance: one whose cached copy is gone (the fleet's
+    // message drops it; no subscriber runs in this test, so a fresh instance stands in) finds
+    // it invalid in Redis.
+    let loaded = a.load(&headers(&cookies)).await;
+    a.clear(&loaded, &attrs()).await;
+    assert!(matches!(
+        store(&f, 100).load(&headers(&cookies)).await,
+        Loaded::Invalid { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_local_cache_every_read_checks_the_marks_in_redis() {
+    let f = fleet(Duration::ZERO);
+    let make = || conformance::sessions(Store::Redis(Box::new(store(&f, 100))), Some(f.clone()));
+    let (here, there) = (make(), make());
+    let (_, cookies) = here.save(&Loaded::Absent, data(), &attrs()).await.unwrap();
+    // The first read learns the session's mark keys; later ones read them with the session.
+    for _ in 0..3 {
+        assert!(matches!(
+            here.load(&headers(&cookies)).await,
+            Loaded::Found {
+                cache_hit: false,
+                ..
+            }
+        ));
+    }
+    // Another instance marks every session of the user as ended (the mark alone: the
+    // session stays in Redis); no message reaches `here` (nothing subscribes in this test),
+    // so only the marks read with the session can refuse it.
+    let d = data();
+    there
+        .revocations()
+        .revoke(Subject::User(&d.provider, &d.sub), clock::now() + 60)
+        .await
+        .unwrap();
+    assert!(here.revocations().is_empty());
+    assert!(matches!(
+        here.load(&headers(&cookies)).await,
+        Loaded::Invalid { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_update_does_not_overwrite_a_newer_version() {
+    let f = fleet(Duration::ZERO);
+    let (a, b) = (store(&f, 100), store(&f, 100));
+    let (_, cookies) = a.save(&Loaded::Absent, data(), &attrs()).await.unwrap();
+    let seen_by_a = a.load(&headers(&cookies)).await;
+    let seen_by_b = b.load(&headers(&cookies)).await;
+    let mut refreshed = data();
+    refreshed.access_token = "refreshed".into();
+    b.save(&seen_by_b, refreshed, &attrs()).await.unwrap();
+    let mut renewed = data();
+    renewed.renewed_at += 60;
+    assert!(matches!(
+        a.save(&seen_by_a, renewed, &attrs()).await,
+        Err(SaveError::Conflict)
+    ));
+    let Loaded::Found { session, .. } = a.load(&headers(&cookies)).await else {
+        panic!("gone");
+    };
+    assert_eq!(session.data.access_token.text(), "refreshed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_is_unavailable_not_invalid() {
+    let r = RedisSettings {
+        topology: RedisTopology::Single("redis://127.0.0.1:1".into()),
+        username: None,
+        password: None,
+        key_prefix: "x:".into(),
+        command_timeout: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(100),
+        ca_file: None,
+        local_cache_ttl: Duration::from_secs(5),
+    };
+    let s = settings(SessionStoreKind::Redis, 100);
+    let down = Arc::new(Fleet::new(&r, &s.secrets).unwrap());
+    let up = fleet(Duration::from_secs(5));
+    // A cookie the down instance can open (same secrets).
+    let (_, cookies) = store(&up, 10)
+        .save(&Loaded::Absent, data(), &attrs())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        store(&down, 10).load(&headers(&cookies)).await,
+        Loaded::Unavailable { .. }
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
