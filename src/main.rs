@@ -1,10 +1,10 @@
 //! `oidc-gateway`: run the gateway, or check a configuration.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dev::DemoPorts;
 use oidc_gateway::config::Config;
 use oidc_gateway::server::{self, RunMode};
 use oidc_gateway::signals;
-use dev::DemoPorts;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

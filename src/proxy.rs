@@ -146,8 +146,6 @@ impl Gateway {
                 None
             };
             let req = session.req_header();
-            // Boxed: the callback's token exchange is a future of kilobytes, which inline would
-            // be moved around on every request of every route.
             let served =
                 Box::pin(auth.serve(endpoint, req, client, from_proxy, html, body.as_deref()));
             return Err(telemetry::within(ctx.trace.as_ref(), endpoint.name(), served).await);

@@ -1,7 +1,6 @@
 //! Matching a request (host, canonical path, method) to a route. Runs on every request, so it
 //! allocates nothing: hosts are looked up in hash maps, prefixes compared in place.
 
-
 use crate::config::Route;
 use crate::http::path;
 use std::collections::HashMap;

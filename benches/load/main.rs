@@ -96,7 +96,7 @@ fn main() {
             rounds: 1,
             connections: 50,
             logins: 10,
-            session_counts: vec![10_000],
+            session_counts: vec![2_000],
         }
     } else {
         Opts {
@@ -628,7 +628,7 @@ async fn run(o: &Opts) {
     let edge_figures = measure_edge(&all_rows, o, pair_seconds);
     drop(edge_nginx);
 
-    let redis_sessions = if o.quick { 10_000 } else { 100_000 };
+    let redis_sessions = if o.quick { 2_000 } else { 100_000 };
     let redis_bytes = redis_session_memory(redis_port, redis_sessions).await;
 
     print_report(&Results {

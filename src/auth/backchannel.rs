@@ -92,7 +92,7 @@ impl Authenticator {
             (None, Some(sub)) => Subject::User(name, sub),
             (None, None) => return refuse("no sid or sub"),
         };
-        if let Err(e) = self.store.revoke(subject).await {
+        if let Err(e) = Box::pin(self.store.revoke(subject)).await {
             metrics::backchannel_logout("unavailable");
             tracing::warn!(provider = %name, "back-channel logout not shared: {e}");
             return unavailable();

@@ -127,8 +127,6 @@ pub async fn verify_jwt(
         Some(v) if !spec.providers.contains(&v.provider) => return Err(TokenError::UnknownIssuer),
         Some(v) => v,
         None => {
-            // Boxed: it may refetch the JWKS, a future of kilobytes that would otherwise be
-            // moved around on every request, cached or not.
             let v = Box::pin(verify_signature(providers, &spec.providers, token)).await?;
             caches.jwt.insert(key, v.clone(), v.exp, now);
             v

@@ -148,8 +148,8 @@ impl Authenticator {
         body: Option<&[u8]>,
     ) -> Reply {
         match endpoint {
-            Endpoint::Callback(i) => self.callback(i, req, client, html).await,
-            Endpoint::Logout(i) => self.logout(i, req, html).await,
+            Endpoint::Callback(i) => Box::pin(self.callback(i, req, client, html)).await,
+            Endpoint::Logout(i) => Box::pin(self.logout(i, req, html)).await,
             Endpoint::UserInfo => self.userinfo(req).await,
             Endpoint::ForwardAuth(i) => self.forward_auth(i, req, client, from_proxy, html).await,
             Endpoint::ForwardStart(i) => self.forward_start(i, req, client, html).await,
@@ -166,7 +166,7 @@ impl Authenticator {
                     .handle(i)
                     .map(|p| p.config.backchannel_logout_path.clone())
                     .unwrap_or_default();
-                self.backchannel_logout(&path, req, body).await
+                Box::pin(self.backchannel_logout(&path, req, body)).await
             }
         }
     }

@@ -546,8 +546,6 @@ impl Authenticator {
             return Denial::Misconfigured("The sign-in URL is invalid.").into();
         };
         if let Some(body) = post {
-            // Boxed: a Redis call inline would make every request's `authenticate` future
-            // kilobytes larger (see the size check in benches/session.rs).
             let keep = self
                 .posts
                 .keep(&st.state, body, client, self.settings.login_timeout, now);

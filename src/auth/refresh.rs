@@ -85,10 +85,10 @@ impl Refresher {
             .unwrap_or_default();
         let outcome = flight
             .result
-            .get_or_init(|| async {
+            .get_or_init(|| Box::pin(async {
                 let lease = match fleet {
                     None => None,
-                    Some(f) => match lease(f, session, lease_ttl(providers, index)).await {
+                    Some(f) => match Box::pin(lease(f, session, lease_ttl(providers, index))).await {
                         Ok(Some(lease)) => Some(lease),
                         Ok(None) => {
                             // Another instance is refreshing this session.
@@ -96,9 +96,10 @@ impl Refresher {
                             flight
                                 .deferred
                                 .store(true, std::sync::atomic::Ordering::Relaxed);
-                            return store
-                                .newer_version(loaded, providers_timeout(providers, index))
-                                .await;
+                            return Box::pin(
+                                store.newer_version(loaded, providers_timeout(providers, index)),
+                            )
+                            .await;
                         }
                         Err(e) => {
                             // Without the lease a refresh could redeem the token twice.
@@ -117,12 +118,12 @@ impl Refresher {
                     name: &name,
                     fleet,
                 };
-                let outcome = job.run(lease.as_ref()).await;
+                let outcome = Box::pin(job.run(lease.as_ref())).await;
                 if let (Some(f), Some(lease)) = (fleet, lease) {
                     f.release(lease).await;
                 }
                 outcome
-            })
+            }))
             .await
             .clone();
         if outcome.is_some() {
@@ -171,8 +172,8 @@ impl Job<'_> {
         }
         let call = crate::oidc::refresh::refresh(providers, index, &session.data, clock::now());
         let refreshed = match (fleet, lease) {
-            (Some(f), Some(l)) => renewing(f, l, lease_ttl(providers, index), call).await,
-            _ => call.await,
+            (Some(f), Some(l)) => Box::pin(renewing(f, l, lease_ttl(providers, index), call)).await,
+            _ => Box::pin(call).await,
         };
         match refreshed {
             Ok(data) => match store.save(loaded, data, attrs).await {

@@ -68,8 +68,6 @@ impl Authenticator {
 
         if session.access_token_expired(now, leeway) {
             if session.data.refresh_token.is_some()
-                // Boxed, like every call that may go to the provider: its future is kilobytes,
-                // and inline it would be moved around on every request, not just on refresh.
                 && let Some((fresh, cookies)) = Box::pin(self.refresher.refresh(
                     &self.providers,
                     &self.store,

@@ -60,8 +60,11 @@ impl<'a> Presented<'a> {
 pub enum Read<'a> {
     /// No session cookie.
     Absent,
-    /// A cookie that cannot be a session (incomplete, oversized); `cookies_present` chunks to delete.
-    Invalid { cookies_present: usize },
+    /// A cookie that cannot be a session (incomplete, oversized).
+    Invalid {
+        /// How many chunks to delete.
+        cookies_present: usize,
+    },
     /// A complete value.
     Value(Presented<'a>),
 }

@@ -4,8 +4,8 @@
 
 use oidc_gateway::config::Secret;
 use oidc_gateway::crypto::Sealer;
-use oidc_gateway::http::{cookies, redirect::same_origin_path};
 use oidc_gateway::http::path::{PathError, canonicalize};
+use oidc_gateway::http::{cookies, redirect::same_origin_path};
 use oidc_gateway::session::Token;
 use oidc_gateway::session::chunks::{self as cookie, CHUNK_SIZE, Read};
 use proptest::prelude::*;

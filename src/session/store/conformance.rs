@@ -15,8 +15,8 @@ pub type MakeStore<'a> = &'a dyn Fn(usize) -> Sessions;
 pub async fn run(make: MakeStore<'_>) {
     round_trip(make).await;
     timeouts(make).await;
-    ids_rotate_at_login_and_stay_on_update(make).await;
-    logout_refuses_the_cookie(make).await;
+    Box::pin(ids_rotate_at_login_and_stay_on_update(make)).await;
+    Box::pin(logout_refuses_the_cookie(make)).await;
     tampered_cookies_are_invalid(make).await;
     eviction_keeps_the_recently_used(make).await;
     concurrent_use(make).await;

@@ -287,15 +287,12 @@ impl Sessions {
                 .data
                 .created_at
                 .saturating_add(self.timeouts().absolute.as_secs());
-            if let Err(e) = self
-                .revocations
-                .revoke(Subject::Session(&s.sid), until)
-                .await
+            if let Err(e) = Box::pin(self.revocations.revoke(Subject::Session(&s.sid), until)).await
             {
                 tracing::warn!("the logout is only known to this instance: {e}");
             }
         }
-        self.discard(loaded, attrs).await
+        Box::pin(self.discard(loaded, attrs)).await
     }
 
     /// Deletes the request's expired session without a revocation mark (its own timestamps

@@ -164,7 +164,6 @@ impl RedisStore {
             };
         }
         metrics::redis_local_cache(false);
-        // Boxed: the Redis round trips are a large future, and the hit above is the hot path.
         match Box::pin(self.fetch(sid, key, tag)).await {
             Ok(Some(session)) => Loaded::Found {
                 session,
@@ -187,7 +186,7 @@ impl RedisStore {
         let remote = found.remote.as_ref()?;
         let deadline = std::time::Instant::now() + wait;
         loop {
-            if let Ok(Some(s)) = self.fetch(found.sid, remote.key, remote.tag).await
+            if let Ok(Some(s)) = Box::pin(self.fetch(found.sid, remote.key, remote.tag)).await
                 && s.remote
                     .as_ref()
                     .is_some_and(|r| r.version > remote.version)

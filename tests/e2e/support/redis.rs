@@ -41,11 +41,7 @@ impl RedisServer {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = spawn_redis(&args, &dir);
-        let s = RedisServer {
-            port,
-            child,
-            dir,
-        };
+        let s = RedisServer { port, child, dir };
         s.wait_ready();
         s
     }
