@@ -275,7 +275,7 @@ impl Authenticator {
                         SessionOutcome::Valid(session, set_cookies) => {
                             Some(Identity::new(Credential::Session(session), set_cookies))
                         }
-                        SessionOutcome::None(clear) => {
+                        SessionOutcome::NoSession { clear } => {
                             clear_cookies = clear;
                             None
                         }

@@ -15,8 +15,12 @@ use std::time::Duration;
 pub(super) enum SessionOutcome {
     /// A valid session, and cookies to set (renewal or refresh).
     Valid(Arc<Session>, SetCookies),
-    /// No usable session; cookies to clear (an invalid or expired one).
-    None(SetCookies),
+    /// No usable session, and the cookies that clear an invalid or expired one (none when
+    /// there was no session cookie).
+    NoSession {
+        /// `Set-Cookie` values that delete it.
+        clear: SetCookies,
+    },
     /// The session store cannot be asked right now.
     Unavailable,
 }
@@ -34,11 +38,13 @@ impl Authenticator {
         let session = match &loaded {
             Loaded::Absent => {
                 route_metrics.session(SessionResult::Miss);
-                return SessionOutcome::None(Vec::new());
+                return SessionOutcome::NoSession { clear: Vec::new() };
             }
             Loaded::Invalid { .. } => {
                 route_metrics.session(SessionResult::Invalid);
-                return SessionOutcome::None(self.store.discard(&loaded, self.attrs(first)).await);
+                return SessionOutcome::NoSession {
+                    clear: self.store.discard(&loaded, self.attrs(first)).await,
+                };
             }
             // Not a missing session: the store cannot tell. The cookie stays.
             Loaded::Unavailable { .. } => return SessionOutcome::Unavailable,
@@ -55,12 +61,14 @@ impl Authenticator {
                 .is_some_and(|c| *c.name == *session.data.provider)
         }) else {
             route_metrics.session(SessionResult::Invalid);
-            return SessionOutcome::None(Vec::new());
+            return SessionOutcome::NoSession { clear: Vec::new() };
         };
         let attrs = self.attrs(index);
         if session.check(now, self.store.timeouts()).is_err() {
             route_metrics.session(SessionResult::Expired);
-            return SessionOutcome::None(self.store.discard(&loaded, attrs).await);
+            return SessionOutcome::NoSession {
+                clear: self.store.discard(&loaded, attrs).await,
+            };
         }
         session.touch(now);
         route_metrics.session(SessionResult::Hit);
@@ -82,7 +90,7 @@ impl Authenticator {
             }
             if session.access_token_expired(now, Duration::ZERO) {
                 // Expired and not refreshable: this session no longer proves anything.
-                return SessionOutcome::None(Vec::new());
+                return SessionOutcome::NoSession { clear: Vec::new() };
             }
             // Refresh failed but the token is still valid for a moment: serve the request.
         } else if session.needs_renewal(now, self.store.timeouts()) {
