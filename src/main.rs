@@ -1,7 +1,6 @@
 //! `oidc-gateway`: run the gateway, or check a configuration.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dev::DemoPorts;
 use oidc_gateway::config::Config;
 use oidc_gateway::server::{self, RunMode};
 use oidc_gateway::signals;
@@ -49,26 +48,7 @@ enum Command {
     },
     /// Run the whole product locally: the gateway, a built-in development OpenID Provider and a
     /// demo upstream page, all on 127.0.0.1. DEVELOPMENT ONLY. No account anywhere needed.
-    Demo {
-        /// Gateway port.
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// Development IdP port.
-        #[arg(long, default_value_t = 8081)]
-        idp_port: u16,
-        /// Demo upstream port.
-        #[arg(long, default_value_t = 8082)]
-        upstream_port: u16,
-        /// Metrics port.
-        #[arg(long, default_value_t = 9464)]
-        metrics_port: u16,
-        /// Print the equivalent configuration file and exit.
-        #[arg(long)]
-        print_config: bool,
-        /// Log line format.
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-    },
+    Demo(DemoArgs),
     /// Run only the development OpenID Provider (DEVELOPMENT ONLY), for trying the configuration
     /// `demo --print-config` prints with `oidc-gateway run`. The `demo` client's secret is read
     /// from the CLIENT_SECRET environment variable, as that configuration expects.
@@ -109,6 +89,29 @@ enum Command {
     },
 }
 
+/// `demo`'s options.
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Gateway port.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Development IdP port.
+    #[arg(long, default_value_t = 8081)]
+    idp_port: u16,
+    /// Demo upstream port.
+    #[arg(long, default_value_t = 8082)]
+    upstream_port: u16,
+    /// Metrics port.
+    #[arg(long, default_value_t = 9464)]
+    metrics_port: u16,
+    /// Print the equivalent configuration file and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     /// Human-readable lines.
@@ -129,23 +132,7 @@ fn main() -> ExitCode {
             config,
             print_effective,
         } => check(&config, print_effective),
-        Command::Demo {
-            port,
-            idp_port,
-            upstream_port,
-            metrics_port,
-            print_config,
-            log_format,
-        } => dev::demo(
-            DemoPorts {
-                gateway: port,
-                idp: idp_port,
-                upstream: upstream_port,
-                metrics: metrics_port,
-            },
-            print_config,
-            log_format,
-        ),
+        Command::Demo(args) => dev::demo(&args),
         Command::DevIdp {
             port,
             gateway_port,
@@ -222,29 +209,27 @@ fn check(config: &Path, print_effective: bool) -> ExitCode {
 /// The development-only subcommands, built with the `demo` cargo feature (on by default).
 #[cfg(feature = "demo")]
 mod dev {
-    use super::LogFormat;
-    use oidc_gateway::demo;
-    pub use oidc_gateway::demo::DemoPorts;
+    use super::{DemoArgs, LogFormat};
+    use oidc_gateway::demo::{self, DemoPorts};
+    use pingora::server::Server;
     use std::process::ExitCode;
 
     /// `demo`: the gateway, the development IdP and the demo app, together.
-    pub fn demo(ports: DemoPorts, print_config: bool, log_format: LogFormat) -> ExitCode {
-        if print_config {
+    pub fn demo(args: &DemoArgs) -> ExitCode {
+        let ports = DemoPorts {
+            gateway: args.port,
+            idp: args.idp_port,
+            upstream: args.upstream_port,
+            metrics: args.metrics_port,
+        };
+        if args.print_config {
             print!("{}", demo::printed_config(&ports));
             return ExitCode::SUCCESS;
         }
-        let _guard =
-            oidc_gateway::logging::init("info", matches!(log_format, LogFormat::Json), true);
+        let json = matches!(args.log_format, LogFormat::Json);
+        let _guard = oidc_gateway::logging::init("info", json, true);
         pingora::tls::install_default_crypto_provider();
-        let server = match demo::build(&ports) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!("{}", demo::banner(&ports));
-        server.run_forever();
+        serve(demo::build(&ports), || demo::banner(&ports))
     }
 
     /// `dev-idp`: the development IdP alone.
@@ -261,32 +246,37 @@ mod dev {
             idp: port,
             ..Default::default()
         };
-        let server = match demo::dev_idp_server(&ports, &secret, access_token_ttl) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!(
-            "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder\n{}",
-            demo::dev_idp_settings(&ports)
-        );
-        server.run_forever();
+        serve(
+            demo::dev_idp_server(&ports, &secret, access_token_ttl),
+            || {
+                format!(
+                    "development IdP on http://127.0.0.1:{port} (development only): users alice / wonderland, bob / builder\n{}",
+                    demo::dev_idp_settings(&ports)
+                )
+            },
+        )
     }
 
     /// `demo-app`: the demo upstream page alone.
     pub fn demo_app(port: u16) -> ExitCode {
         let _guard = oidc_gateway::logging::init("info", false, true);
-        let server = match demo::demo_app_server(port) {
-            Ok(s) => s,
+        serve(demo::demo_app_server(port), || {
+            format!("demo app on http://127.0.0.1:{port} (development only)")
+        })
+    }
+
+    /// Prints the banner and serves, or prints why the server could not be built.
+    fn serve(server: Result<Server, String>, banner: impl FnOnce() -> String) -> ExitCode {
+        match server {
+            Ok(server) => {
+                println!("{}", banner());
+                server.run_forever();
+            }
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::FAILURE;
+                ExitCode::FAILURE
             }
-        };
-        println!("demo app on http://127.0.0.1:{port} (development only)");
-        server.run_forever();
+        }
     }
 }
 
@@ -294,17 +284,8 @@ mod dev {
 /// their subcommands stay, and say so.
 #[cfg(not(feature = "demo"))]
 mod dev {
-    use super::LogFormat;
+    use super::DemoArgs;
     use std::process::ExitCode;
-
-    /// The ports `demo` would use (unused in this build).
-    #[allow(dead_code)]
-    pub struct DemoPorts {
-        pub gateway: u16,
-        pub idp: u16,
-        pub upstream: u16,
-        pub metrics: u16,
-    }
 
     fn left_out() -> ExitCode {
         eprintln!(
@@ -313,7 +294,7 @@ mod dev {
         ExitCode::FAILURE
     }
 
-    pub fn demo(_: DemoPorts, _: bool, _: LogFormat) -> ExitCode {
+    pub fn demo(_: &DemoArgs) -> ExitCode {
         left_out()
     }
 
