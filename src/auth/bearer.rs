@@ -8,6 +8,7 @@ use crate::cache::BoundedCache;
 use crate::config::RouteAuth;
 use crate::metrics;
 use crate::oidc::idp_http::token_request;
+use crate::oidc::jws::{JwsError, Unverified};
 use crate::oidc::provider::{Providers, error_chain};
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::Validation;
@@ -141,70 +142,43 @@ async fn verify_signature(
     allowed: &[usize],
     token: &str,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    let iss = unverified_issuer(token).ok_or(TokenError::Malformed)?;
-    // Keys are kept apart per issuer: the token's issuer picks whose keys may verify it.
-    let provider = *allowed
-        .iter()
-        .find(|&&p| providers.handle(p).is_some_and(|h| h.config.issuer == iss))
-        .ok_or(TokenError::UnknownIssuer)?;
-    let mut refetched = false;
-    loop {
-        let d = providers
-            .ready(provider)
-            .await
-            .ok_or(TokenError::Unavailable)?;
-        let Some(key) = d.bearer_keys.find(header.kid.as_deref()) else {
-            if !refetched && providers.refresh_keys(provider).await {
-                refetched = true;
-                continue;
-            }
-            return Err(TokenError::UnknownKey);
-        };
-        if key.alg != header.alg {
-            return Err(TokenError::Algorithm);
-        }
-        let leeway = providers
-            .handle(provider)
-            .map_or(30, |h| h.config.leeway.as_secs());
-        let mut v = Validation::new(key.alg);
-        v.leeway = leeway;
-        v.validate_aud = false;
-        v.validate_nbf = true;
-        v.required_spec_claims = ["exp".to_owned()].into();
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
-                        TokenError::Expired
-                    }
-                    ErrorKind::MissingRequiredClaim(_) => TokenError::NoExpiry,
-                    ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
-                    ErrorKind::InvalidSignature => TokenError::Signature,
-                    _ => TokenError::Malformed,
-                }
-            })?;
-        let exp = data
-            .claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or(TokenError::NoExpiry)?;
-        return Ok(Arc::new(VerifiedToken {
-            provider,
-            claims: data.claims,
-            exp,
-            upstream_headers: OnceLock::new(),
-        }));
-    }
+    let jws = Unverified::read(providers, allowed, token)?;
+    let claims = jws
+        .verify(providers, |config, alg| {
+            let mut v = Validation::new(alg);
+            v.leeway = config.leeway.as_secs();
+            // Audience and issuer are checked per route, on every request (`check_claims`).
+            v.validate_aud = false;
+            v.validate_nbf = true;
+            v.required_spec_claims = ["exp".to_owned()].into();
+            v
+        })
+        .await?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(TokenError::NoExpiry)?;
+    Ok(Arc::new(VerifiedToken {
+        provider: jws.provider,
+        claims,
+        exp,
+        upstream_headers: OnceLock::new(),
+    }))
 }
 
-/// `iss` of a token, before its signature is checked (only to pick the keys).
-fn unverified_issuer(token: &str) -> Option<String> {
-    crate::claims::jwt_payload(token)?
-        .get("iss")?
-        .as_str()
-        .map(str::to_owned)
+impl From<JwsError> for TokenError {
+    fn from(e: JwsError) -> TokenError {
+        match e {
+            JwsError::UnknownIssuer => TokenError::UnknownIssuer,
+            JwsError::UnknownKey => TokenError::UnknownKey,
+            JwsError::Algorithm => TokenError::Algorithm,
+            JwsError::Signature => TokenError::Signature,
+            JwsError::Time => TokenError::Expired,
+            JwsError::MissingClaim => TokenError::NoExpiry,
+            JwsError::Unavailable => TokenError::Unavailable,
+            JwsError::Malformed | JwsError::Audience | JwsError::Issuer => TokenError::Malformed,
+        }
+    }
 }
 
 /// The per-request checks on a verified token: times, issuer, audience.

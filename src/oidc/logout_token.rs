@@ -5,6 +5,7 @@
 //! refuses replays of it). `typ` must be `logout+jwt`, unless the provider is configured to
 //! accept plain `JWT` (Keycloak sends that).
 
+use super::jws::{JwsError, Unverified};
 use super::provider::Providers;
 use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
@@ -79,60 +80,49 @@ pub async fn verify(
     token: &str,
     now: u64,
 ) -> Result<LogoutToken, LogoutTokenError> {
-    use LogoutTokenError as E;
-    let header = jsonwebtoken::decode_header(token).map_err(|_| E::Malformed)?;
-    let iss = crate::claims::jwt_payload(token)
-        .and_then(|p| p.get("iss")?.as_str().map(str::to_owned))
-        .ok_or(E::Malformed)?;
-    let provider = *candidates
-        .iter()
-        .find(|&&p| providers.handle(p).is_some_and(|h| h.config.issuer == iss))
-        .ok_or(E::UnknownIssuer)?;
-    let config = &providers.handle(provider).ok_or(E::UnknownIssuer)?.config;
+    let jws = Unverified::read(providers, candidates, token)?;
+    let config = &providers
+        .handle(jws.provider)
+        .ok_or(LogoutTokenError::UnknownIssuer)?
+        .config;
+    // Before the keys: a token of the wrong type never causes a JWKS fetch.
     check_typ(
-        header.typ.as_deref(),
+        jws.header.typ.as_deref(),
         config.backchannel_logout_allow_jwt_typ,
     )?;
-    let mut refetched = false;
-    let claims = loop {
-        let d = providers.get(provider).ok_or(E::Unavailable)?;
-        let Some(key) = d.bearer_keys.find(header.kid.as_deref()) else {
-            if !refetched && providers.refresh_keys(provider).await {
-                refetched = true;
-                continue;
-            }
-            return Err(E::UnknownKey);
-        };
-        if key.alg != header.alg {
-            return Err(E::Algorithm);
-        }
-        let mut v = Validation::new(key.alg);
-        v.leeway = config.leeway.as_secs();
-        v.set_issuer(&[&config.issuer]);
-        v.set_audience(&[&config.client_id]);
-        // `exp` is optional in a logout token, but checked when present.
-        v.required_spec_claims = ["iss".to_owned(), "aud".to_owned()].into();
-        v.validate_exp = true;
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => E::Time,
-                    ErrorKind::InvalidAudience => E::Audience,
-                    ErrorKind::InvalidIssuer => E::UnknownIssuer,
-                    ErrorKind::InvalidAlgorithm => E::Algorithm,
-                    ErrorKind::InvalidSignature => E::Signature,
-                    _ => E::Malformed,
-                }
-            })?;
-        break data.claims;
-    };
+    let claims = jws
+        .verify(providers, |config, alg| {
+            let mut v = Validation::new(alg);
+            v.leeway = config.leeway.as_secs();
+            v.set_issuer(&[&config.issuer]);
+            v.set_audience(&[&config.client_id]);
+            // `exp` is optional in a logout token, but checked when present.
+            v.required_spec_claims = ["iss".to_owned(), "aud".to_owned()].into();
+            v.validate_exp = true;
+            v
+        })
+        .await?;
     check_claims(&claims, now, config.leeway.as_secs()).map(|(sid, sub, jti)| LogoutToken {
-        provider,
+        provider: jws.provider,
         sid,
         sub,
         jti,
     })
+}
+
+impl From<JwsError> for LogoutTokenError {
+    fn from(e: JwsError) -> LogoutTokenError {
+        match e {
+            JwsError::UnknownIssuer | JwsError::Issuer => LogoutTokenError::UnknownIssuer,
+            JwsError::UnknownKey => LogoutTokenError::UnknownKey,
+            JwsError::Algorithm => LogoutTokenError::Algorithm,
+            JwsError::Signature => LogoutTokenError::Signature,
+            JwsError::Time => LogoutTokenError::Time,
+            JwsError::Audience => LogoutTokenError::Audience,
+            JwsError::Unavailable => LogoutTokenError::Unavailable,
+            JwsError::Malformed | JwsError::MissingClaim => LogoutTokenError::Malformed,
+        }
+    }
 }
 
 /// `logout+jwt` (or its media type form) always; plain `JWT` or none only when allowed.

@@ -4,6 +4,7 @@
 pub mod client_assertion;
 pub mod idp_http;
 pub mod jwks;
+pub mod jws;
 pub mod login;
 pub mod logout;
 pub mod logout_token;
