@@ -20,6 +20,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Instant;
 
 /// The gateway's request handler.
@@ -103,8 +104,9 @@ impl Gateway {
         Some((route, self.pools.get(route.upstream)?))
     }
 
-    /// Route → authenticate → authorize → pick a target. An `Err` is a complete answer.
-    async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reply> {
+    /// Route → authenticate → authorize → pick a target; or `Break` with a complete answer
+    /// (a refusal, or one of the gateway's own endpoints).
+    async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> ControlFlow<Reply> {
         ctx.trace = RequestTrace::start(
             session.req_header(),
             || self.peer_trusted(session),
@@ -114,18 +116,33 @@ impl Gateway {
         let html = wants_html(&req.headers);
         // What is routed is what is forwarded: the method and target are read once, here, and
         // anything that cannot be canonicalised is refused before any route sees it.
-        let target = target::read(req, self.config.server.allow_encoded_slashes).map_err(|e| {
-            ctx.logged_path = Some(target::escaped_raw(req).into());
-            metrics::refused(e.code());
-            Reply::error(400, e.code(), "Bad request", &format!("{e}."), html)
-        })?;
+        let target = match target::read(req, self.config.server.allow_encoded_slashes) {
+            Ok(target) => target,
+            Err(e) => {
+                ctx.logged_path = Some(target::escaped_raw(req).into());
+                metrics::refused(e.code());
+                return Break(Reply::error(
+                    400,
+                    e.code(),
+                    "Bad request",
+                    &format!("{e}."),
+                    html,
+                ));
+            }
+        };
         if target.path.len() != req.uri.path().len() || target.forward == Forward::Canonical {
             ctx.logged_path = Some(target.path.as_ref().into());
         }
-        headers::check_framing(&req.method, &req.headers).map_err(|e| {
+        if let Err(e) = headers::check_framing(&req.method, &req.headers) {
             metrics::refused(e.code());
-            Reply::error(400, e.code(), "Bad request", &format!("{e}."), html)
-        })?;
+            return Break(Reply::error(
+                400,
+                e.code(),
+                "Bad request",
+                &format!("{e}."),
+                html,
+            ));
+        }
 
         // The gateway's own endpoints come before any route.
         if let Some(auth) = &self.auth
@@ -148,21 +165,21 @@ impl Gateway {
             let req = session.req_header();
             let served =
                 Box::pin(auth.serve(endpoint, req, client, from_proxy, html, body.as_deref()));
-            return Err(telemetry::within(ctx.trace.as_ref(), endpoint.name(), served).await);
+            return Break(telemetry::within(ctx.trace.as_ref(), endpoint.name(), served).await);
         }
 
-        let m = self
+        let Some(m) = self
             .routes
             .find(request_host(req), &target.path, &req.method)
-            .ok_or_else(|| {
-                Reply::error(
-                    404,
-                    "not_found",
-                    "Not found",
-                    "No route matches this request. Check the address.",
-                    html,
-                )
-            })?;
+        else {
+            return Break(Reply::error(
+                404,
+                "not_found",
+                "Not found",
+                "No route matches this request. Check the address.",
+                html,
+            ));
+        };
         ctx.route = Some(m.route);
         let route = &self.config.routes[m.route];
         if let Some(trace) = &ctx.trace {
@@ -180,7 +197,7 @@ impl Gateway {
 
         if let Auth::Oidc(spec) = &route.auth {
             let Some(auth) = &self.auth else {
-                return Err(Reply::error(
+                return Break(Reply::error(
                     500,
                     "misconfigured",
                     "Server error",
@@ -207,9 +224,9 @@ impl Gateway {
                         Some(sign_in) => sign_in.with_cookies(denied.cookies),
                         None => denied,
                     };
-                    return Err(answer.render(html));
+                    return Break(answer.render(html));
                 }
-                (Err(denied), _) => return Err(denied.render(html)),
+                (Err(denied), _) => return Break(denied.render(html)),
             };
             ctx.authenticated_route = true;
         }
@@ -262,18 +279,18 @@ impl Gateway {
     }
 
     /// Picks the first target, so "nothing healthy" is a clean 503 on a reusable connection.
-    fn choose_target(&self, session: &Session, ctx: &mut Ctx, html: bool) -> Result<(), Reply> {
+    fn choose_target(&self, session: &Session, ctx: &mut Ctx, html: bool) -> ControlFlow<Reply> {
         let Some((_, pool)) = self.route_of(ctx) else {
-            return Ok(());
+            return Continue(());
         };
         match select(pool, session, ctx.tried) {
             Some(idx) => {
                 ctx.tried.insert(idx);
                 ctx.target = Some(idx);
                 ctx.target_pending = true;
-                Ok(())
+                Continue(())
             }
-            None => Err(Reply::error(
+            None => Break(Reply::error(
                 503,
                 "no_healthy_upstream",
                 "Service unavailable",
@@ -385,8 +402,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.decide(session, ctx).await {
-            Ok(()) => Ok(false),
-            Err(reply) => {
+            Continue(()) => Ok(false),
+            Break(reply) => {
                 reply.send(session).await?;
                 Ok(true)
             }
