@@ -44,7 +44,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
     };
     let auth = Authenticator::new(&cfg, None).unwrap().unwrap();
     let metadata = idp_metadata();
-    auth.providers
+    auth.providers()
         .install(0, Discovered::new(&cfg.providers[0], metadata).unwrap());
 
     // An Okta-like access token: about 900 bytes.
@@ -93,7 +93,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
         b.iter(|| {
             black_box(
                 futures::executor::block_on(verify_jwt(
-                    &auth.providers,
+                    auth.providers(),
                     &uncached,
                     spec,
                     black_box(&token),

@@ -98,7 +98,7 @@ fn bench_sessions(c: &mut Criterion) {
         let oidc_gateway::config::Auth::Oidc(spec) = &cfg.routes[0].auth else {
             unreachable!()
         };
-        let (_, cookies) = futures::executor::block_on(auth.store.save(
+        let (_, cookies) = futures::executor::block_on(auth.sessions().save(
             &Loaded::Absent,
             session_data(),
             &CookieAttrs::default(),

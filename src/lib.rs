@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod demo;
 #[cfg(feature = "demo")]
 pub mod devidp;
+pub mod endpoints;
 pub mod fleet;
 pub mod h2;
 pub mod handshake;

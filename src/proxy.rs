@@ -6,6 +6,7 @@ use crate::access_log;
 use crate::auth::{Authenticator, Denied, Identity, identity, preserve_post};
 use crate::config::{Auth, Config, Route, RouteAuth};
 use crate::connections;
+use crate::endpoints::{self, Endpoints};
 use crate::http::cookies;
 use crate::http::headers::{self, ClientConn, HeaderSet, request_host};
 use crate::http::responses::{Reply, wants_html};
@@ -35,6 +36,8 @@ pub struct Gateway {
     endpoint_metrics: RouteMetrics,
     /// OpenID Connect, when providers are configured.
     auth: Option<std::sync::Arc<Authenticator>>,
+    /// The gateway's own endpoints, when providers are configured.
+    endpoints: Option<std::sync::Arc<Endpoints>>,
     /// Identity headers removed from every request.
     scrub: HeaderSet,
 }
@@ -73,13 +76,12 @@ impl Gateway {
     pub fn new(
         config: Config,
         pools: std::sync::Arc<[UpstreamPool]>,
-        auth: Option<std::sync::Arc<Authenticator>>,
+        endpoints: Option<std::sync::Arc<Endpoints>>,
     ) -> Self {
         Gateway {
-            scrub: auth
-                .as_ref()
-                .map_or_else(|| identity::scrub_set(&config), |o| o.scrub.clone()),
-            auth,
+            scrub: identity::scrub_set(&config),
+            auth: endpoints.as_ref().map(|e| e.authenticator().clone()),
+            endpoints,
             endpoint_metrics: RouteMetrics::new(access_log::GATEWAY_ENDPOINT),
             routes: RouteTable::new(&config.routes),
             route_metrics: config
@@ -145,16 +147,15 @@ impl Gateway {
         }
 
         // The gateway's own endpoints come before any route.
-        if let Some(auth) = &self.auth
-            && let Some(endpoint) = auth.endpoint(&target.path)
+        if let Some(own) = &self.endpoints
+            && let Some(endpoint) = own.endpoint(&target.path)
         {
             ctx.own_endpoint = true;
             let client = self.client_ip(session);
             let from_proxy = self.peer_trusted(session);
             // A small body, whole within the body deadline (no slow drip holds the connection).
             let body = if endpoint.reads_body() {
-                let read =
-                    crate::http::body::read_limited(session, crate::auth::backchannel::MAX_BODY);
+                let read = crate::http::body::read_limited(session, endpoints::MAX_BODY);
                 tokio::time::timeout(self.config.server.request_body_timeout, read)
                     .await
                     .ok()
@@ -164,7 +165,7 @@ impl Gateway {
             };
             let req = session.req_header();
             let served =
-                Box::pin(auth.serve(endpoint, req, client, from_proxy, html, body.as_deref()));
+                Box::pin(own.serve(endpoint, req, client, from_proxy, html, body.as_deref()));
             return Break(telemetry::within(ctx.trace.as_ref(), endpoint.name(), served).await);
         }
 

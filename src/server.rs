@@ -3,10 +3,11 @@
 //! taken over (see `upgrade`).
 
 use crate::admin::AdminApp;
-use crate::auth::{Authenticator, SessionSweeper};
+use crate::auth::Authenticator;
 use crate::bind_check;
 use crate::config::Config;
 use crate::connections;
+use crate::endpoints::{Endpoints, Sweeper};
 use crate::fleet::pubsub::Subscriber;
 use crate::fleet::{Fleet, Invalidation};
 use crate::handshake::HandshakeDeadline;
@@ -79,16 +80,19 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         _ => None,
     };
     let oidc = Authenticator::new(&config, fleet.clone())?.map(Arc::new);
+    let endpoints = oidc
+        .clone()
+        .map(|auth| Arc::new(Endpoints::new(&config, auth, fleet.clone())));
     let readiness = Arc::new(Readiness::new(
         &config,
-        oidc.as_ref().map(|a| a.providers.clone()),
+        oidc.as_ref().map(|a| a.providers().clone()),
         pools.clone(),
         fleet.clone(),
     ));
     if mode.upgrade {
         if let Some(auth) = &oidc {
             upgrade::wait_until_ready(
-                &auth.providers,
+                auth.providers(),
                 readiness.used_providers(),
                 s.upgrade_ready_timeout,
             );
@@ -97,9 +101,9 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     }
     // With `--upgrade`, this takes the listening sockets over from the running process.
     server.bootstrap();
-    if let Some(auth) = &oidc {
+    if let (Some(auth), Some(endpoints)) = (&oidc, &endpoints) {
         if let Some(fleet) = &fleet {
-            let handler = auth.store.invalidator();
+            let handler = auth.sessions().invalidator();
             let mut sub = background_service(
                 "Redis invalidations",
                 Subscriber::new(fleet.clone(), handler.clone()),
@@ -113,11 +117,11 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         }
         let mut discovery = background_service(
             "provider discovery",
-            DiscoveryService(auth.providers.clone()),
+            DiscoveryService(auth.providers().clone()),
         );
         discovery.threads = Some(1);
         server.add_service(discovery);
-        let mut sweeper = background_service("session sweeper", SessionSweeper(auth.clone()));
+        let mut sweeper = background_service("session sweeper", Sweeper(endpoints.clone()));
         sweeper.threads = Some(1);
         server.add_service(sweeper);
     }
@@ -134,8 +138,10 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     };
     let h2 = h2_options(s);
     let tls_handshake_timeout = s.tls_handshake_timeout;
-    let mut http =
-        pingora::proxy::http_proxy(&server.configuration, Gateway::new(config, pools, oidc));
+    let mut http = pingora::proxy::http_proxy(
+        &server.configuration,
+        Gateway::new(config, pools, endpoints),
+    );
     http.h2_options = Some(h2);
     let handshakes = (!tls.is_empty()).then(|| HandshakeDeadline::new(tls_handshake_timeout));
     let mut proxy = Service::new(

@@ -3,11 +3,13 @@
 //! a client can never pose as a user.
 
 use super::bearer::VerifiedToken;
+use super::{Authenticator, Credential, Identity};
 use crate::claims::to_text;
 use crate::config::{Config, Provider};
 use crate::http::headers::{HeaderSet, IDENTITY_PREFIXES, default_scrubbed};
 use crate::session::Session;
 use base64::Engine;
+use pingora::http::RequestHeader;
 use serde_json::{Map, Value};
 
 /// The headers to remove from every request: the defaults (less `keep_headers`), every
@@ -125,5 +127,68 @@ fn push(
 ) {
     if let Ok(v) = http::HeaderValue::from_str(value) {
         out.push((name.clone(), v));
+    }
+}
+
+impl Authenticator {
+    /// Sets the identity headers of a request to an authenticated route (scrubbed before), and
+    /// the signed identity assertion for the upstream named `upstream` when configured.
+    /// `Authorization` is the gateway's there: a validated bearer token stays, anything else the
+    /// client sent is removed (optional mode without a credential, the anonymous consumer, a
+    /// session, which may set its own below).
+    pub fn identify(
+        &self,
+        id: Option<&Identity>,
+        req: &mut RequestHeader,
+        upstream: &str,
+    ) -> pingora::Result<()> {
+        if !id.is_some_and(|id| matches!(id.credential, Credential::Token(_))) {
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+        let Some(id) = id else { return Ok(()) };
+        for (name, value) in self.identity_headers(id) {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+        if let (Some(signer), Some(sub), Some(idp)) =
+            (&self.identity_signer, id.sub(), self.provider_of(id))
+            && let Some(jwt) = signer.assertion(sub, &idp.issuer, id.claims(), upstream)
+        {
+            req.insert_header(signer.header().clone(), jwt)?;
+        }
+        Ok(())
+    }
+
+    /// The provider that vouches for `id` (none for an anonymous consumer).
+    fn provider_of(&self, id: &Identity) -> Option<&Provider> {
+        match &id.credential {
+            Credential::Session(s) => self
+                .providers
+                .list
+                .iter()
+                .find(|p| *p.config.name == *s.data.provider)
+                .map(|p| &p.config),
+            Credential::Token(t) => self.provider(t.provider),
+            Credential::Anonymous => None,
+        }
+    }
+
+    /// The identity headers of `id`, as configured for its provider (computed once per
+    /// credential), then the consumer's.
+    pub(crate) fn identity_headers<'a>(
+        &'a self,
+        id: &'a Identity,
+    ) -> impl Iterator<Item = &'a (http::HeaderName, http::HeaderValue)> {
+        let set = self.provider_of(id).and_then(|cfg| match &id.credential {
+            Credential::Session(s) => Some(
+                s.upstream_headers
+                    .get_or_init(|| session_headers(cfg, s).into()),
+            ),
+            Credential::Token(t) => Some(
+                t.upstream_headers
+                    .get_or_init(|| token_headers(cfg, t).into()),
+            ),
+            Credential::Anonymous => None,
+        });
+        set.into_iter().flatten().chain(&id.extra_headers)
     }
 }

@@ -4,17 +4,15 @@
 //! make no call to the identity provider. A refusal is returned as data ([`Denied`]) and
 //! rendered in one place (`denial.rs`).
 
-pub mod backchannel;
 pub mod bearer;
 pub mod consumers;
 pub mod denial;
-pub mod endpoints;
-mod forward;
 pub mod identity;
 pub mod preserve_post;
 pub mod refresh;
 pub mod rules;
 mod session_method;
+mod sign_in;
 pub mod signed_identity;
 
 pub use denial::{Denial, Denied};
@@ -24,27 +22,19 @@ use crate::clock::now;
 use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings};
 use crate::fleet::Fleet;
 use crate::http::cookies::CookieAttrs;
-use crate::http::headers::HeaderSet;
-use crate::http::redirect;
 use crate::metrics::{self, RouteMetrics};
-use crate::oidc::login::authorization_request;
 use crate::oidc::persisted::MetadataFiles;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
 use crate::ratelimit::{self, Ceiling, Limit};
 use crate::session::Session;
 use crate::session::store::{Sessions, SetCookies};
-use async_trait::async_trait;
 use bearer::{TokenCaches, VerifiedToken};
-use dashmap::DashMap;
 use pingora::http::RequestHeader;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use refresh::Refresher;
 use session_method::SessionOutcome;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What proved a request.
 #[derive(Debug, Clone)]
@@ -107,43 +97,32 @@ impl Identity {
 }
 
 /// Authentication and authorization of requests to protected routes: browser sessions and
-/// sign-in, bearer JWTs, introspection, consumers; and the gateway's own endpoints (callback,
-/// logout, userinfo).
+/// sign-in, bearer JWTs, introspection, consumers, and the identity the upstream is told. The
+/// gateway's own endpoints (`crate::endpoints`) use it; nothing reaches into its fields.
 pub struct Authenticator {
     /// Configured providers and their discovery state.
-    pub providers: Arc<Providers>,
+    providers: Arc<Providers>,
     /// Session storage.
-    pub store: Sessions,
+    store: Sessions,
     /// The fleet's shared state (`[redis]`), when configured.
-    pub fleet: Option<Arc<Fleet>>,
+    fleet: Option<Arc<Fleet>>,
     login: LoginCookies,
     settings: SessionSettings,
     /// Cookie attributes per provider (`Secure` follows the provider's redirect URI).
     attrs: Vec<CookieAttrs>,
-    /// Identity headers removed from every request before it goes upstream.
-    pub scrub: HeaderSet,
     refresher: Refresher,
-    /// Login `state`s and logout-token `jti`s already used (kind, NUL, value), until they
-    /// could no longer be replayed.
-    used_once: DashMap<Vec<u8>, u64>,
     /// Verified bearer tokens and introspection answers.
     tokens: TokenCaches,
     /// `[[consumers]]`
     consumers: Vec<Consumer>,
     /// Login starts per client and minute.
     login_starts: Option<Limit>,
-    /// Callbacks (token calls) per client and minute.
-    callbacks: Option<Limit>,
     /// Introspection cache misses per client and minute.
     introspections: Option<Limit>,
     /// Calls to the providers that clients cause (token exchanges, introspections), per second.
     provider_calls: Option<Ceiling>,
-    /// `[[forward_auth]]` endpoints.
-    forward: Vec<crate::config::ForwardAuth>,
-    /// Their request metrics (`route="forward_auth"`).
-    forward_metrics: RouteMetrics,
     /// Signs `[identity_assertion]` JWTs.
-    pub(crate) identity_signer: Option<signed_identity::IdentitySigner>,
+    identity_signer: Option<signed_identity::IdentitySigner>,
     /// Forms posted without a session, waiting for their sign-in (`preserve_post`).
     posts: preserve_post::PreservedPosts,
 }
@@ -204,20 +183,15 @@ impl Authenticator {
                 config.server.state_dir.as_deref(),
             )?,
             fleet,
-            scrub: identity::scrub_set(config),
             providers,
             settings,
             attrs,
             refresher: Refresher::default(),
-            used_once: DashMap::new(),
             tokens: TokenCaches::new(settings_cache_size),
             consumers: config.consumers.clone(),
             login_starts: Limit::new(config.server.login_rate_limit),
-            callbacks: Limit::new(config.server.login_rate_limit),
             introspections: Limit::new(config.server.introspection_rate_limit),
             provider_calls: Ceiling::new(config.server.provider_call_limit),
-            forward: config.forward_auth.clone(),
-            forward_metrics: RouteMetrics::new("forward_auth"),
             identity_signer: config
                 .identity_assertion
                 .as_ref()
@@ -228,8 +202,39 @@ impl Authenticator {
         }))
     }
 
-    fn provider(&self, index: usize) -> Option<&Provider> {
+    /// The configured providers and their discovery state.
+    pub fn providers(&self) -> &Arc<Providers> {
+        &self.providers
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &Sessions {
+        &self.store
+    }
+
+    /// The configuration of provider `index`.
+    pub(crate) fn provider(&self, index: usize) -> Option<&Provider> {
         self.providers.handle(index).map(|h| &h.config)
+    }
+
+    /// The login cookies that carry a sign-in from its start to its callback.
+    pub(crate) fn login(&self) -> &LoginCookies {
+        &self.login
+    }
+
+    /// The forms kept while their sign-in runs.
+    pub(crate) fn kept_posts(&self) -> &preserve_post::PreservedPosts {
+        &self.posts
+    }
+
+    /// The instance's ceiling on calls to providers that clients cause.
+    pub(crate) fn provider_calls(&self) -> Option<&Ceiling> {
+        self.provider_calls.as_ref()
+    }
+
+    /// The signer of `[identity_assertion]` JWTs, when configured.
+    pub(crate) fn identity_signer(&self) -> Option<&signed_identity::IdentitySigner> {
+        self.identity_signer.as_ref()
     }
 
     /// Why the gateway's last discovery of provider `index` failed, if it did.
@@ -237,7 +242,8 @@ impl Authenticator {
         self.providers.handle(index).and_then(|p| p.last_error())
     }
 
-    fn attrs(&self, index: usize) -> &CookieAttrs {
+    /// The attributes of cookies for provider `index`'s sign-ins and sessions.
+    pub(crate) fn cookie_attrs(&self, index: usize) -> &CookieAttrs {
         // `new` builds one entry per provider and there is at least one provider.
         &self.attrs[index.min(self.attrs.len() - 1)]
     }
@@ -471,166 +477,11 @@ impl Authenticator {
             .map_or("https", |(scheme, _)| scheme)
     }
 
-    /// The sign-in for a form posted without a session to a `preserve_post` route (`req`
-    /// [qualifies](preserve_post::qualifies), and `body` is what it posted): the form waits on
-    /// the server for the callback, which has the browser post it again. A body that is not
-    /// well-formed form data gets the usual 401; one that cannot be kept, a 503 (the browser's
-    /// back button still has the form).
-    pub async fn sign_in_keeping_post(
-        &self,
-        spec: &RouteAuth,
-        req: &RequestHeader,
-        client: Option<IpAddr>,
-        return_to: &str,
-        body: &[u8],
-    ) -> Denied {
-        if preserve_post::fields(body).is_none() {
-            return Denial::SessionRequired {
-                realm: spec.realm.clone(),
-            }
-            .into();
-        }
-        let provider = spec.providers[0];
-        self.start_login(
-            provider,
-            &spec.realm,
-            req,
-            client,
-            return_to,
-            now(),
-            Some(body),
-        )
-        .await
-    }
-
-    /// A request that needs a sign-in: a redirect to the provider for browsers (within the
-    /// client's limit), 401 for requests that cannot follow one (API calls, XHR, non-GET), 503
-    /// while the provider is unreachable. `post`: a form to keep for the attempt.
-    #[allow(clippy::too_many_arguments)]
-    async fn start_login(
-        &self,
-        index: usize,
-        realm: &str,
-        req: &RequestHeader,
-        client: Option<IpAddr>,
-        return_to: &str,
-        now: u64,
-        post: Option<&[u8]>,
-    ) -> Denied {
-        let Some(cfg) = self.provider(index) else {
-            return Denial::Misconfigured("The route names an unknown provider.").into();
-        };
-        if post.is_none() && !can_follow_redirect(req) {
-            return Denial::SessionRequired {
-                realm: realm.to_owned(),
-            }
-            .into();
-        }
-        // The attempt's callback will cost a token call: the client's limit applies.
-        if let Err(limited) = ratelimit::check(self.login_starts.as_ref(), client) {
-            return too_many(limited, "sign-in attempts");
-        }
-        let Some(d) = self.providers.ready(index).await else {
-            metrics::login(&cfg.name, "provider_unavailable");
-            return Denial::ProviderUnavailable(self.last_error(index)).into();
-        };
-        if !Providers::reachable(&self.providers, index) {
-            metrics::login(&cfg.name, "provider_unreachable");
-            return Denial::ProviderUnavailable(self.last_error(index)).into();
-        }
-        let return_to = redirect::same_origin_path(return_to)
-            .unwrap_or("/")
-            .to_owned();
-        let (url, mut st) = authorization_request(&d, cfg, return_to, now);
-        let Ok(location) = http::HeaderValue::from_str(&url) else {
-            return Denial::Misconfigured("The sign-in URL is invalid.").into();
-        };
-        if let Some(body) = post {
-            let keep = self
-                .posts
-                .keep(&st.state, body, client, self.settings.login_timeout, now);
-            if let Err(e) = Box::pin(keep).await {
-                metrics::login(&cfg.name, "post_not_kept");
-                tracing::warn!(provider = %cfg.name, "a form posted before sign-in could not be kept: {e}");
-                return Denial::PostNotKept.into();
-            }
-            metrics::login(&cfg.name, "post_kept");
-            st.post = true;
-        }
-        let attrs = self.attrs(index);
-        let mut cookies = self.login.prune(&req.headers, attrs, now);
-        cookies.extend(self.login.set(&st, attrs));
-        metrics::login(&cfg.name, "started");
-        Denied::from(Denial::SignIn { location }).with_cookies(cookies)
-    }
-
-    /// Sets the identity headers of a request to an authenticated route (scrubbed before), and
-    /// the signed identity assertion for the upstream named `upstream` when configured.
-    /// `Authorization` is the gateway's there: a validated bearer token stays, anything else the
-    /// client sent is removed (optional mode without a credential, the anonymous consumer, a
-    /// session, which may set its own below).
-    pub fn identify(
-        &self,
-        id: Option<&Identity>,
-        req: &mut RequestHeader,
-        upstream: &str,
-    ) -> pingora::Result<()> {
-        if !id.is_some_and(|id| matches!(id.credential, Credential::Token(_))) {
-            req.remove_header(&http::header::AUTHORIZATION);
-        }
-        let Some(id) = id else { return Ok(()) };
-        for (name, value) in self.identity_headers(id) {
-            req.insert_header(name.clone(), value.clone())?;
-        }
-        if let (Some(signer), Some(sub), Some(idp)) =
-            (&self.identity_signer, id.sub(), self.provider_of(id))
-            && let Some(jwt) = signer.assertion(sub, &idp.issuer, id.claims(), upstream)
-        {
-            req.insert_header(signer.header().clone(), jwt)?;
-        }
-        Ok(())
-    }
-
-    /// The provider that vouches for `id` (none for an anonymous consumer).
-    fn provider_of(&self, id: &Identity) -> Option<&Provider> {
-        match &id.credential {
-            Credential::Session(s) => self
-                .providers
-                .list
-                .iter()
-                .find(|p| *p.config.name == *s.data.provider)
-                .map(|p| &p.config),
-            Credential::Token(t) => self.provider(t.provider),
-            Credential::Anonymous => None,
-        }
-    }
-
-    /// The identity headers of `id`, as configured for its provider (computed once per
-    /// credential), then the consumer's.
-    fn identity_headers<'a>(
-        &'a self,
-        id: &'a Identity,
-    ) -> impl Iterator<Item = &'a (http::HeaderName, http::HeaderValue)> {
-        let set = self.provider_of(id).and_then(|cfg| match &id.credential {
-            Credential::Session(s) => Some(
-                s.upstream_headers
-                    .get_or_init(|| identity::session_headers(cfg, s).into()),
-            ),
-            Credential::Token(t) => Some(
-                t.upstream_headers
-                    .get_or_init(|| identity::token_headers(cfg, t).into()),
-            ),
-            Credential::Anonymous => None,
-        });
-        set.into_iter().flatten().chain(&id.extra_headers)
-    }
-
-    /// Drops expired sessions, refresh results and used login states.
+    /// Drops expired sessions, refresh results and kept forms.
     pub fn sweep(&self) {
         let now = now();
         self.store.sweep(now);
         self.posts.sweep(now);
-        self.used_once.retain(|_, until| *until > now);
         self.refresher.sweep();
     }
 }
@@ -642,7 +493,7 @@ fn too_many(limited: ratelimit::Limited, what: &'static str) -> Denied {
 }
 
 /// A call to the provider not made: the client's limit, or the instance's ceiling (counted).
-fn refusal(refused: ratelimit::Refused, what: &'static str) -> Denied {
+pub(crate) fn refusal(refused: ratelimit::Refused, what: &'static str) -> Denied {
     match refused {
         ratelimit::Refused::Client(limited) => too_many(limited, what),
         ratelimit::Refused::Busy => {
@@ -680,22 +531,6 @@ pub fn can_follow_redirect(req: &RequestHeader) -> bool {
         .unwrap_or("");
     let json_only = accept.contains("application/json") && !accept.contains("text/html");
     method_ok && !xhr && !json_only
-}
-
-/// Sweeps expired sessions once a minute.
-pub struct SessionSweeper(pub Arc<Authenticator>);
-
-#[async_trait]
-impl BackgroundService for SessionSweeper {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.0.sweep(),
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]

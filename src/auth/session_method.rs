@@ -43,7 +43,7 @@ impl Authenticator {
             Loaded::Invalid { .. } => {
                 route_metrics.session(SessionResult::Invalid);
                 return SessionOutcome::NoSession {
-                    clear: self.store.discard(&loaded, self.attrs(first)).await,
+                    clear: self.store.discard(&loaded, self.cookie_attrs(first)).await,
                 };
             }
             // Not a missing session: the store cannot tell. The cookie stays.
@@ -63,7 +63,7 @@ impl Authenticator {
             route_metrics.session(SessionResult::Invalid);
             return SessionOutcome::NoSession { clear: Vec::new() };
         };
-        let attrs = self.attrs(index);
+        let attrs = self.cookie_attrs(index);
         if session.check(now, self.store.timeouts()).is_err() {
             route_metrics.session(SessionResult::Expired);
             return SessionOutcome::NoSession {

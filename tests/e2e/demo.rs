@@ -10,6 +10,8 @@ use support::*;
 pub struct Demo {
     pub origin: String,
     pub idp: String,
+    /// The metrics listener, whose `/readyz` says when the upstream is healthy.
+    metrics: String,
     child: Child,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -42,6 +44,7 @@ impl Demo {
         let d = Demo {
             origin: format!("http://127.0.0.1:{gw}"),
             idp: format!("http://127.0.0.1:{idp}"),
+            metrics: format!("http://127.0.0.1:{metrics}"),
             child,
             log,
             _dir: dir,
@@ -64,7 +67,8 @@ impl Demo {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
-    /// Waits until the gateway has discovered the development IdP.
+    /// Waits until the gateway has discovered the development IdP and found the demo upstream
+    /// healthy (its first health check may run before the upstream listens).
     pub async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -74,7 +78,12 @@ impl Demo {
                 .send()
                 .await
                 .unwrap();
-            if r.status() == 302 {
+            let ready = client()
+                .get(format!("{}/readyz", self.metrics))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if r.status() == 302 && ready {
                 return;
             }
             assert!(

@@ -9,7 +9,8 @@
 //! `X-Forwarded-Proto`/`-Host`/`-Uri`, believed only from `trusted_proxies`, and every return
 //! target goes through the one redirect validator.
 
-use super::{Authenticator, Credential, Identity};
+use super::Endpoints;
+use crate::auth::{Credential, Identity};
 use crate::clock::now;
 use crate::http::responses::Reply;
 use crate::http::{cookies, redirect};
@@ -24,7 +25,7 @@ const EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
 const PREFERRED_USERNAME: HeaderName = HeaderName::from_static("x-auth-request-preferred-username");
 const GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
 
-impl Authenticator {
+impl Endpoints {
     /// The decision for forward-auth endpoint `i`. `from_proxy`: the peer is a trusted proxy,
     /// whose `X-Original-URL` / `X-Forwarded-*` headers name what the user asked for.
     pub(super) async fn forward_auth(
@@ -43,6 +44,7 @@ impl Authenticator {
             .flatten()
             .unwrap_or_else(|| "/".to_owned());
         let reply = match self
+            .auth
             .authenticate(&fa.auth, req, client, &return_to, &self.forward_metrics)
             .await
         {
@@ -52,7 +54,7 @@ impl Authenticator {
         };
         // The proxy in front copies this back onto the request, so the application gets the
         // client's cookies without the gateway's own (nginx cannot filter cookies itself).
-        let others = cookies::others(&req.headers, |n| self.is_own_cookie(n));
+        let others = cookies::others(&req.headers, |n| self.auth.is_own_cookie(n));
         match HeaderValue::from_bytes(&others) {
             Ok(v) if !others.is_empty() => reply.with_header(http::header::COOKIE, v),
             _ => reply,
@@ -79,7 +81,8 @@ impl Authenticator {
             .and_then(|rd| redirect::on_host(&rd, host))
             .unwrap_or_else(|| "/".to_owned());
         let provider = fa.auth.providers[0];
-        self.start_login(provider, &fa.auth.realm, req, client, &rd, now(), None)
+        self.auth
+            .start_login(provider, &fa.auth.realm, req, client, &rd, now(), None)
             .await
             .render(html)
     }
@@ -89,7 +92,7 @@ impl Authenticator {
     fn accepted(&self, id: &Identity) -> Reply {
         let mut reply = Reply::empty(202);
         let mut set = Vec::new();
-        for (name, value) in self.identity_headers(id) {
+        for (name, value) in self.auth.identity_headers(id) {
             set.push(name.clone());
             reply = reply.with_header(name.clone(), value.clone());
         }

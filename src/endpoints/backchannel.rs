@@ -7,7 +7,7 @@
 //! (the provider does not retry those); 503 when the logout could not be recorded where every
 //! instance sees it (Redis down: fail closed, so the provider retries).
 
-use super::Authenticator;
+use super::Endpoints;
 use crate::http::responses::Reply;
 use crate::metrics;
 use crate::oidc::logout_token::{self, LogoutTokenError};
@@ -21,10 +21,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// How long a `jti` is remembered: longer than a token can be accepted.
 const JTI_MEMORY: Duration = Duration::from_secs(2 * logout_token::MAX_AGE + 600);
 
-impl Authenticator {
+impl Endpoints {
     /// The providers whose back-channel logout path is `path`.
-    pub(super) fn backchannel_providers(&self, path: &str) -> Vec<usize> {
-        self.providers
+    fn backchannel_providers(&self, path: &str) -> Vec<usize> {
+        self.auth
+            .providers()
             .list
             .iter()
             .filter(|p| p.config.backchannel_logout_path == path)
@@ -51,22 +52,26 @@ impl Authenticator {
             Err(e) => return refuse(e),
         };
         let candidates = self.backchannel_providers(path);
-        let token =
-            match logout_token::verify(&self.providers, &candidates, &form, crate::clock::now())
-                .await
-            {
-                Ok(t) => t,
-                Err(LogoutTokenError::Unavailable) => {
-                    metrics::backchannel_logout("unavailable");
-                    return unavailable();
-                }
-                Err(e) => {
-                    metrics::backchannel_logout("invalid");
-                    tracing::info!("back-channel logout refused: {e}");
-                    return refuse(&e.to_string());
-                }
-            };
-        let Some(provider) = self.providers.handle(token.provider) else {
+        let token = match logout_token::verify(
+            self.auth.providers(),
+            &candidates,
+            &form,
+            crate::clock::now(),
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(LogoutTokenError::Unavailable) => {
+                metrics::backchannel_logout("unavailable");
+                return unavailable();
+            }
+            Err(e) => {
+                metrics::backchannel_logout("invalid");
+                tracing::info!("back-channel logout refused: {e}");
+                return refuse(&e.to_string());
+            }
+        };
+        let Some(provider) = self.auth.providers().handle(token.provider) else {
             return refuse("unknown provider");
         };
         let name = provider.config.name.as_str();
@@ -74,7 +79,7 @@ impl Authenticator {
         // (Redis stalled) is a 503 the provider retries, never a logout lost as a "replay".
         // Spent implies revoked; a retry after a failure revokes again, which is idempotent.
         let jti = format!("{name}\0{}", token.jti);
-        match self.used_before("jti", jti.as_bytes()).await {
+        match self.used_once.used_before("jti", jti.as_bytes()).await {
             Ok(false) => {}
             Ok(true) => {
                 metrics::backchannel_logout("replayed");
@@ -92,13 +97,17 @@ impl Authenticator {
             (None, Some(sub)) => Subject::User(name, sub),
             (None, None) => return refuse("no sid or sub"),
         };
-        if let Err(e) = Box::pin(self.store.revoke(subject)).await {
+        if let Err(e) = Box::pin(self.auth.sessions().revoke(subject)).await {
             metrics::backchannel_logout("unavailable");
             tracing::warn!(provider = %name, "back-channel logout not shared: {e}");
             return unavailable();
         }
         // `false` here is the same token delivered twice at once: both revoked, both succeed.
-        if let Err(e) = self.first_use("jti", jti.as_bytes(), JTI_MEMORY).await {
+        if let Err(e) = self
+            .used_once
+            .first_use("jti", jti.as_bytes(), JTI_MEMORY)
+            .await
+        {
             metrics::backchannel_logout("unavailable");
             tracing::warn!(provider = %name, "back-channel logout's jti not recorded: {e}");
             return unavailable();
