@@ -7,10 +7,10 @@ use crate::auth::{Authenticator, Denied, Identity, identity, preserve_post};
 use crate::config::{Auth, Config, Route, RouteAuth};
 use crate::connections;
 use crate::endpoints::{self, Endpoints};
-use crate::http::cookies;
 use crate::http::headers::{self, ClientConn, HeaderSet, request_host};
 use crate::http::responses::{Reply, wants_html};
 use crate::http::target::{self, Forward};
+use crate::http::{cookies, failures};
 use crate::metrics::{self, RouteMetrics};
 use crate::routing::RouteTable;
 use crate::telemetry::{self, RequestTrace};
@@ -151,21 +151,7 @@ impl Gateway {
             && let Some(endpoint) = own.endpoint(&target.path)
         {
             ctx.own_endpoint = true;
-            let client = self.client_ip(session);
-            let from_proxy = self.peer_trusted(session);
-            // A small body, whole within the body deadline (no slow drip holds the connection).
-            let body = if endpoint.reads_body() {
-                let read = crate::http::body::read_limited(session, endpoints::MAX_BODY);
-                tokio::time::timeout(self.config.server.request_body_timeout, read)
-                    .await
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            };
-            let req = session.req_header();
-            let served =
-                Box::pin(own.serve(endpoint, req, client, from_proxy, html, body.as_deref()));
+            let served = Box::pin(self.serve_own(session, own, endpoint, html));
             return Break(telemetry::within(ctx.trace.as_ref(), endpoint.name(), served).await);
         }
 
@@ -235,6 +221,31 @@ impl Gateway {
         self.choose_target(session, ctx, html)
     }
 
+    /// Answers a request to one of the gateway's own endpoints, reading its body first when it
+    /// takes one: small, and whole within the body deadline (no slow drip holds the connection).
+    async fn serve_own(
+        &self,
+        session: &mut Session,
+        own: &Endpoints,
+        endpoint: endpoints::Endpoint,
+        html: bool,
+    ) -> Reply {
+        let client = self.client_ip(session);
+        let from_proxy = self.peer_trusted(session);
+        let body = if endpoint.reads_body() {
+            let read = crate::http::body::read_limited(session, endpoints::MAX_BODY);
+            tokio::time::timeout(self.config.server.request_body_timeout, read)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let req = session.req_header();
+        own.serve(endpoint, req, client, from_proxy, html, body.as_deref())
+            .await
+    }
+
     /// A form posted without a session to a `preserve_post` route: read, within `max` bytes and
     /// the body deadline, and kept for the sign-in it starts. `None`: not such a form, and the
     /// request is refused as before.
@@ -291,13 +302,7 @@ impl Gateway {
                 ctx.target_pending = true;
                 Continue(())
             }
-            None => Break(Reply::error(
-                503,
-                "no_healthy_upstream",
-                "Service unavailable",
-                "No healthy upstream server is available. Try again shortly.",
-                html,
-            )),
+            None => Break(failures::reply(503, html)),
         }
     }
 }
@@ -386,7 +391,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         let s = &self.config.server;
-        if body_too_slow(
+        if failures::body_too_slow(
             ctx.start.elapsed(),
             ctx.body_bytes,
             s.request_body_timeout,
@@ -528,42 +533,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
-        let status = error_status(e);
+        let status = failures::status(e);
         if status > 0 && session.response_written().is_none() {
-            let (code, title, detail) = match status {
-                504 => (
-                    "upstream_timeout",
-                    "Gateway timeout",
-                    "The upstream server did not answer in time.",
-                ),
-                503 => (
-                    "no_healthy_upstream",
-                    "Service unavailable",
-                    "No healthy upstream server is available. Try again shortly.",
-                ),
-                400 => (
-                    "bad_request",
-                    "Bad request",
-                    "The request could not be read.",
-                ),
-                408 => (
-                    "request_timeout",
-                    "Request timeout",
-                    "The request arrived too slowly.",
-                ),
-                s if s < 500 => ("bad_request", "Bad request", "The request was refused."),
-                _ => (
-                    "bad_gateway",
-                    "Bad gateway",
-                    "The upstream server could not be reached or sent an invalid response.",
-                ),
-            };
             let html = wants_html(&session.req_header().headers);
             // Pingora closes the client connection after a failed proxy attempt; say so, so
             // HTTP/1 clients do not race a reused connection against the close.
             session.set_keepalive(None);
-            let reply = Reply::error(status, code, title, detail, html);
-            let _ = reply.send(session).await;
+            let _ = failures::reply(status, html).send(session).await;
         }
         FailToProxy {
             error_code: status,
@@ -580,7 +556,7 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
-            .or_else(|| e.map(error_status))
+            .or_else(|| e.map(failures::status))
             .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
         if let Some(trace) = ctx.trace.take() {
@@ -616,55 +592,5 @@ impl ProxyHttp for Gateway {
                 error: e,
             });
         }
-    }
-}
-
-/// Whether a request body that has brought `bytes` after `elapsed` is below the minimum rate:
-/// it gets `timeout`, plus one second for each `min_rate` bytes (as Apache's mod_reqtimeout).
-pub fn body_too_slow(
-    elapsed: std::time::Duration,
-    bytes: u64,
-    timeout: std::time::Duration,
-    min_rate: u64,
-) -> bool {
-    if min_rate == 0 {
-        return false;
-    }
-    let allowed = timeout.as_secs_f64() + bytes as f64 / min_rate as f64;
-    elapsed.as_secs_f64() > allowed
-}
-
-/// The status for a failed proxy attempt: timeouts are 504, other upstream failures 502; a
-/// client too slow to send its request gets 408.
-fn error_status(e: &Error) -> u16 {
-    match e.etype() {
-        HTTPStatus(code) => *code,
-        ReadTimedout if e.esource() == &ErrorSource::Downstream => 408,
-        ConnectTimedout | ReadTimedout | WriteTimedout => 504,
-        _ => match e.esource() {
-            ErrorSource::Upstream => 502,
-            ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => 0,
-                _ => 400,
-            },
-            ErrorSource::Internal | ErrorSource::Unset => 500,
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn a_body_gets_its_timeout_plus_a_second_per_min_rate_bytes() {
-        let t = Duration::from_secs(10);
-        let s = Duration::from_secs;
-        assert!(!body_too_slow(s(9), 0, t, 1024));
-        assert!(body_too_slow(s(11), 0, t, 1024));
-        assert!(!body_too_slow(s(11), 2048, t, 1024));
-        assert!(body_too_slow(s(13), 2048, t, 1024));
-        assert!(!body_too_slow(s(3600), 0, t, 0), "0 disables the minimum");
     }
 }

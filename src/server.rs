@@ -38,22 +38,7 @@ pub struct RunMode {
 /// Builds a ready-to-run Pingora server for `config`.
 pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     let s = &config.server;
-    let conf = ServerConf {
-        threads: s.threads,
-        work_stealing: s.work_stealing,
-        grace_period_seconds: Some(ceil_secs(s.grace_period)),
-        graceful_shutdown_timeout_seconds: Some(ceil_secs(s.shutdown_timeout)),
-        pid_file: s.pid_file.clone(),
-        upgrade_sock: s.upgrade_socket.clone(),
-        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        daemon: mode.daemon,
-        ..ServerConf::default()
-    };
-    let opt = Opt {
-        upgrade: mode.upgrade,
-        daemon: mode.daemon,
-        ..Opt::default()
-    };
+    let (opt, conf) = pingora_options(s, mode);
     // Pingora would retry a port in use for ever; an upgrade takes its sockets over instead.
     if !mode.upgrade {
         let mut addrs = s.listen.to_vec();
@@ -102,28 +87,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     // With `--upgrade`, this takes the listening sockets over from the running process.
     server.bootstrap();
     if let (Some(auth), Some(endpoints)) = (&oidc, &endpoints) {
-        if let Some(fleet) = &fleet {
-            let handler = auth.sessions().invalidator();
-            let mut sub = background_service(
-                "Redis invalidations",
-                Subscriber::new(fleet.clone(), handler.clone()),
-            );
-            sub.threads = Some(1);
-            server.add_service(sub);
-            // Back from an outage: messages may have been missed meanwhile.
-            fleet
-                .redis
-                .on_recovered(Box::new(move || handler(Invalidation::All)));
-        }
-        let mut discovery = background_service(
-            "provider discovery",
-            DiscoveryService(auth.providers().clone()),
-        );
-        discovery.threads = Some(1);
-        server.add_service(discovery);
-        let mut sweeper = background_service("session sweeper", Sweeper(endpoints.clone()));
-        sweeper.threads = Some(1);
-        server.add_service(sweeper);
+        add_auth_services(&mut server, auth, endpoints, fleet.as_ref());
     }
 
     let listen = s.listen.clone();
@@ -165,6 +129,79 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
     }
     server.add_service(proxy);
 
+    add_side_services(
+        &mut server,
+        metrics_listen,
+        readiness,
+        tracing.as_ref(),
+        checkers,
+        mode,
+    )?;
+    Ok(server)
+}
+
+/// Pingora's options for `s`, started as `mode` says.
+fn pingora_options(s: &crate::config::Server, mode: RunMode) -> (Opt, ServerConf) {
+    let conf = ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(ceil_secs(s.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(ceil_secs(s.shutdown_timeout)),
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_socket.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        daemon: mode.daemon,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: mode.upgrade,
+        daemon: mode.daemon,
+        ..Opt::default()
+    };
+    (opt, conf)
+}
+
+/// The background work of OpenID Connect: provider discovery, sweeping, and in a fleet the
+/// invalidations other instances publish.
+fn add_auth_services(
+    server: &mut Server,
+    auth: &Arc<Authenticator>,
+    endpoints: &Arc<Endpoints>,
+    fleet: Option<&Arc<Fleet>>,
+) {
+    if let Some(fleet) = fleet {
+        let handler = auth.sessions().invalidator();
+        let mut sub = background_service(
+            "Redis invalidations",
+            Subscriber::new(fleet.clone(), handler.clone()),
+        );
+        sub.threads = Some(1);
+        server.add_service(sub);
+        // Back from an outage: messages may have been missed meanwhile.
+        fleet
+            .redis
+            .on_recovered(Box::new(move || handler(Invalidation::All)));
+    }
+    let mut discovery = background_service(
+        "provider discovery",
+        DiscoveryService(auth.providers().clone()),
+    );
+    discovery.threads = Some(1);
+    server.add_service(discovery);
+    let mut sweeper = background_service("session sweeper", Sweeper(endpoints.clone()));
+    sweeper.threads = Some(1);
+    server.add_service(sweeper);
+}
+
+/// The metrics listener, the trace exporter and the upstream health checks, when configured.
+fn add_side_services(
+    server: &mut Server,
+    metrics_listen: Option<std::net::SocketAddr>,
+    readiness: Arc<Readiness>,
+    tracing: Option<&crate::config::TracingSettings>,
+    checkers: Vec<crate::upstream::HealthChecker>,
+    mode: RunMode,
+) -> Result<(), String> {
     if let Some(addr) = metrics_listen {
         let mut admin = Service::new(
             "oidc-gateway metrics".to_owned(),
@@ -174,7 +211,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         admin.threads = Some(1);
         server.add_service(admin);
     }
-    if let Some(t) = &tracing {
+    if let Some(t) = tracing {
         if !mode.daemon {
             crate::telemetry::install(t)?;
         }
@@ -187,7 +224,7 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         hc.threads = Some(1);
         server.add_service(hc);
     }
-    Ok(server)
+    Ok(())
 }
 
 /// HTTP/2 settings for client connections: Pingora's bounded defaults with the configured

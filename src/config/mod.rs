@@ -9,10 +9,12 @@ mod error;
 mod hints;
 mod locate;
 mod raw;
+mod routes;
 mod secret;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use routes::*;
 pub use secret::Secret;
 
 use std::net::SocketAddr;
@@ -458,179 +460,6 @@ pub enum HealthCheckKind {
         /// Host header (default: the target address).
         host: Option<String>,
     },
-}
-
-/// A route: which requests go to which upstream, and what they must prove.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Name used in metrics and logs.
-    pub name: String,
-    /// Lower-case host names; `*.example.org` matches any subdomain. Empty: any host.
-    pub hosts: Vec<String>,
-    /// Path prefixes, matched on segment boundaries.
-    pub paths: Vec<String>,
-    /// Allowed methods. Empty: any method.
-    pub methods: Vec<http::Method>,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
-    /// Remove the matched prefix before forwarding.
-    pub strip_path: bool,
-    /// Forward the client's Host header (otherwise the upstream's host).
-    pub preserve_host: bool,
-    /// `preserve_post`: the most form bytes kept across a sign-in (`None`: off).
-    pub preserve_post: Option<usize>,
-    /// What a request must prove.
-    pub auth: Auth,
-}
-
-/// Authentication required by a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// Public.
-    None,
-    /// OpenID Connect: sessions, browser login, bearer tokens, introspection.
-    Oidc(Box<RouteAuth>),
-}
-
-/// `[identity_assertion]`: every authenticated request to an upstream carries a short-lived
-/// ES256 JWT naming the user, signed by the gateway.
-#[derive(Debug, Clone)]
-pub struct IdentityAssertion {
-    /// The upstream request header that carries it.
-    pub header: http::HeaderName,
-    /// `iss`.
-    pub issuer: String,
-    /// `aud`; `None`: the name of the upstream the request goes to.
-    pub audience: Option<String>,
-    /// `exp - iat`.
-    pub lifetime: Duration,
-    /// PEM EC P-256 keys: the first signs, all are published. Empty: one generated and kept in
-    /// `state_dir`.
-    pub key_files: Vec<PathBuf>,
-    /// Where the public keys are published (JWKS).
-    pub jwks_path: String,
-}
-
-/// A `[[forward_auth]]` endpoint: answers whether a request a proxy in front holds may pass.
-#[derive(Debug, Clone)]
-pub struct ForwardAuth {
-    /// Where the decision is asked (`/oauth2/auth`).
-    pub path: String,
-    /// Where a browser is sent to sign in (`/oauth2/start?rd=...`).
-    pub start_path: String,
-    /// What an unauthenticated request gets.
-    pub unauthenticated: Unauthenticated,
-    /// What it accepts and requires, as on a route.
-    pub auth: RouteAuth,
-}
-
-/// What a forward-auth endpoint answers a request without a valid credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unauthenticated {
-    /// 401 (nginx `auth_request` then sends the browser to `start_path` itself).
-    Status,
-    /// A browser gets the redirect to sign in (Traefik, Caddy and Envoy pass it on).
-    Redirect,
-}
-
-/// What a protected route accepts and requires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteAuth {
-    /// Indices into [`Config::providers`]; the first one runs browser logins.
-    pub providers: Vec<usize>,
-    /// Methods, in the order tried.
-    pub methods: Vec<AuthMethod>,
-    /// `mode = "optional"`: requests without a credential are proxied anonymously.
-    pub optional: bool,
-    /// `realm` in `WWW-Authenticate`.
-    pub realm: String,
-    /// Claim rules.
-    pub rules: Rules,
-    /// Consumer mapping (when `consumer_claim` is set).
-    pub consumer: Option<ConsumerMapping>,
-    /// Index into [`Config::consumers`] used when authentication fails.
-    pub anonymous: Option<usize>,
-    /// Claim sent as `X-Credential-Identifier`.
-    pub credential_claim: Option<Vec<String>>,
-    /// Claim sent as `X-Authenticated-Groups`.
-    pub authenticated_groups_claim: Option<Vec<String>>,
-    /// Browsers failing a rule are sent here instead of a 403 page.
-    pub forbidden_redirect_uri: Option<String>,
-    /// Authenticate CORS preflight requests too (default); `false` lets them through.
-    pub run_on_preflight: bool,
-}
-
-impl RouteAuth {
-    /// Whether authorizing a request reads the credential's claims.
-    pub fn reads_claims(&self) -> bool {
-        let r = &self.rules;
-        [&r.scopes, &r.groups, &r.roles, &r.audience]
-            .iter()
-            .any(|req| !req.any_of.is_empty())
-            || self.consumer.is_some()
-            || self.credential_claim.is_some()
-            || self.authenticated_groups_claim.is_some()
-    }
-}
-
-/// A way to prove identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// An existing browser session.
-    Session,
-    /// Start the browser login (authorization code flow).
-    AuthorizationCode,
-    /// A JWT access token in `Authorization: Bearer`.
-    Bearer,
-    /// An opaque access token checked at the provider (RFC 7662).
-    Introspection,
-}
-
-/// Claim requirements. Each is a list of alternatives (OR); an alternative is a
-/// space-separated list of values that must all be present (AND), as in Kong.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Rules {
-    /// `scopes_required` on `scopes_claim`.
-    pub scopes: Requirement,
-    /// `groups_required` on `groups_claim`.
-    pub groups: Requirement,
-    /// `roles_required` on `roles_claim`.
-    pub roles: Requirement,
-    /// `audience_required` on `audience_claim` (also the accepted audiences of bearer tokens).
-    pub audience: Requirement,
-}
-
-/// One claim requirement.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Requirement {
-    /// Path to the claim (`["realm_access", "roles"]`).
-    pub claim: Vec<String>,
-    /// Alternatives; each is a set of values that must all be present. Empty: no requirement.
-    pub any_of: Vec<Vec<String>>,
-}
-
-/// Mapping tokens to `[[consumers]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerMapping {
-    /// Claim holding the consumer reference.
-    pub claim: Vec<String>,
-    /// Consumer fields compared with it, in order.
-    pub by: Vec<ConsumerField>,
-    /// A token without a matching consumer is still accepted.
-    pub optional: bool,
-    /// The consumer must be in one of these groups (empty: any).
-    pub groups_required: Vec<String>,
-}
-
-/// A consumer field used for mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsumerField {
-    /// `id`
-    Id,
-    /// `username`
-    Username,
-    /// `custom_id`
-    CustomId,
 }
 
 impl Config {

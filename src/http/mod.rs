@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod cookies;
+pub mod failures;
 pub mod headers;
 pub mod path;
 pub mod redirect;

@@ -22,19 +22,7 @@ impl Builder<'_> {
             &raw.client_secret_file,
             &key("client_secret"),
         );
-        let client_auth = match raw
-            .client_auth
-            .as_ref()
-            .map(|a| (a.get_ref().as_str(), a.span()))
-        {
-            None | Some(("client_secret_basic", _)) => ClientAuth::Basic,
-            Some(("client_secret_post", _)) => ClientAuth::Post,
-            Some(("private_key_jwt", _)) => ClientAuth::PrivateKeyJwt,
-            Some((other, span)) => {
-                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\", \"client_secret_post\" or \"private_key_jwt\""));
-                ClientAuth::Basic
-            }
-        };
+        let client_auth = self.client_auth(raw, &key);
         let client_key = self.client_key(raw, client_auth, &key);
         let mut scopes: Vec<String> = match &raw.scopes {
             None => vec!["openid".into(), "email".into(), "profile".into()],
@@ -43,26 +31,7 @@ impl Builder<'_> {
         if !scopes.iter().any(|s| s == "openid") {
             scopes.insert(0, "openid".into());
         }
-        let upstream_access_token_header = match &raw.upstream_access_token_header {
-            None => Some((http::header::AUTHORIZATION, Some("Bearer".to_owned()))),
-            Some(v) if v.get_ref().is_empty() => None,
-            Some(v) => {
-                let (name, prefix) = match v.get_ref().split_once(':') {
-                    Some((n, p)) => (n, Some(p)),
-                    None => (v.get_ref().as_str(), None),
-                };
-                let prefix = prefix.map(|p| {
-                    // Kong writes "authorization:bearer"; send the scheme as RFC 6750 spells it.
-                    if p.eq_ignore_ascii_case("bearer") {
-                        "Bearer".to_owned()
-                    } else {
-                        p.to_owned()
-                    }
-                });
-                self.header_name(name, v.span(), &key("upstream_access_token_header"))
-                    .map(|h| (h, prefix))
-            }
-        };
+        let upstream_access_token_header = self.access_token_header(raw, &key);
         let single_header = |b: &mut Self, v: &Option<SStr>, k: &str| {
             v.as_ref()
                 .filter(|v| !v.get_ref().is_empty())
@@ -78,26 +47,7 @@ impl Builder<'_> {
             &raw.upstream_user_info_header,
             "upstream_user_info_header",
         );
-        let upstream_headers = match &raw.upstream_headers {
-            None => vec![
-                (
-                    http::HeaderName::from_static("x-auth-request-user"),
-                    "sub".to_owned(),
-                ),
-                (
-                    http::HeaderName::from_static("x-auth-request-email"),
-                    "email".to_owned(),
-                ),
-            ],
-            Some(map) => map
-                .get_ref()
-                .iter()
-                .filter_map(|(h, claim)| {
-                    self.header_name(h, map.span(), &key("upstream_headers"))
-                        .map(|n| (n, claim.clone()))
-                })
-                .collect(),
-        };
+        let upstream_headers = self.upstream_headers(raw, &key);
         let logout_path = match &raw.logout_path {
             None => "/oauth2/logout".to_owned(),
             Some(p) => self.own_path(p, &key("logout_path")),
@@ -110,27 +60,7 @@ impl Builder<'_> {
             self.url(u, &key("logout_redirect_uri"))?;
             Some(u.get_ref().clone())
         });
-        let logout_methods = match &raw.logout_methods {
-            None => vec![http::Method::POST],
-            Some(list) => list
-                .iter()
-                .filter_map(|m| match m.get_ref().to_ascii_uppercase().as_str() {
-                    "POST" => Some(http::Method::POST),
-                    "GET" => Some(http::Method::GET),
-                    _ => {
-                        self.err(
-                            m.span(),
-                            key("logout_methods"),
-                            format!(
-                                "unsupported logout method {:?}: expected \"POST\" or \"GET\"",
-                                m.get_ref()
-                            ),
-                        );
-                        None
-                    }
-                })
-                .collect(),
-        };
+        let logout_methods = self.logout_methods(raw, &key);
         Provider {
             name: raw.name.get_ref().clone(),
             issuer,
@@ -190,6 +120,109 @@ impl Builder<'_> {
                 &key("introspection_negative_ttl"),
                 Duration::from_secs(10),
             ),
+        }
+    }
+
+    /// `client_auth`: how the gateway authenticates at the token endpoint.
+    fn client_auth(&mut self, raw: &RawProvider, key: &dyn Fn(&str) -> String) -> ClientAuth {
+        match raw
+            .client_auth
+            .as_ref()
+            .map(|a| (a.get_ref().as_str(), a.span()))
+        {
+            None | Some(("client_secret_basic", _)) => ClientAuth::Basic,
+            Some(("client_secret_post", _)) => ClientAuth::Post,
+            Some(("private_key_jwt", _)) => ClientAuth::PrivateKeyJwt,
+            Some((other, span)) => {
+                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\", \"client_secret_post\" or \"private_key_jwt\""));
+                ClientAuth::Basic
+            }
+        }
+    }
+
+    /// `upstream_access_token_header`: `Authorization: Bearer` by default, `""` for none, or
+    /// `name[:prefix]`.
+    fn access_token_header(
+        &mut self,
+        raw: &RawProvider,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<(http::HeaderName, Option<String>)> {
+        match &raw.upstream_access_token_header {
+            None => Some((http::header::AUTHORIZATION, Some("Bearer".to_owned()))),
+            Some(v) if v.get_ref().is_empty() => None,
+            Some(v) => {
+                let (name, prefix) = match v.get_ref().split_once(':') {
+                    Some((n, p)) => (n, Some(p)),
+                    None => (v.get_ref().as_str(), None),
+                };
+                let prefix = prefix.map(|p| {
+                    // Kong writes "authorization:bearer"; send the scheme as RFC 6750 spells it.
+                    if p.eq_ignore_ascii_case("bearer") {
+                        "Bearer".to_owned()
+                    } else {
+                        p.to_owned()
+                    }
+                });
+                self.header_name(name, v.span(), &key("upstream_access_token_header"))
+                    .map(|h| (h, prefix))
+            }
+        }
+    }
+
+    /// `upstream_headers`: header name to claim; `sub` and `email` by default.
+    fn upstream_headers(
+        &mut self,
+        raw: &RawProvider,
+        key: &dyn Fn(&str) -> String,
+    ) -> Vec<(http::HeaderName, String)> {
+        match &raw.upstream_headers {
+            None => vec![
+                (
+                    http::HeaderName::from_static("x-auth-request-user"),
+                    "sub".to_owned(),
+                ),
+                (
+                    http::HeaderName::from_static("x-auth-request-email"),
+                    "email".to_owned(),
+                ),
+            ],
+            Some(map) => map
+                .get_ref()
+                .iter()
+                .filter_map(|(h, claim)| {
+                    self.header_name(h, map.span(), &key("upstream_headers"))
+                        .map(|n| (n, claim.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    /// `logout_methods`: POST by default; GET may be added.
+    fn logout_methods(
+        &mut self,
+        raw: &RawProvider,
+        key: &dyn Fn(&str) -> String,
+    ) -> Vec<http::Method> {
+        match &raw.logout_methods {
+            None => vec![http::Method::POST],
+            Some(list) => list
+                .iter()
+                .filter_map(|m| match m.get_ref().to_ascii_uppercase().as_str() {
+                    "POST" => Some(http::Method::POST),
+                    "GET" => Some(http::Method::GET),
+                    _ => {
+                        self.err(
+                            m.span(),
+                            key("logout_methods"),
+                            format!(
+                                "unsupported logout method {:?}: expected \"POST\" or \"GET\"",
+                                m.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         }
     }
 

@@ -209,85 +209,10 @@ impl Builder<'_> {
         providers: &[Provider],
         consumers: &[Consumer],
     ) -> Auth {
-        let mut names: Vec<&SStr> = Vec::new();
-        names.extend(t.provider.iter());
-        names.extend(t.providers.iter().flatten());
-        if names.is_empty() {
-            self.err(
-                span.clone(),
-                format!("{key}.provider"),
-                "missing provider: expected e.g. auth = { provider = \"okta\" }",
-            );
+        let Some(indices) = self.route_providers(t, span.clone(), key, providers) else {
             return Auth::None;
-        }
-        let mut indices = Vec::new();
-        for p in names {
-            match providers.iter().position(|x| x.name == *p.get_ref()) {
-                Some(i) if !indices.contains(&i) => indices.push(i),
-                Some(_) => {}
-                None => {
-                    let known: Vec<&str> = providers.iter().map(|x| x.name.as_str()).collect();
-                    self.err(
-                        p.span(),
-                        format!("{key}.provider"),
-                        format!(
-                            "no provider named {:?} (defined: {})",
-                            p.get_ref(),
-                            if known.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
-                }
-            }
-        }
-        let methods = match &t.methods {
-            None => vec![AuthMethod::Session, AuthMethod::AuthorizationCode],
-            Some(list) => list
-                .iter()
-                .filter_map(|m| {
-                    self.one_of(
-                        m,
-                        &format!("{key}.methods"),
-                        "method",
-                        &[
-                            ("session", AuthMethod::Session),
-                            ("authorization_code", AuthMethod::AuthorizationCode),
-                            ("bearer", AuthMethod::Bearer),
-                            ("introspection", AuthMethod::Introspection),
-                        ],
-                    )
-                })
-                .collect(),
         };
-        if methods.is_empty() {
-            self.err(
-                span.clone(),
-                format!("{key}.methods"),
-                "at least one method is required",
-            );
-        }
-        if let Some(pos) = methods
-            .iter()
-            .position(|m| *m == AuthMethod::AuthorizationCode)
-            && pos + 1 < methods.len()
-        {
-            self.err(
-                span.clone(),
-                format!("{key}.methods"),
-                "\"authorization_code\" answers the request itself (a redirect to sign in), so it must be the last method; the ones after it would never be tried",
-            );
-        } else if methods.contains(&AuthMethod::AuthorizationCode)
-            && !methods.contains(&AuthMethod::Session)
-        {
-            self.err(
-                span.clone(),
-                format!("{key}.methods"),
-                "\"authorization_code\" signs browsers in to a session, which this route does not accept without \"session\": every request would sign in again; add \"session\" before it",
-            );
-        }
+        let methods = self.auth_methods(t, span.clone(), key);
         let optional = t.mode.as_ref().is_some_and(|m| {
             self.one_of(
                 m,
@@ -297,58 +222,8 @@ impl Builder<'_> {
             )
             .unwrap_or(false)
         });
-        let mut req = |name: &str, claim: &Option<Vec<SStr>>, values, default: &str| Requirement {
-            claim: self
-                .words(claim, &format!("{key}.{name}_claim"))
-                .unwrap_or_else(|| vec![default.to_owned()]),
-            any_of: self
-                .words(values, &format!("{key}.{name}_required"))
-                .unwrap_or_default()
-                .iter()
-                .map(|alt| alt.split_whitespace().map(str::to_owned).collect())
-                .collect(),
-        };
-        let rules = Rules {
-            scopes: req("scopes", &t.scopes_claim, &t.scopes_required, "scope"),
-            groups: req("groups", &t.groups_claim, &t.groups_required, "groups"),
-            roles: req("roles", &t.roles_claim, &t.roles_required, "roles"),
-            audience: req("audience", &t.audience_claim, &t.audience_required, "aud"),
-        };
-        let consumer_claim = self.words(&t.consumer_claim, &format!("{key}.consumer_claim"));
-        let consumer_groups_required = self.words(
-            &t.consumer_groups_required,
-            &format!("{key}.consumer_groups_required"),
-        );
-        let consumer = consumer_claim.map(|claim| ConsumerMapping {
-            claim,
-            by: match &t.consumer_by {
-                None => vec![ConsumerField::Username, ConsumerField::CustomId],
-                Some(list) => list
-                    .iter()
-                    .filter_map(|f| {
-                        self.one_of(
-                            f,
-                            &format!("{key}.consumer_by"),
-                            "consumer field",
-                            &[
-                                ("id", ConsumerField::Id),
-                                ("username", ConsumerField::Username),
-                                ("custom_id", ConsumerField::CustomId),
-                            ],
-                        )
-                    })
-                    .collect(),
-            },
-            optional: t.consumer_optional.unwrap_or(false),
-            groups_required: consumer_groups_required.unwrap_or_default(),
-        });
-        if consumer.is_none() && t.consumer_groups_required.is_some() {
-            self.err(
-                span.clone(),
-                format!("{key}.consumer_groups_required"),
-                "consumer_groups_required needs consumer_claim",
-            );
-        }
+        let rules = self.claim_rules(t, key);
+        let consumer = self.consumer_mapping(t, span.clone(), key);
         let anonymous = t.anonymous.as_ref().and_then(|a| {
             let found = consumers
                 .iter()
@@ -395,5 +270,171 @@ impl Builder<'_> {
             forbidden_redirect_uri,
             run_on_preflight: t.run_on_preflight.unwrap_or(true),
         }))
+    }
+
+    /// `provider` / `providers`: indices of the providers named (`None`: none named).
+    fn route_providers(
+        &mut self,
+        t: &RawAuthTable,
+        span: std::ops::Range<usize>,
+        key: &str,
+        providers: &[Provider],
+    ) -> Option<Vec<usize>> {
+        let mut names: Vec<&SStr> = Vec::new();
+        names.extend(t.provider.iter());
+        names.extend(t.providers.iter().flatten());
+        if names.is_empty() {
+            self.err(
+                span.clone(),
+                format!("{key}.provider"),
+                "missing provider: expected e.g. auth = { provider = \"okta\" }",
+            );
+            return None;
+        }
+        let mut indices = Vec::new();
+        for p in names {
+            match providers.iter().position(|x| x.name == *p.get_ref()) {
+                Some(i) if !indices.contains(&i) => indices.push(i),
+                Some(_) => {}
+                None => {
+                    let known: Vec<&str> = providers.iter().map(|x| x.name.as_str()).collect();
+                    self.err(
+                        p.span(),
+                        format!("{key}.provider"),
+                        format!(
+                            "no provider named {:?} (defined: {})",
+                            p.get_ref(),
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        Some(indices)
+    }
+
+    /// `methods`, in order: `authorization_code` last, and only after `session`.
+    fn auth_methods(
+        &mut self,
+        t: &RawAuthTable,
+        span: std::ops::Range<usize>,
+        key: &str,
+    ) -> Vec<AuthMethod> {
+        let methods = match &t.methods {
+            None => vec![AuthMethod::Session, AuthMethod::AuthorizationCode],
+            Some(list) => list
+                .iter()
+                .filter_map(|m| {
+                    self.one_of(
+                        m,
+                        &format!("{key}.methods"),
+                        "method",
+                        &[
+                            ("session", AuthMethod::Session),
+                            ("authorization_code", AuthMethod::AuthorizationCode),
+                            ("bearer", AuthMethod::Bearer),
+                            ("introspection", AuthMethod::Introspection),
+                        ],
+                    )
+                })
+                .collect(),
+        };
+        if methods.is_empty() {
+            self.err(
+                span.clone(),
+                format!("{key}.methods"),
+                "at least one method is required",
+            );
+        }
+        if let Some(pos) = methods
+            .iter()
+            .position(|m| *m == AuthMethod::AuthorizationCode)
+            && pos + 1 < methods.len()
+        {
+            self.err(
+                span.clone(),
+                format!("{key}.methods"),
+                "\"authorization_code\" answers the request itself (a redirect to sign in), so it must be the last method; the ones after it would never be tried",
+            );
+        } else if methods.contains(&AuthMethod::AuthorizationCode)
+            && !methods.contains(&AuthMethod::Session)
+        {
+            self.err(
+                span.clone(),
+                format!("{key}.methods"),
+                "\"authorization_code\" signs browsers in to a session, which this route does not accept without \"session\": every request would sign in again; add \"session\" before it",
+            );
+        }
+        methods
+    }
+
+    /// The `*_claim` / `*_required` pairs for scopes, groups, roles and audience.
+    fn claim_rules(&mut self, t: &RawAuthTable, key: &str) -> Rules {
+        let mut req = |name: &str, claim: &Option<Vec<SStr>>, values, default: &str| Requirement {
+            claim: self
+                .words(claim, &format!("{key}.{name}_claim"))
+                .unwrap_or_else(|| vec![default.to_owned()]),
+            any_of: self
+                .words(values, &format!("{key}.{name}_required"))
+                .unwrap_or_default()
+                .iter()
+                .map(|alt| alt.split_whitespace().map(str::to_owned).collect())
+                .collect(),
+        };
+        Rules {
+            scopes: req("scopes", &t.scopes_claim, &t.scopes_required, "scope"),
+            groups: req("groups", &t.groups_claim, &t.groups_required, "groups"),
+            roles: req("roles", &t.roles_claim, &t.roles_required, "roles"),
+            audience: req("audience", &t.audience_claim, &t.audience_required, "aud"),
+        }
+    }
+
+    /// `consumer_claim` and what maps it to a `[[consumers]]` entry.
+    fn consumer_mapping(
+        &mut self,
+        t: &RawAuthTable,
+        span: std::ops::Range<usize>,
+        key: &str,
+    ) -> Option<ConsumerMapping> {
+        let consumer_claim = self.words(&t.consumer_claim, &format!("{key}.consumer_claim"));
+        let consumer_groups_required = self.words(
+            &t.consumer_groups_required,
+            &format!("{key}.consumer_groups_required"),
+        );
+        let consumer = consumer_claim.map(|claim| ConsumerMapping {
+            claim,
+            by: match &t.consumer_by {
+                None => vec![ConsumerField::Username, ConsumerField::CustomId],
+                Some(list) => list
+                    .iter()
+                    .filter_map(|f| {
+                        self.one_of(
+                            f,
+                            &format!("{key}.consumer_by"),
+                            "consumer field",
+                            &[
+                                ("id", ConsumerField::Id),
+                                ("username", ConsumerField::Username),
+                                ("custom_id", ConsumerField::CustomId),
+                            ],
+                        )
+                    })
+                    .collect(),
+            },
+            optional: t.consumer_optional.unwrap_or(false),
+            groups_required: consumer_groups_required.unwrap_or_default(),
+        });
+        if consumer.is_none() && t.consumer_groups_required.is_some() {
+            self.err(
+                span.clone(),
+                format!("{key}.consumer_groups_required"),
+                "consumer_groups_required needs consumer_claim",
+            );
+        }
+        consumer
     }
 }

@@ -9,39 +9,7 @@ use std::time::Duration;
 
 impl Builder<'_> {
     pub(super) fn server(&mut self, raw: &RawServer) -> Server {
-        let listen = match &raw.listen {
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, a)| self.listen_addr(a, &format!("server.listen[{i}]")))
-                .collect(),
-            None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
-        };
-        let tls: Vec<TlsListener> = raw
-            .tls
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                let key = format!("server.tls[{i}]");
-                let listen = self.listen_addr(&t.listen, &format!("{key}.listen"))?;
-                let cert = self.existing_file(&t.cert, &format!("{key}.cert"));
-                let key_file = self.existing_file(&t.key, &format!("{key}.key"));
-                Some(TlsListener {
-                    listen,
-                    cert: cert?,
-                    key: key_file?,
-                    h2: t.h2.unwrap_or(true),
-                })
-            })
-            .collect();
-        if listen.is_empty() && tls.is_empty() && raw.listen.as_ref().is_some_and(|l| l.is_empty())
-        {
-            self.errs.at(
-                None,
-                "server.listen",
-                "no listener: give at least one address in server.listen or server.tls",
-            );
-        }
+        let (listen, tls) = self.listeners(raw);
         Server {
             listen,
             tls,
@@ -57,28 +25,7 @@ impl Builder<'_> {
                 "server.shutdown_timeout",
                 Duration::from_secs(5),
             ),
-            trusted_proxies: raw
-                .trusted_proxies
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| {
-                    let key = format!("server.trusted_proxies[{i}]");
-                    let net = self.ip_net(p, &key)?;
-                    if net.prefix_len() == 0 {
-                        self.errs.warn_at(
-                            Some(p.span()),
-                            key,
-                            format!(
-                                "{:?} trusts every address: anyone can then forge X-Forwarded-For \
-                                 (and get round the per-client limits) and X-Forwarded-Proto/-Host; \
-                                 list only the proxies in front",
-                                p.get_ref()
-                            ),
-                        );
-                    }
-                    Some(net)
-                })
-                .collect(),
+            trusted_proxies: self.trusted_proxies(raw),
             pid_file: raw
                 .pid_file
                 .clone()
@@ -172,6 +119,70 @@ impl Builder<'_> {
                 Duration::from_secs(15),
             ),
         }
+    }
+
+    /// `listen` and `tls`: at least one listener.
+    fn listeners(&mut self, raw: &RawServer) -> (Vec<SocketAddr>, Vec<TlsListener>) {
+        let listen = match &raw.listen {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| self.listen_addr(a, &format!("server.listen[{i}]")))
+                .collect(),
+            None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        };
+        let tls: Vec<TlsListener> = raw
+            .tls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let key = format!("server.tls[{i}]");
+                let listen = self.listen_addr(&t.listen, &format!("{key}.listen"))?;
+                let cert = self.existing_file(&t.cert, &format!("{key}.cert"));
+                let key_file = self.existing_file(&t.key, &format!("{key}.key"));
+                Some(TlsListener {
+                    listen,
+                    cert: cert?,
+                    key: key_file?,
+                    h2: t.h2.unwrap_or(true),
+                })
+            })
+            .collect();
+        if listen.is_empty() && tls.is_empty() && raw.listen.as_ref().is_some_and(|l| l.is_empty())
+        {
+            self.errs.at(
+                None,
+                "server.listen",
+                "no listener: give at least one address in server.listen or server.tls",
+            );
+        }
+        (listen, tls)
+    }
+
+    /// `trusted_proxies`, with a warning for one that trusts every address.
+    fn trusted_proxies(&mut self, raw: &RawServer) -> Vec<ipnet::IpNet> {
+        raw
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    let key = format!("server.trusted_proxies[{i}]");
+                    let net = self.ip_net(p, &key)?;
+                    if net.prefix_len() == 0 {
+                        self.errs.warn_at(
+                            Some(p.span()),
+                            key,
+                            format!(
+                                "{:?} trusts every address: anyone can then forge X-Forwarded-For \
+                                 (and get round the per-client limits) and X-Forwarded-Proto/-Host; \
+                                 list only the proxies in front",
+                                p.get_ref()
+                            ),
+                        );
+                    }
+                    Some(net)
+                })
+                .collect()
     }
 
     /// A directory for state: one that exists, or one the gateway may create.

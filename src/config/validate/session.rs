@@ -24,7 +24,59 @@ impl Builder<'_> {
             return None;
         };
         let raw = raw_spanned.get_ref();
-        let store = match raw.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        let store = self.session_store(raw);
+        let secrets = self.session_secrets(raw_spanned);
+        let cookie_name = self.cookie_name(raw);
+        let same_site = self.same_site(raw);
+        let settings = SessionSettings {
+            store,
+            secrets,
+            cookie_name,
+            cookie_path: raw
+                .cookie_path
+                .as_ref()
+                .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
+            cookie_domain: raw.cookie_domain.as_ref().map(|d| d.get_ref().clone()),
+            same_site,
+            rolling_timeout: self.duration(
+                &raw.rolling_timeout,
+                "session.rolling_timeout",
+                Duration::from_secs(3600),
+            ),
+            idling_timeout: self.duration(
+                &raw.idling_timeout,
+                "session.idling_timeout",
+                Duration::from_secs(900),
+            ),
+            absolute_timeout: self.duration(
+                &raw.absolute_timeout,
+                "session.absolute_timeout",
+                Duration::from_secs(86400),
+            ),
+            cache_size: self.count(&raw.cache_size, "session.cache_size", 100_000, 0),
+            login_timeout: self.duration(
+                &raw.login_timeout,
+                "session.login_timeout",
+                Duration::from_secs(600),
+            ),
+            max_login_cookies: self.count(
+                &raw.max_login_cookies,
+                "session.max_login_cookies",
+                5,
+                1,
+            ),
+            userinfo_path: match &raw.userinfo_path {
+                None => "/oauth2/userinfo".to_owned(),
+                Some(p) => self.own_path(p, "session.userinfo_path"),
+            },
+        };
+        self.warn_timeouts_past_absolute(raw, &settings);
+        Some(settings)
+    }
+
+    /// `store` (and the memory store's bound).
+    fn session_store(&mut self, raw: &RawSession) -> SessionStoreKind {
+        match raw.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
             None | Some(("cookie", _)) => SessionStoreKind::Cookie,
             Some(("memory", _)) => SessionStoreKind::Memory {
                 max_sessions: self.count(
@@ -45,7 +97,12 @@ impl Builder<'_> {
                 );
                 SessionStoreKind::Cookie
             }
-        };
+        }
+    }
+
+    /// `secrets` and `secrets_file`: at least one, each of 32 bytes or more.
+    fn session_secrets(&mut self, raw_spanned: &Spanned<RawSession>) -> Vec<Secret> {
+        let raw = raw_spanned.get_ref();
         let mut secrets = Vec::new();
         for (j, s) in raw.secrets.iter().flatten().enumerate() {
             match secret::resolve_inline(s.get_ref()) {
@@ -93,7 +150,12 @@ impl Builder<'_> {
                 );
             }
         }
-        let cookie_name = raw.cookie_name.as_ref().map_or_else(
+        secrets.into_iter().map(|(s, _, _)| s).collect()
+    }
+
+    /// `cookie_name`: a cookie name, `oidc_session` by default.
+    fn cookie_name(&mut self, raw: &RawSession) -> String {
+        raw.cookie_name.as_ref().map_or_else(
             || "oidc_session".to_owned(),
             |n| {
                 let v = n.get_ref();
@@ -110,8 +172,12 @@ impl Builder<'_> {
                 }
                 v.clone()
             },
-        );
-        let same_site = match raw
+        )
+    }
+
+    /// `cookie_same_site`: `lax` by default.
+    fn same_site(&mut self, raw: &RawSession) -> SameSite {
+        match raw
             .cookie_same_site
             .as_ref()
             .map(|s| (s.get_ref().to_ascii_lowercase(), s.span()))
@@ -130,50 +196,12 @@ impl Builder<'_> {
                     SameSite::Lax
                 }
             },
-        };
-        let settings = SessionSettings {
-            store,
-            secrets: secrets.into_iter().map(|(s, _, _)| s).collect(),
-            cookie_name,
-            cookie_path: raw
-                .cookie_path
-                .as_ref()
-                .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
-            cookie_domain: raw.cookie_domain.as_ref().map(|d| d.get_ref().clone()),
-            same_site,
-            rolling_timeout: self.duration(
-                &raw.rolling_timeout,
-                "session.rolling_timeout",
-                Duration::from_secs(3600),
-            ),
-            idling_timeout: self.duration(
-                &raw.idling_timeout,
-                "session.idling_timeout",
-                Duration::from_secs(900),
-            ),
-            absolute_timeout: self.duration(
-                &raw.absolute_timeout,
-                "session.absolute_timeout",
-                Duration::from_secs(86400),
-            ),
-            cache_size: self.count(&raw.cache_size, "session.cache_size", 100_000, 0),
-            login_timeout: self.duration(
-                &raw.login_timeout,
-                "session.login_timeout",
-                Duration::from_secs(600),
-            ),
-            max_login_cookies: self.count(
-                &raw.max_login_cookies,
-                "session.max_login_cookies",
-                5,
-                1,
-            ),
-            userinfo_path: match &raw.userinfo_path {
-                None => "/oauth2/userinfo".to_owned(),
-                Some(p) => self.own_path(p, "session.userinfo_path"),
-            },
-        };
-        // Valid, but surely not meant: the absolute timeout ends every session first.
+        }
+    }
+
+    /// Valid, but surely not meant: a timeout past `absolute_timeout`, which ends every
+    /// session first.
+    fn warn_timeouts_past_absolute(&mut self, raw: &RawSession, settings: &SessionSettings) {
         for (name, raw_value, value) in [
             (
                 "idling_timeout",
@@ -198,6 +226,5 @@ impl Builder<'_> {
                 );
             }
         }
-        Some(settings)
     }
 }
