@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod h2;
 pub mod handshake;
 pub mod http;
+pub mod kept;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;

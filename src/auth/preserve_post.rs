@@ -7,10 +7,11 @@
 //! Only a same-origin HTML form post is kept: a cross-site page could otherwise have its form
 //! posted with the session the victim is about to create (login CSRF carrying a payload).
 
-use crate::crypto::{self, Names, Sealer};
+use crate::crypto::{self, Sealer};
 use crate::fleet::{Fleet, FleetError};
 use crate::http::headers::request_host;
 use crate::http::responses::{Reply, escape, wants_html};
+use crate::kept::Kept;
 use base64::Engine;
 use dashmap::DashMap;
 use pingora::http::RequestHeader;
@@ -25,6 +26,9 @@ const MAX_TOTAL_BYTES: usize = 64 << 20;
 /// Most forms one client address may have waiting at once: a browser whose session ended may
 /// send a few from its tabs; more is someone filling the store.
 const MAX_PER_CLIENT: usize = 4;
+
+/// The kind of kept value a form is (its Redis keys are `<prefix>pp:{...}`).
+const KIND: &str = "pp";
 
 /// The content type a kept form must have.
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -172,8 +176,6 @@ struct Waiting {
     bytes: usize,
     /// Counted against [`MAX_PER_CLIENT`].
     client: Option<IpAddr>,
-    /// The sealed body, when it waits in this process (in Redis: `None`).
-    sealed: Option<String>,
 }
 
 /// Forms waiting for the sign-in they started. Whether they wait here or in Redis, this process
@@ -181,10 +183,11 @@ struct Waiting {
 /// only ever hold [`MAX_PER_CLIENT`] forms, and all of them together [`MAX_TOTAL_BYTES`].
 pub struct PreservedPosts {
     sealer: Sealer,
-    names: Names,
-    /// Redis (`store = "redis"`: the callback may reach another instance), or this process.
-    redis: Option<Arc<Fleet>>,
-    waiting: DashMap<[u8; 32], Waiting>,
+    /// The sealed forms: in Redis (`store = "redis"`: the callback may reach another
+    /// instance), or in this process.
+    kept: Kept,
+    /// What this process counts, by attempt `state`.
+    waiting: DashMap<Box<str>, Waiting>,
     bytes: AtomicUsize,
     per_client: DashMap<Option<IpAddr>, usize>,
     /// Most sealed bytes at once ([`MAX_TOTAL_BYTES`]).
@@ -196,8 +199,7 @@ impl PreservedPosts {
     pub fn new(secrets: &[crate::config::Secret], fleet: Option<Arc<Fleet>>) -> PreservedPosts {
         PreservedPosts {
             sealer: Sealer::new(secrets, "oidc-gateway preserved post"),
-            names: Names::new(secrets),
-            redis: fleet,
+            kept: Kept::new(secrets, fleet),
             waiting: DashMap::new(),
             bytes: AtomicUsize::new(0),
             per_client: DashMap::new(),
@@ -215,32 +217,22 @@ impl PreservedPosts {
         now: u64,
     ) -> Result<(), KeepError> {
         let sealed = self.sealer.seal(state.as_bytes(), body);
-        let name = self.names.name(0, state.as_bytes());
         let len = sealed.len();
         self.reserve(client, len, now)?;
-        let sealed = match &self.redis {
-            None => Some(sealed),
-            Some(fleet) => {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(fleet.key("pp", &name))
-                    .arg(sealed)
-                    .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64);
-                if let Err(e) = fleet.redis.query::<()>("SET", &cmd).await {
-                    self.release(client, len);
-                    return Err(e.into());
-                }
-                None
-            }
-        };
-        let until = now.saturating_add(ttl.as_secs());
+        if let Err(e) = self
+            .kept
+            .put(KIND, state.as_bytes(), sealed.as_bytes(), ttl)
+            .await
+        {
+            self.release(client, len);
+            return Err(e.into());
+        }
         let waiting = Waiting {
-            until,
+            until: now.saturating_add(ttl.as_secs()),
             bytes: len,
             client,
-            sealed,
         };
-        if let Some(old) = self.waiting.insert(name, waiting) {
+        if let Some(old) = self.waiting.insert(state.into(), waiting) {
             self.release(old.client, old.bytes);
         }
         Ok(())
@@ -287,36 +279,28 @@ impl PreservedPosts {
     /// The body kept for `state`, removed as it is taken (a callback is good once); `None` when
     /// there is none, it expired, or it does not open.
     pub async fn take(&self, state: &str, now: u64) -> Option<Vec<u8>> {
-        for index in 0..self.names.count() {
-            let name = self.names.name(index, state.as_bytes());
-            let here = self.waiting.remove(&name).map(|(_, w)| {
-                self.release(w.client, w.bytes);
-                w
-            });
-            let sealed = match &self.redis {
-                None => here.and_then(|w| (now < w.until).then_some(w.sealed).flatten()),
-                // Another instance may have put it there: Redis decides.
-                Some(fleet) => {
-                    let mut cmd = redis::cmd("GETDEL");
-                    cmd.arg(fleet.key("pp", &name));
-                    match fleet.redis.query::<Option<String>>("GETDEL", &cmd).await {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!("a form kept across sign-in could not be read: {e}");
-                            None
-                        }
-                    }
-                }
-            };
-            if let Some(sealed) = sealed {
-                return self.sealer.open(state.as_bytes(), &sealed);
+        let here = self.waiting.remove(state).map(|(_, w)| {
+            self.release(w.client, w.bytes);
+            w
+        });
+        // In this process, what it counted decides; in Redis, another instance may have kept
+        // it, and Redis decides.
+        let expired_here = here.is_none_or(|w| now >= w.until);
+        let sealed = match self.kept.take(KIND, state.as_bytes()).await {
+            Ok(_) if expired_here && !self.kept.is_shared() => None,
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!("a form kept across sign-in could not be read: {e}");
+                None
             }
-        }
-        None
+        };
+        let sealed = String::from_utf8(sealed?).ok()?;
+        self.sealer.open(state.as_bytes(), &sealed)
     }
 
     /// Drops (or stops counting, for Redis) forms whose sign-in can no longer complete.
     pub fn sweep(&self, now: u64) {
+        self.kept.sweep();
         self.waiting.retain(|_, w| {
             let keep = w.until > now;
             if !keep {

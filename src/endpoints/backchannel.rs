@@ -79,7 +79,7 @@ impl Endpoints {
         // (Redis stalled) is a 503 the provider retries, never a logout lost as a "replay".
         // Spent implies revoked; a retry after a failure revokes again, which is idempotent.
         let jti = format!("{name}\0{}", token.jti);
-        match self.used_once.used_before("jti", jti.as_bytes()).await {
+        match self.used_once.contains("jti", jti.as_bytes()).await {
             Ok(false) => {}
             Ok(true) => {
                 metrics::backchannel_logout("replayed");
@@ -105,7 +105,7 @@ impl Endpoints {
         // `false` here is the same token delivered twice at once: both revoked, both succeed.
         if let Err(e) = self
             .used_once
-            .first_use("jti", jti.as_bytes(), JTI_MEMORY)
+            .claim("jti", jti.as_bytes(), JTI_MEMORY)
             .await
         {
             metrics::backchannel_logout("unavailable");

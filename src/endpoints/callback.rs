@@ -321,7 +321,7 @@ impl Endpoints {
         // instance of a fleet, which records the state in Redis (and fails closed without it).
         let first = self
             .used_once
-            .first_use("st", st.state.as_bytes(), self.login_timeout)
+            .claim("st", st.state.as_bytes(), self.login_timeout)
             .await
             .map_err(CallbackError::StoreUnavailable)?;
         if !first {

@@ -11,13 +11,12 @@ mod backchannel;
 mod callback;
 mod forward;
 mod logout;
-mod used_once;
 
 use crate::auth::Authenticator;
-use crate::clock::now;
 use crate::config::{Config, ForwardAuth};
 use crate::fleet::Fleet;
 use crate::http::responses::Reply;
+use crate::kept::Kept;
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::Limit;
 use async_trait::async_trait;
@@ -27,7 +26,6 @@ use pingora::services::background::BackgroundService;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use used_once::UsedOnce;
 
 pub use backchannel::MAX_BODY;
 pub use callback::CallbackError;
@@ -74,8 +72,9 @@ impl Endpoint {
 /// The gateway's own endpoints, over the authenticator they share with protected routes.
 pub struct Endpoints {
     auth: Arc<Authenticator>,
-    /// Login `state`s and logout-token `jti`s already used.
-    used_once: UsedOnce,
+    /// Login `state`s and logout-token `jti`s already used: here, or in the fleet's Redis
+    /// so that every instance refuses a replay.
+    used_once: Kept,
     /// Callbacks (token calls) per client and minute.
     callbacks: Option<Limit>,
     /// `[[forward_auth]]` entries.
@@ -92,13 +91,13 @@ impl Endpoints {
     /// The endpoints of `config`, whose providers `auth` serves; `fleet` shares the used-once
     /// record across instances.
     pub fn new(config: &Config, auth: Arc<Authenticator>, fleet: Option<Arc<Fleet>>) -> Endpoints {
-        let (userinfo_path, login_timeout) = config.session.as_ref().map_or_else(
-            || (String::new(), Duration::ZERO),
-            |s| (s.userinfo_path.clone(), s.login_timeout),
+        let (userinfo_path, login_timeout, secrets) = config.session.as_ref().map_or_else(
+            || (String::new(), Duration::ZERO, Vec::new()),
+            |s| (s.userinfo_path.clone(), s.login_timeout, s.secrets.clone()),
         );
         Endpoints {
             auth,
-            used_once: UsedOnce::new(fleet),
+            used_once: Kept::new(&secrets, fleet),
             callbacks: Limit::new(config.server.login_rate_limit),
             forward: config.forward_auth.clone(),
             forward_metrics: RouteMetrics::new("forward_auth"),
@@ -186,7 +185,7 @@ impl Endpoints {
     /// Drops expired sessions, refresh results, kept forms and used states.
     pub fn sweep(&self) {
         self.auth.sweep();
-        self.used_once.sweep(now());
+        self.used_once.sweep();
     }
 }
 

@@ -105,43 +105,6 @@ impl Fleet {
             .await
             .map(|_| ())
     }
-
-    /// Records `what` of kind `kind` as used for `ttl`: true the first time anywhere in the
-    /// fleet, false ever after (a replayed login `state` or logout `jti`).
-    pub async fn claim_once(
-        &self,
-        kind: &str,
-        what: &[u8],
-        ttl: Duration,
-    ) -> Result<bool, FleetError> {
-        let key = self.key(kind, &self.name(0, what));
-        let set: Option<String> = self
-            .redis
-            .query(
-                "SET",
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64),
-            )
-            .await?;
-        Ok(set.is_some())
-    }
-}
-
-impl Fleet {
-    /// Whether `what` of kind `kind` was recorded by [`claim_once`](Self::claim_once) and has
-    /// not expired.
-    pub async fn was_claimed(&self, kind: &str, what: &[u8]) -> Result<bool, FleetError> {
-        let key = self.key(kind, &self.name(0, what));
-        let n: i64 = self
-            .redis
-            .query("EXISTS", redis::cmd("EXISTS").arg(key))
-            .await?;
-        Ok(n > 0)
-    }
 }
 
 /// A lease (a lock with an expiry) held by this instance.

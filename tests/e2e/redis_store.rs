@@ -1,6 +1,7 @@
 //! The Redis session store against the machine's Redis on 6379 (`.ci/run` starts one), each test
 //! under a key prefix of its own: the conformance suite every store passes, sharing between
-//! instances, the marks read with every session when nothing is cached, versions, and Redis down.
+//! instances, the marks read with every session when nothing is cached, versions, and Redis down;
+//! and the kept-values facility's suite.
 //! (The fleet's behaviour through the running binary, Sentinel and Cluster are in `fleet.rs`.)
 
 use base64::Engine;
@@ -46,6 +47,38 @@ async fn conformance() {
         conformance::sessions(Store::Redis(Box::new(store(&f, capacity))), Some(f.clone()))
     })
     .await;
+}
+
+/// Kept values (forms, used states and jtis) in Redis pass the suite the memory backend
+/// passes; the deadlines are Redis's own, so the suite's 120 ms really pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_values_conformance() {
+    let f = fleet(Duration::from_secs(5));
+    let secrets = settings(SessionStoreKind::Redis, 100).secrets;
+    let kept = oidc_gateway::kept::Kept::new(&secrets, Some(f.clone()));
+    assert!(kept.is_shared());
+    oidc_gateway::kept::conformance::run(&kept, tokio::time::sleep).await;
+    // Another instance sees what this one kept and claimed.
+    let other = oidc_gateway::kept::Kept::new(&secrets, Some(f));
+    kept.put("x", b"form", b"body", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        kept.claim("y", b"state", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .claim("y", b"state", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        other.take("x", b"form").await.unwrap().as_deref(),
+        Some(&b"body"[..])
+    );
+    assert_eq!(kept.take("x", b"form").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
