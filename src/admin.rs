@@ -31,6 +31,8 @@ impl ServeHttp for AdminApp {
             }
             "/healthz" => text(200, "ok\n"),
             "/readyz" => self.ready().await,
+            #[cfg(feature = "testing")]
+            "/test/clock" => advance_clock(session),
             _ => text(404, "not found: try /metrics, /healthz or /readyz\n"),
         }
     }
@@ -44,6 +46,24 @@ impl AdminApp {
         body.push('\n');
         let status = if report.ready { 200 } else { 503 };
         respond(status, "application/json", body.into_bytes())
+    }
+}
+
+/// `POST /test/clock?advance=N`: moves this process's clock N seconds forward. Compiled only
+/// with the `testing` feature, which the test suite turns on and a release build never has.
+#[cfg(feature = "testing")]
+fn advance_clock(session: &ServerSession) -> Response<Vec<u8>> {
+    let req = session.req_header();
+    let seconds = req
+        .uri
+        .query()
+        .and_then(|q| q.strip_prefix("advance="))
+        .and_then(|n| n.parse().ok());
+    match seconds {
+        Some(n) if req.method == http::Method::POST => {
+            text(200, &format!("{}\n", clock::advance(n)))
+        }
+        _ => text(400, "expected POST /test/clock?advance=<seconds>\n"),
     }
 }
 

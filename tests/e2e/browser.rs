@@ -332,7 +332,8 @@ async fn a_form_sent_after_the_session_expired_reaches_the_upstream_after_signin
     sign_in_at_op(&c, op, &page).await;
     assert_eq!(c.text(By::Id("user")).await, "alice-id");
 
-    // Fill the form in, slowly enough for the session to end meanwhile.
+    // Fill the form in, slowly enough for the session to end meanwhile (the gateway's clock
+    // moves past the idle timeout).
     let title = "Order #7 & <more> é";
     c.el(By::Id("title")).await.send_keys(title).await.unwrap();
     let comment = c.el(By::Id("comment")).await;
@@ -340,7 +341,7 @@ async fn a_form_sent_after_the_session_expired_reaches_the_upstream_after_signin
     comment.send_keys(Key::Enter).await.unwrap();
     comment.send_keys("second line").await.unwrap();
     c.shot("form-filled").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    gw.advance_clock(4).await;
     let before = op.request_count().await;
     c.el(By::Id("send")).await.click().await.unwrap();
 

@@ -621,15 +621,17 @@ async fn fifty_concurrent_requests_over_two_nodes_refresh_once() {
     refresh_once_over_two_nodes(&f, &cookie).await;
 }
 
-/// Waits for the access token of `cookie` to expire, then sends 50 concurrent requests split
-/// over A and B: exactly one refresh at the OP, no invalid_grant, every request served. Tokens
-/// must live 5 s: expiry counts whole seconds and the leeway is 1 s, so the refreshed token is
-/// then good for at least 3 s, longer than the 50 requests take on a loaded machine.
+/// Lets the access token of `cookie` expire (both nodes' clocks move 5 s), then sends 50
+/// concurrent requests split over A and B: exactly one refresh at the OP, no invalid_grant,
+/// every request served. Tokens must live 5 s: expiry counts whole seconds and the leeway is
+/// 1 s, so the refreshed token is then good for at least 3 s, longer than the 50 requests take
+/// on a loaded machine.
 async fn refresh_once_over_two_nodes(f: &Fleet, cookie: &str) {
     let before = f.issued().await["grants"]["refresh_token"]
         .as_u64()
         .unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    f.a.advance_clock(5).await;
+    f.b.advance_clock(5).await;
     let mut tasks = Vec::new();
     for i in 0..50 {
         let gw_url = if i % 2 == 0 {
@@ -687,6 +689,14 @@ async fn sessions_logout_and_refresh_on(redis: Topology) {
     if let Topology::Sentinel(s) = &mut f.redis {
         s.wait_replicated();
         s.kill_master();
+        // Both nodes find the new master before the refresh, which must reach it.
+        for gw in [&f.a, &f.b] {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while gw.readyz().await.0 != 200 {
+                assert!(Instant::now() < deadline, "not ready after the failover:\n{}", gw.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
     // Everything written before (the session, the revocation) is there after a failover.
     refresh_once_over_two_nodes(&f, &kept).await;
@@ -734,7 +744,9 @@ async fn killing_the_refresh_lease_holder_mid_refresh_lets_another_node_refresh_
     let before = f.issued().await["grants"]["refresh_token"]
         .as_u64()
         .unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    // The access token (3 s) expires on both nodes.
+    f.a.advance_clock(4).await;
+    f.b.advance_clock(4).await;
 
     // A takes the lease and calls the token endpoint, which holds the request; A dies.
     let op_delay = |ms: u64| {

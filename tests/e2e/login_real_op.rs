@@ -278,11 +278,12 @@ async fn an_expired_access_token_is_refreshed_once_for_parallel_requests() {
         .unwrap()
         .to_owned();
 
-    // Let the access token expire (lifetime 3 s, leeway 1 s), then hit it with parallel requests.
-    // Counted from what the login left: on a slow machine its page request may refresh already.
+    // The access token expires (lifetime 3 s, leeway 1 s: the gateway's clock moves 3 s), then
+    // parallel requests hit it. Counted from what the login left: on a slow machine its page
+    // request may refresh already.
     let refreshed = "oidc_gateway_token_refresh_total{provider=\"op\",result=\"succeeded\"}";
     let before = metric_value(&s.gw.metrics().await, refreshed).unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    s.gw.advance_clock(3).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let b = b.clone();
@@ -331,7 +332,7 @@ async fn an_expired_access_token_is_refreshed_once_for_parallel_requests() {
         "exactly one refresh (the provider rotates refresh tokens: a second use would revoke them)\n{m}"
     );
     // The rotated refresh token keeps working: expire again and refresh again.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    s.gw.advance_clock(3).await;
     let page = b.navigate(&url, None).await;
     assert_eq!(page.status, 200, "second refresh failed:\n{}", s.gw.log());
 }
@@ -346,7 +347,7 @@ async fn an_idle_session_needs_a_new_login() {
         200
     );
     assert_eq!(b.navigate(&url, None).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    s.gw.advance_clock(3).await;
     let r = b
         .client
         .get(&url)
@@ -391,7 +392,7 @@ async fn an_old_cookie_kept_after_renewal_is_still_served_from_memory() {
             .join("; ")
     };
     let old = session_cookies();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    s.gw.advance_clock(3).await;
     assert_eq!(b.navigate(&url, None).await.status, 200);
     assert_ne!(
         session_cookies(),
@@ -759,7 +760,7 @@ async fn private_key_jwt_signs_in_refreshes_and_revokes_without_a_client_secret(
     // count from what the login left.
     let refreshed = "oidc_gateway_token_refresh_total{provider=\"op\",result=\"succeeded\"}";
     let before = metric_value(&s.gw.metrics().await, refreshed).unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.gw.advance_clock(3).await;
     let r = b.client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", s.gw.log());
     assert_eq!(

@@ -238,6 +238,24 @@ impl GatewayProcess {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Moves the gateway's clock `seconds` forward (the `testing` build's `POST /test/clock`):
+    /// sessions idle out and access tokens expire without the test sleeping for them.
+    pub async fn advance_clock(&self, seconds: u64) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/test/clock?advance={seconds}",
+                self.metrics_port
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "the gateway was built without the testing feature"
+        );
+    }
+
     /// The metrics listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
