@@ -44,8 +44,10 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
     };
     let auth = Authenticator::new(&cfg, None).unwrap().unwrap();
     let metadata = idp_metadata();
-    auth.providers()
-        .install(0, Discovered::new(&cfg.providers[0], metadata).unwrap());
+    auth.providers().install(
+        oidc_gateway::config::ProviderId(0),
+        Discovered::new(&cfg.providers[0], metadata).unwrap(),
+    );
 
     // An Okta-like access token: about 900 bytes.
     let now = now();

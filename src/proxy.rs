@@ -4,7 +4,7 @@
 
 use crate::access_log;
 use crate::auth::{Authenticator, Denied, Identity, identity, preserve_post};
-use crate::config::{Auth, Config, Route, RouteAuth};
+use crate::config::{Auth, Config, Route, RouteAuth, RouteId};
 use crate::connections;
 use crate::endpoints::{self, Endpoints};
 use crate::http::headers::{self, ClientConn, HeaderSet, request_host};
@@ -45,7 +45,7 @@ pub struct Gateway {
 /// Per-request state.
 pub struct Ctx {
     start: Instant,
-    route: Option<usize>,
+    route: Option<RouteId>,
     /// The request-target to send upstream when it differs from what the client sent.
     upstream_target: Option<Vec<u8>>,
     /// The path for the access log when it differs from the `Uri`'s: the canonical path that
@@ -102,8 +102,8 @@ impl Gateway {
     }
 
     fn route_of(&self, ctx: &Ctx) -> Option<(&Route, &UpstreamPool)> {
-        let route = self.config.routes.get(ctx.route?)?;
-        Some((route, self.pools.get(route.upstream)?))
+        let route = self.config.routes.get(ctx.route?.index())?;
+        Some((route, self.pools.get(route.upstream.index())?))
     }
 
     /// Route → authenticate → authorize → pick a target; or `Break` with a complete answer
@@ -168,7 +168,7 @@ impl Gateway {
             ));
         };
         ctx.route = Some(m.route);
-        let route = &self.config.routes[m.route];
+        let route = &self.config.routes[m.route.index()];
         if let Some(trace) = &ctx.trace {
             trace.route(req.method.as_str(), &route.name);
         }
@@ -199,7 +199,7 @@ impl Gateway {
                 req,
                 self.client_ip(session),
                 &return_to,
-                &self.route_metrics[m.route],
+                &self.route_metrics[m.route.index()],
             );
             let authenticated =
                 telemetry::within(ctx.trace.as_ref(), "authenticate", authenticate).await;
@@ -563,7 +563,7 @@ impl ProxyHttp for Gateway {
             trace.finish(status);
         }
         let route = self.route_of(ctx);
-        let metrics = match ctx.route.and_then(|i| self.route_metrics.get(i)) {
+        let metrics = match ctx.route.and_then(|i| self.route_metrics.get(i.index())) {
             Some(m) => m,
             None if ctx.own_endpoint => &self.endpoint_metrics,
             None => &self.unrouted_metrics,

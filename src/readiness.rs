@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub struct Readiness {
     providers: Option<Arc<Providers>>,
     /// Indices of the providers some route uses (a configured but unused one does not count).
-    used: Vec<usize>,
+    used: Vec<crate::config::ProviderId>,
     pools: Arc<[UpstreamPool]>,
     fleet: Option<Arc<Fleet>>,
 }
@@ -36,7 +36,7 @@ impl Readiness {
         pools: Arc<[UpstreamPool]>,
         fleet: Option<Arc<Fleet>>,
     ) -> Readiness {
-        let mut used: Vec<usize> = config
+        let mut used: Vec<crate::config::ProviderId> = config
             .routes
             .iter()
             .filter_map(|r| match &r.auth {
@@ -56,7 +56,7 @@ impl Readiness {
     }
 
     /// Indices of the providers some route uses.
-    pub fn used_providers(&self) -> &[usize] {
+    pub fn used_providers(&self) -> &[crate::config::ProviderId] {
         &self.used
     }
 

@@ -1,7 +1,7 @@
 //! Matching a request (host, canonical path, method) to a route. Runs on every request, so it
 //! allocates nothing: hosts are looked up in hash maps, prefixes compared in place.
 
-use crate::config::Route;
+use crate::config::{Route, RouteId};
 use crate::http::path;
 use std::collections::HashMap;
 
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteMatch {
     /// Index into the configuration's routes.
-    pub route: usize,
+    pub route: RouteId,
     /// Byte offset in the canonical path where the part after the matched prefix begins.
     pub rest: usize,
 }
@@ -102,7 +102,7 @@ fn first_match(list: &[Entry], path: &str, method: &http::Method) -> Option<Rout
             return None;
         }
         path::match_prefix(&e.prefix, path).map(|rest| RouteMatch {
-            route: e.route,
+            route: RouteId(e.route),
             rest,
         })
     })
@@ -134,7 +134,7 @@ pub fn normalize_host<'a>(host: &'a str, buf: &'a mut [u8; 253]) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Auth;
+    use crate::config::{Auth, UpstreamId};
     use http::Method;
 
     fn route(name: &str, hosts: &[&str], paths: &[&str], methods: &[Method]) -> Route {
@@ -143,7 +143,7 @@ mod tests {
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             paths: paths.iter().map(|s| s.to_string()).collect(),
             methods: methods.to_vec(),
-            upstream: 0,
+            upstream: UpstreamId(0),
             strip_path: false,
             preserve_host: true,
             preserve_post: None,
@@ -164,7 +164,9 @@ mod tests {
     }
 
     fn find(host: &str, path: &str, method: Method) -> Option<(usize, usize)> {
-        table().find(host, path, &method).map(|m| (m.route, m.rest))
+        table()
+            .find(host, path, &method)
+            .map(|m| (m.route.index(), m.rest))
     }
 
     #[test]

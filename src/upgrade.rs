@@ -10,7 +10,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Waits (at most `timeout`) until the providers in `needed` are known.
-pub fn wait_until_ready(providers: &Providers, needed: &[usize], timeout: Duration) {
+pub fn wait_until_ready(
+    providers: &Providers,
+    needed: &[crate::config::ProviderId],
+    timeout: Duration,
+) {
     let start = Instant::now();
     let missing = providers.discover_now(needed, timeout);
     if missing.is_empty() {

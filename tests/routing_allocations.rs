@@ -67,7 +67,7 @@ upstream = "a"
         let mut found = None;
         let n = allocations_during(|| {
             let canonical = path::canonicalize(p, false).unwrap();
-            found = table.find(host, &canonical, &get).map(|m| m.route);
+            found = table.find(host, &canonical, &get).map(|m| m.route.index());
         });
         assert_eq!(found, Some(want), "{host} {p}");
         assert_eq!(n, 0, "{host} {p} allocated {n} times");

@@ -5,6 +5,7 @@
 
 use super::rules;
 use crate::cache::BoundedCache;
+use crate::config::ProviderId;
 use crate::config::RouteAuth;
 use crate::metrics;
 use crate::oidc::idp_http::token_request;
@@ -20,7 +21,7 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct VerifiedToken {
     /// Index of the provider that issued it.
-    pub provider: usize,
+    pub provider: ProviderId,
     /// Its claims (JWT payload or introspection response).
     pub claims: Map<String, Value>,
     /// Expiry (Unix seconds).
@@ -139,7 +140,7 @@ pub async fn verify_jwt(
 
 async fn verify_signature(
     providers: &Providers,
-    allowed: &[usize],
+    allowed: &[ProviderId],
     token: &str,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
     let jws = Unverified::read(providers, allowed, token)?;
@@ -286,7 +287,7 @@ pub async fn introspect(
 
 async fn introspect_at(
     providers: &Providers,
-    index: usize,
+    index: ProviderId,
     token: &str,
     now: u64,
 ) -> Result<Arc<VerifiedToken>, TokenError> {

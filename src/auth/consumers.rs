@@ -3,7 +3,7 @@
 //! (`credential_claim`). Client-sent copies of these headers are always removed first.
 
 use crate::claims::{lookup, to_text};
-use crate::config::{Consumer, ConsumerField, ConsumerMapping};
+use crate::config::{Consumer, ConsumerField, ConsumerId, ConsumerMapping};
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
@@ -21,19 +21,23 @@ pub const ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-
 pub const AUTHENTICATED_GROUPS: HeaderName = HeaderName::from_static("x-authenticated-groups");
 
 /// The consumer the claims name, if any.
-pub fn find(
-    consumers: &[Consumer],
+pub fn find<'c>(
+    consumers: &'c [Consumer],
     mapping: &ConsumerMapping,
     claims: &Map<String, Value>,
-) -> Option<usize> {
+) -> Option<(ConsumerId, &'c Consumer)> {
     let value = to_text(lookup(claims, &mapping.claim)?)?;
-    mapping.by.iter().find_map(|field| {
-        consumers.iter().position(|c| match field {
-            ConsumerField::Id => c.id == value,
-            ConsumerField::Username => c.username.as_deref() == Some(value.as_str()),
-            ConsumerField::CustomId => c.custom_id.as_deref() == Some(value.as_str()),
+    mapping
+        .by
+        .iter()
+        .find_map(|field| {
+            consumers.iter().enumerate().find(|(_, c)| match field {
+                ConsumerField::Id => c.id == value,
+                ConsumerField::Username => c.username.as_deref() == Some(value.as_str()),
+                ConsumerField::CustomId => c.custom_id.as_deref() == Some(value.as_str()),
+            })
         })
-    })
+        .map(|(i, c)| (ConsumerId(i), c))
 }
 
 /// Whether the consumer is in one of `groups` (always, when none are required).
@@ -117,8 +121,11 @@ mod tests {
             .unwrap()
             .clone();
         let both = mapping(vec![ConsumerField::Username, ConsumerField::CustomId]);
-        assert_eq!(find(&c, &both, &by_name), Some(0));
-        assert_eq!(find(&c, &both, &by_custom), Some(0));
+        assert_eq!(find(&c, &both, &by_name).map(|f| f.0), Some(ConsumerId(0)));
+        assert_eq!(
+            find(&c, &both, &by_custom).map(|f| f.0),
+            Some(ConsumerId(0))
+        );
         assert_eq!(
             find(&c, &mapping(vec![ConsumerField::Username]), &by_custom),
             None

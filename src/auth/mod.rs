@@ -20,6 +20,7 @@ pub use denial::{Denial, Denied};
 use crate::claims;
 use crate::clock::now;
 use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings};
+use crate::config::{ConsumerId, ProviderId};
 use crate::fleet::Fleet;
 use crate::http::cookies::CookieAttrs;
 use crate::metrics::{self, RouteMetrics};
@@ -66,7 +67,7 @@ pub struct Identity {
     /// `Set-Cookie` headers for the response (renewed or refreshed cookie-store sessions).
     pub set_cookies: SetCookies,
     /// Index of the mapped `[[consumers]]` entry.
-    pub consumer: Option<usize>,
+    pub consumer: Option<ConsumerId>,
     /// Kong's consumer and credential headers for the upstream.
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -213,7 +214,7 @@ impl Authenticator {
     }
 
     /// The configuration of provider `index`.
-    pub(crate) fn provider(&self, index: usize) -> Option<&Provider> {
+    pub(crate) fn provider(&self, index: ProviderId) -> Option<&Provider> {
         self.providers.handle(index).map(|h| &h.config)
     }
 
@@ -238,14 +239,14 @@ impl Authenticator {
     }
 
     /// Why the gateway's last discovery of provider `index` failed, if it did.
-    fn last_error(&self, index: usize) -> Option<Arc<str>> {
+    fn last_error(&self, index: ProviderId) -> Option<Arc<str>> {
         self.providers.handle(index).and_then(|p| p.last_error())
     }
 
     /// The attributes of cookies for provider `index`'s sign-ins and sessions.
-    pub(crate) fn cookie_attrs(&self, index: usize) -> &CookieAttrs {
+    pub(crate) fn cookie_attrs(&self, index: ProviderId) -> &CookieAttrs {
         // `new` builds one entry per provider and there is at least one provider.
-        &self.attrs[index.min(self.attrs.len() - 1)]
+        &self.attrs[index.index().min(self.attrs.len() - 1)]
     }
 
     /// Whether `cookie` is one of the gateway's (session or login), never to be sent upstream.
@@ -401,8 +402,8 @@ impl Authenticator {
         }
         if let Some(mapping) = &spec.consumer {
             match consumers::find(&self.consumers, mapping, claims) {
-                Some(i) => {
-                    if !consumers::in_groups(&self.consumers[i], &mapping.groups_required) {
+                Some((i, consumer)) => {
+                    if !consumers::in_groups(consumer, &mapping.groups_required) {
                         return Err(self.forbidden(
                             spec,
                             is_token,
@@ -432,7 +433,7 @@ impl Authenticator {
             .and_then(|p| claims::lookup(claims, p))
             .and_then(claims::to_text);
         id.extra_headers = consumers::headers(
-            id.consumer.map(|i| &self.consumers[i]),
+            id.consumer.and_then(|i| self.consumers.get(i.index())),
             false,
             credential,
             groups,
@@ -442,7 +443,7 @@ impl Authenticator {
 
     /// The anonymous consumer, for a request whose authentication failed.
     fn anonymous(&self, spec: &RouteAuth) -> Identity {
-        let consumer = spec.anonymous.and_then(|i| self.consumers.get(i));
+        let consumer = spec.anonymous.and_then(|i| self.consumers.get(i.index()));
         let mut id = Identity::new(Credential::Anonymous, Vec::new());
         id.consumer = spec.anonymous;
         id.extra_headers = consumers::headers(consumer, true, None, None);

@@ -9,6 +9,7 @@
 //! lease. The others never redeem the refresh token: they wait a bounded time for the new
 //! version (Redis store), or go on with the access token while it is still valid.
 
+use crate::config::ProviderId;
 use crate::fleet::{Fleet, Lease};
 use crate::metrics;
 use crate::oidc::provider::Providers;
@@ -56,7 +57,7 @@ impl Refresher {
         &self,
         providers: &Providers,
         store: &Sessions,
-        index: usize,
+        index: ProviderId,
         loaded: &Loaded,
         attrs: &CookieAttrs,
         fleet: Option<&Fleet>,
@@ -144,7 +145,7 @@ impl Refresher {
 struct Job<'a> {
     providers: &'a Providers,
     store: &'a Sessions,
-    index: usize,
+    index: ProviderId,
     loaded: &'a Loaded,
     attrs: &'a CookieAttrs,
     name: &'a str,
@@ -210,11 +211,11 @@ impl Job<'_> {
 }
 
 /// How long a refresh lease lives without renewal: longer than one call to the provider.
-fn lease_ttl(providers: &Providers, index: usize) -> Duration {
+fn lease_ttl(providers: &Providers, index: ProviderId) -> Duration {
     providers_timeout(providers, index) * 2
 }
 
-fn providers_timeout(providers: &Providers, index: usize) -> Duration {
+fn providers_timeout(providers: &Providers, index: ProviderId) -> Duration {
     providers
         .handle(index)
         .map_or(Duration::from_secs(5), |p| p.config.timeout)

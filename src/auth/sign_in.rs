@@ -3,6 +3,7 @@
 
 use super::{Authenticator, Denial, Denied, can_follow_redirect, preserve_post, too_many};
 use crate::clock::now;
+use crate::config::ProviderId;
 use crate::config::RouteAuth;
 use crate::http::redirect;
 use crate::metrics;
@@ -51,7 +52,7 @@ impl Authenticator {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start_login(
         &self,
-        index: usize,
+        index: ProviderId,
         realm: &str,
         req: &RequestHeader,
         client: Option<IpAddr>,

@@ -7,6 +7,7 @@
 pub mod env;
 mod error;
 mod hints;
+mod ids;
 mod locate;
 mod raw;
 mod routes;
@@ -14,6 +15,7 @@ mod secret;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use ids::{ConsumerId, ProviderId, RouteId, UpstreamId};
 pub use routes::*;
 pub use secret::Secret;
 

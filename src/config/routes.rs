@@ -1,6 +1,7 @@
 //! The validated form of `[[routes]]`, their `auth` tables, `[[forward_auth]]` and
 //! `[identity_assertion]`: what a request must prove and where it goes.
 
+use super::{ConsumerId, ProviderId, UpstreamId};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ pub struct Route {
     /// Allowed methods. Empty: any method.
     pub methods: Vec<http::Method>,
     /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    pub upstream: UpstreamId,
     /// Remove the matched prefix before forwarding.
     pub strip_path: bool,
     /// Forward the client's Host header (otherwise the upstream's host).
@@ -81,7 +82,7 @@ pub enum Unauthenticated {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteAuth {
     /// Indices into [`Config::providers`]; the first one runs browser logins.
-    pub providers: Vec<usize>,
+    pub providers: Vec<ProviderId>,
     /// Methods, in the order tried.
     pub methods: Vec<AuthMethod>,
     /// `mode = "optional"`: requests without a credential are proxied anonymously.
@@ -93,7 +94,7 @@ pub struct RouteAuth {
     /// Consumer mapping (when `consumer_claim` is set).
     pub consumer: Option<ConsumerMapping>,
     /// Index into [`Config::consumers`] used when authentication fails.
-    pub anonymous: Option<usize>,
+    pub anonymous: Option<ConsumerId>,
     /// Claim sent as `X-Credential-Identifier`.
     pub credential_claim: Option<Vec<String>>,
     /// Claim sent as `X-Authenticated-Groups`.

@@ -23,7 +23,7 @@ const JTI_MEMORY: Duration = Duration::from_secs(2 * logout_token::MAX_AGE + 600
 
 impl Endpoints {
     /// The providers whose back-channel logout path is `path`.
-    fn backchannel_providers(&self, path: &str) -> Vec<usize> {
+    fn backchannel_providers(&self, path: &str) -> Vec<crate::config::ProviderId> {
         self.auth
             .providers()
             .list

@@ -6,6 +6,7 @@ use super::Endpoints;
 use crate::auth::preserve_post;
 use crate::clock::now;
 use crate::config::Provider;
+use crate::config::ProviderId;
 use crate::fleet::FleetError;
 use crate::http::redirect;
 use crate::http::responses::{Action, Reply};
@@ -225,7 +226,7 @@ impl Endpoints {
     /// except when trying again may still complete it.
     pub(super) async fn callback(
         &self,
-        index: usize,
+        index: ProviderId,
         req: &RequestHeader,
         client: Option<IpAddr>,
         html: bool,
@@ -288,7 +289,7 @@ impl Endpoints {
     /// browser on.
     async fn sign_in(
         &self,
-        index: usize,
+        index: ProviderId,
         req: &RequestHeader,
         code: Option<&str>,
         attempt: Option<&Attempt>,

@@ -3,6 +3,7 @@
 
 use super::Endpoints;
 use crate::clock::now;
+use crate::config::ProviderId;
 use crate::http::responses::{Action, Reply};
 use crate::oidc::logout::end_session_url;
 use crate::oidc::revoke;
@@ -12,7 +13,7 @@ use pingora::http::RequestHeader;
 impl Endpoints {
     /// Ends the request's session, revokes its tokens when configured, and sends the browser
     /// to the provider's end-session endpoint (or `logout_redirect_uri`, or a page).
-    pub(super) async fn logout(&self, index: usize, req: &RequestHeader, html: bool) -> Reply {
+    pub(super) async fn logout(&self, index: ProviderId, req: &RequestHeader, html: bool) -> Reply {
         let Some(cfg) = self.auth.provider(index) else {
             return Reply::empty(404);
         };

@@ -13,7 +13,7 @@ mod forward;
 mod logout;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ForwardAuth};
+use crate::config::{Config, ForwardAuth, ProviderId};
 use crate::fleet::Fleet;
 use crate::http::responses::Reply;
 use crate::kept::Kept;
@@ -34,13 +34,13 @@ pub use callback::CallbackError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// The callback of provider `n`.
-    Callback(usize),
+    Callback(ProviderId),
     /// The logout path of provider `n`.
-    Logout(usize),
+    Logout(ProviderId),
     /// The session's identity as JSON.
     UserInfo,
     /// The back-channel logout path of provider `n` (and of any other provider sharing it).
-    BackchannelLogout(usize),
+    BackchannelLogout(ProviderId),
     /// The decision path of `[[forward_auth]]` entry `n`.
     ForwardAuth(usize),
     /// The sign-in start path of `[[forward_auth]]` entry `n`.

@@ -7,6 +7,7 @@
 
 use super::provider::Providers;
 use crate::config::Provider;
+use crate::config::ProviderId;
 use jsonwebtoken::{Header, Validation};
 use serde_json::{Map, Value};
 
@@ -38,7 +39,7 @@ pub enum JwsError {
 /// A token whose `iss` names an accepted provider, before its signature is checked.
 pub struct Unverified<'t> {
     /// Index of the provider its `iss` names.
-    pub provider: usize,
+    pub provider: ProviderId,
     /// Its JOSE header.
     pub header: Header,
     token: &'t str,
@@ -48,7 +49,7 @@ impl<'t> Unverified<'t> {
     /// Reads `token`'s header and `iss`, and finds that issuer among `accepted`.
     pub fn read(
         providers: &Providers,
-        accepted: &[usize],
+        accepted: &[ProviderId],
         token: &'t str,
     ) -> Result<Unverified<'t>, JwsError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwsError::Malformed)?;
@@ -165,7 +166,10 @@ auth = { provider = "idp", methods = ["bearer"] }
         .unwrap();
         let metadata = metadata.set_jwks(serde_json::from_value(json!({ "keys": [jwk] })).unwrap());
         let providers = Providers::new(&cfg.providers).unwrap();
-        providers.install(0, Discovered::new(&cfg.providers[0], metadata).unwrap());
+        providers.install(
+            ProviderId(0),
+            Discovered::new(&cfg.providers[0], metadata).unwrap(),
+        );
         providers
     }
 
@@ -194,15 +198,17 @@ auth = { provider = "idp", methods = ["bearer"] }
 
     async fn check(token: &str) -> Result<Map<String, Value>, JwsError> {
         let p = providers();
-        Unverified::read(&p, &[0], token)?.verify(&p, strict).await
+        Unverified::read(&p, &[ProviderId(0)], token)?
+            .verify(&p, strict)
+            .await
     }
 
     #[tokio::test]
     async fn a_good_token_verifies_and_names_its_provider() {
         let p = providers();
         let token = sign("key1.pem", "key1", Algorithm::RS256, claims());
-        let u = Unverified::read(&p, &[0], &token).unwrap();
-        assert_eq!(u.provider, 0);
+        let u = Unverified::read(&p, &[ProviderId(0)], &token).unwrap();
+        assert_eq!(u.provider, ProviderId(0));
         assert_eq!(u.verify(&p, strict).await.unwrap()["sub"], "alice");
     }
 

@@ -7,6 +7,7 @@ use super::provider::{Discovered, Providers, error_chain};
 use super::state::LoginState;
 use super::types::UserInfoClaims;
 use super::verify::{IdTokenError, identity_claims, verify_id_token};
+use crate::config::ProviderId;
 use crate::metrics;
 use crate::session::SessionData;
 use openidconnect::core::CoreAuthenticationFlow;
@@ -101,7 +102,7 @@ impl LoginError {
 /// Exchanges the code and validates everything; returns the new session's contents.
 pub async fn complete(
     providers: &Providers,
-    index: usize,
+    index: ProviderId,
     code: &str,
     st: &LoginState,
     now: u64,

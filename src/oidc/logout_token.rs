@@ -7,6 +7,7 @@
 
 use super::jws::{JwsError, Unverified};
 use super::provider::Providers;
+use crate::config::ProviderId;
 use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 
@@ -20,7 +21,7 @@ pub const MAX_AGE: u64 = 120;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogoutToken {
     /// Index of the provider that issued it.
-    pub provider: usize,
+    pub provider: ProviderId,
     /// The IdP session to end, if named.
     pub sid: Option<String>,
     /// The user to log out, if named.
@@ -76,7 +77,7 @@ pub enum LogoutTokenError {
 /// Validates `token` as a logout token from one of the providers `candidates`, at `now`.
 pub async fn verify(
     providers: &Providers,
-    candidates: &[usize],
+    candidates: &[ProviderId],
     token: &str,
     now: u64,
 ) -> Result<LogoutToken, LogoutTokenError> {

@@ -12,6 +12,7 @@ use super::idp_http::IdpHttp;
 use super::jwks::BearerKeys;
 use super::persisted::{LoadError, MetadataFiles};
 use super::types::{Metadata, OidcClient};
+use crate::config::ProviderId;
 use crate::config::{ClientAuth, Provider};
 use crate::{clock, metrics};
 use async_trait::async_trait;
@@ -141,7 +142,7 @@ struct Reach {
 /// One configured provider.
 pub struct ProviderHandle {
     /// Position in the configuration.
-    pub index: usize,
+    pub index: ProviderId,
     /// Its configuration.
     pub config: Provider,
     /// HTTP client with the provider's timeouts.
@@ -181,7 +182,7 @@ impl ProviderHandle {
 pub struct Providers {
     /// In configuration order.
     pub list: Vec<ProviderHandle>,
-    discovered: DashMap<usize, Arc<Discovered>>,
+    discovered: DashMap<ProviderId, Arc<Discovered>>,
     files: Option<MetadataFiles>,
 }
 
@@ -205,7 +206,7 @@ impl Providers {
             .enumerate()
             .map(|(index, config)| {
                 Ok(ProviderHandle {
-                    index,
+                    index: ProviderId(index),
                     http: IdpHttp::new(
                         config.connect_timeout,
                         config.timeout,
@@ -260,23 +261,23 @@ impl Providers {
     }
 
     /// The provider at `index`.
-    pub fn handle(&self, index: usize) -> Option<&ProviderHandle> {
-        self.list.get(index)
+    pub fn handle(&self, index: ProviderId) -> Option<&ProviderHandle> {
+        self.list.get(index.index())
     }
 
     /// Installs discovery results obtained elsewhere (benches and tests without a network).
-    pub fn install(&self, index: usize, discovered: Discovered) {
+    pub fn install(&self, index: ProviderId, discovered: Discovered) {
         self.discovered.insert(index, Arc::new(discovered));
     }
 
     /// Discovery results, if the provider has been reached.
-    pub fn get(&self, index: usize) -> Option<Arc<Discovered>> {
+    pub fn get(&self, index: ProviderId) -> Option<Arc<Discovered>> {
         self.discovered.get(&index).map(|d| d.value().clone())
     }
 
     /// Discovery results; while the provider's discovery is in flight and nothing is known yet,
     /// waits for it, at most the provider's timeout.
-    pub async fn ready(&self, index: usize) -> Option<Arc<Discovered>> {
+    pub async fn ready(&self, index: ProviderId) -> Option<Arc<Discovered>> {
         if let Some(d) = self.get(index) {
             return Some(d);
         }
@@ -293,7 +294,7 @@ impl Providers {
     /// background and this answer is used meanwhile: no login start waits for a probe, and one
     /// that would send the browser to a provider the gateway cannot reach (so the callback
     /// could not complete) gets a clear 503 instead.
-    pub fn reachable(this: &Arc<Providers>, index: usize) -> bool {
+    pub fn reachable(this: &Arc<Providers>, index: ProviderId) -> bool {
         let Some(p) = this.handle(index) else {
             return false;
         };
@@ -334,7 +335,7 @@ impl Providers {
     }
 
     /// Whether the provider's discovery and keys are known, and how old they are at `now`.
-    pub fn availability(&self, index: usize, now: u64) -> Availability {
+    pub fn availability(&self, index: ProviderId, now: u64) -> Availability {
         match self.get(index) {
             Some(d) => Availability::Known {
                 age: now.saturating_sub(d.fetched_at),
@@ -356,7 +357,7 @@ impl Providers {
 
     /// Forgets discovery results older than the provider's `max_stale` (the provider has been
     /// unreachable that long). Returns whether it did.
-    fn drop_if_stale(&self, index: usize, now: u64) -> bool {
+    fn drop_if_stale(&self, index: ProviderId, now: u64) -> bool {
         let Some(p) = self.handle(index) else {
             return false;
         };
@@ -373,8 +374,8 @@ impl Providers {
     /// Runs discovery for each provider in `needed` that nothing is known of yet, on a runtime and
     /// with HTTP clients of its own (for use before the server's runtimes exist), for at most
     /// `timeout` in all. Returns the names of those still unknown.
-    pub fn discover_now(&self, needed: &[usize], timeout: Duration) -> Vec<String> {
-        let missing: Vec<usize> = needed
+    pub fn discover_now(&self, needed: &[ProviderId], timeout: Duration) -> Vec<String> {
+        let missing: Vec<ProviderId> = needed
             .iter()
             .copied()
             .filter(|&i| self.get(i).is_none())
@@ -392,7 +393,7 @@ impl Providers {
                             let (own, configs) = (&own, &configs);
                             async move {
                                 if let Err(e) = own.discover(i).await {
-                                    tracing::warn!(provider = %configs[i].name, "{e}");
+                                    tracing::warn!(provider = %configs[i.index()].name, "{e}");
                                 }
                             }
                         }));
@@ -430,7 +431,7 @@ impl Providers {
 
     /// Fetches the discovery document and keys; the document's `issuer` must equal the configured
     /// one exactly (checked by `openidconnect`).
-    pub async fn discover(&self, index: usize) -> Result<(), String> {
+    pub async fn discover(&self, index: ProviderId) -> Result<(), String> {
         let p = self.handle(index).ok_or("no such provider")?;
         p.discovering.send_replace(true);
         let result = self.fetch_discovery(p).await;
@@ -470,7 +471,7 @@ impl Providers {
 
     /// Fetches the JWKS again because a token named a key we do not have. Returns whether new
     /// keys were installed. At most one fetch runs at a time and at most one per cool-down.
-    pub async fn refresh_keys(&self, index: usize) -> bool {
+    pub async fn refresh_keys(&self, index: ProviderId) -> bool {
         let Some(p) = self.handle(index) else {
             return false;
         };

@@ -4,6 +4,7 @@
 use super::login::{scope_claim, userinfo};
 use super::provider::{Providers, error_chain};
 use super::verify::{identity_claims, verify_id_token};
+use crate::config::ProviderId;
 use crate::metrics;
 use crate::session::SessionData;
 use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse as _};
@@ -35,7 +36,7 @@ impl From<&str> for RefreshError {
 /// Returns the session contents after a successful refresh.
 pub async fn refresh(
     providers: &Providers,
-    index: usize,
+    index: ProviderId,
     old: &SessionData,
     now: u64,
 ) -> Result<SessionData, RefreshError> {

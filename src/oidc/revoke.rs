@@ -8,6 +8,7 @@
 
 use super::idp_http::token_request;
 use super::provider::Providers;
+use crate::config::ProviderId;
 use crate::metrics;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ pub struct Ended {
 }
 
 /// Revokes `tokens` at provider `index` in the background (when it can revoke at all).
-pub fn revoke_in_background(providers: Arc<Providers>, index: usize, tokens: Ended) {
+pub fn revoke_in_background(providers: Arc<Providers>, index: ProviderId, tokens: Ended) {
     // Without a runtime (unit tests) there is nothing to run the call on; the gateway always has
     // one.
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -35,7 +36,7 @@ pub fn revoke_in_background(providers: Arc<Providers>, index: usize, tokens: End
 }
 
 /// Revokes the refresh token, then the access token; returns how many the provider accepted.
-pub async fn revoke(providers: &Providers, index: usize, tokens: Ended) -> usize {
+pub async fn revoke(providers: &Providers, index: ProviderId, tokens: Ended) -> usize {
     let (Some(handle), Some(d)) = (providers.handle(index), providers.get(index)) else {
         return 0;
     };

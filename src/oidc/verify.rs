@@ -5,6 +5,7 @@
 
 use super::provider::{Discovered, Providers};
 use super::types::{IdToken, IdTokenClaims};
+use crate::config::ProviderId;
 use openidconnect::{ClaimsVerificationError, NonceVerifier, SignatureVerificationError};
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ impl IdTokenError {
 /// Returns the claims and the discovery state that verified them.
 pub async fn verify_id_token<N>(
     providers: &Providers,
-    index: usize,
+    index: ProviderId,
     token: &IdToken,
     nonce: N,
 ) -> Result<(IdTokenClaims, Arc<Discovered>), IdTokenError>

@@ -693,7 +693,11 @@ async fn sessions_logout_and_refresh_on(redis: Topology) {
         for gw in [&f.a, &f.b] {
             let deadline = Instant::now() + Duration::from_secs(15);
             while gw.readyz().await.0 != 200 {
-                assert!(Instant::now() < deadline, "not ready after the failover:\n{}", gw.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "not ready after the failover:\n{}",
+                    gw.log()
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

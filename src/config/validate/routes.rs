@@ -92,7 +92,7 @@ impl Builder<'_> {
             hosts,
             paths,
             methods,
-            upstream: upstream?,
+            upstream: UpstreamId(upstream?),
             strip_path: raw.strip_path.unwrap_or(false),
             preserve_host: raw.preserve_host.unwrap_or(true),
             preserve_post,
@@ -235,7 +235,7 @@ impl Builder<'_> {
                     format!("no consumer with id or username {:?}", a.get_ref()),
                 );
             }
-            found
+            found.map(ConsumerId)
         });
         let forbidden_redirect_uri = t.forbidden_redirect_uri.as_ref().and_then(|u| {
             let v = u.get_ref();
@@ -255,7 +255,7 @@ impl Builder<'_> {
                 .map_or_else(String::new, |&i| providers[i].name.clone())
         });
         Auth::Oidc(Box::new(RouteAuth {
-            providers: indices,
+            providers: indices.into_iter().map(ProviderId).collect(),
             methods,
             optional,
             realm,

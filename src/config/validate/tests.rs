@@ -145,7 +145,7 @@ fn providers_sessions_and_oidc_routes() {
     let Auth::Oidc(a) = &c.routes[0].auth else {
         panic!("not an OIDC route")
     };
-    assert_eq!(a.providers, vec![0]);
+    assert_eq!(a.providers, vec![ProviderId(0)]);
     assert_eq!(
         a.methods,
         vec![AuthMethod::Session, AuthMethod::AuthorizationCode]
