@@ -5,7 +5,7 @@
 //!
 //! - [`CookieStore`] (`cookie.rs`): the session sealed into the cookie; stateless.
 //! - [`MemoryStore`] (`memory.rs`): the session in this process; the cookie holds its id.
-//! - [`RedisStore`] (`redis.rs`): the session in Redis, shared by a fleet; the cookie holds a
+//! - [`RedisStore`] (`redis/`): the session in Redis, shared by a fleet; the cookie holds a
 //!   sealed id and key.
 //!
 //! [`Sessions`] is the one interface the gateway uses. Every store keeps sessions in memory

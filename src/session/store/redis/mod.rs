@@ -17,6 +17,9 @@
 //!   (never past its access token's expiry); `0s` asks Redis on every request.
 //! - Redis down: a cached session is still served; otherwise the request gets a 503, and the
 //!   client's cookie is never cleared for it.
+//!
+//! This file is the ticket layer (the cookie, the per-session key, the local cache, the
+//! marks' verdict); `kv.rs` is the key-value layer underneath, which only stores sealed bytes.
 
 use super::{Loaded, SaveError, SetCookies, TooLarge, carry, delete, timeouts};
 use crate::cache::BoundedCache;
@@ -29,36 +32,14 @@ use crate::metrics;
 use crate::session::chunks::{self, Read};
 use crate::session::revocations::{self, Subject};
 use crate::session::{Remote, Session, SessionData, Sid, Timeouts, codec};
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use kv::{SessionKv, Updated};
+use std::sync::Arc;
 
-/// Creates a session that must not exist yet.
-static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1",
-    )
-});
-
-/// Writes the next version of a session that still exists and is still at version ARGV[1]
-/// (`0`: any version). Returns the new version, -1 when it is gone, -2 when it moved on.
-static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if ARGV[1] ~= '0' and v ~= ARGV[1] then return -2 end
-local n = tonumber(v) + 1
-redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return n",
-    )
-});
+mod kv;
 
 /// Sessions in Redis, cached in memory for a few seconds.
 pub struct RedisStore {
-    fleet: Arc<Fleet>,
+    kv: SessionKv,
     sealer: Sealer,
     name: String,
     timeouts: Timeouts,
@@ -70,13 +51,8 @@ pub struct RedisStore {
     /// The Redis keys of each recently read session's revocation marks (names, no session
     /// data: kept even with `local_cache_ttl = "0s"`), so a read is one round trip.
     mark_keys: BoundedCache<[u8; 32], revocations::MarkKeys>,
-    /// Redis is a Cluster (no multi-slot pipelines).
-    cluster: bool,
     local_ttl: u64,
 }
-
-/// A session's hash in Redis (`v`, `d`).
-type Hash = HashMap<String, Vec<u8>>;
 
 /// How long a cookie's tag is remembered (it never changes; this only bounds stale entries).
 const TICKET_TTL: u64 = 3600;
@@ -97,12 +73,8 @@ impl RedisStore {
             local: Arc::new(BoundedCache::new(capacity)),
             tickets: BoundedCache::new(capacity),
             mark_keys: BoundedCache::new(settings.cache_size),
-            cluster: matches!(
-                fleet.settings.topology,
-                crate::config::RedisTopology::Cluster(_)
-            ),
             local_ttl,
-            fleet,
+            kv: SessionKv::new(fleet),
         }
     }
 
@@ -152,7 +124,7 @@ impl RedisStore {
             return invalid;
         };
         let (sid, key) = split(&ids);
-        let tag = self.fleet.name(index, &sid);
+        let tag = self.kv.fleet().name(index, &sid);
         self.tickets
             .insert((*value).into(), tag, now.saturating_add(TICKET_TTL), now);
         if let Some(session) = self.local.get(&tag, now) {
@@ -208,40 +180,25 @@ impl RedisStore {
         key: [u8; 32],
         tag: [u8; 32],
     ) -> Result<Option<Arc<Session>>, FleetError> {
-        let hgetall = redis::cmd("HGETALL").arg(self.fleet.key("s", &tag)).clone();
         let now = clock::now();
-        // The session's marks are known from an earlier read: one round trip for both (not on
-        // a Cluster, where they live in other slots).
-        let known = self.mark_keys.get(&tag, now).filter(|_| !self.cluster);
-        let (hash, marks): (Hash, Option<Vec<Option<u64>>>) = match &known {
-            Some(keys) => {
-                let mut p = redis::pipe();
-                p.add_command(hgetall).add_command(revocations::mget(keys));
-                let (hash, marks) = self.fleet.redis.pipeline("HGETALL", &p).await?;
-                (hash, Some(marks))
-            }
-            None => (self.fleet.redis.query("HGETALL", &hgetall).await?, None),
-        };
-        let version = hash
-            .get("v")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-        let (Some(version), Some(sealed)) = (version, hash.get("d")) else {
+        // The session's marks are known from an earlier read: one round trip for both.
+        let known = self.mark_keys.get(&tag, now);
+        let (stored, marks) = self.kv.read(&tag, known.as_ref()).await?;
+        let Some(stored) = stored else {
             return Ok(None);
         };
-        let Some(data) = crypto::open_with(&key, &tag, sealed).and_then(|p| codec::decode(&p))
+        let Some(data) =
+            crypto::open_with(&key, &tag, &stored.sealed).and_then(|p| codec::decode(&p))
         else {
             return Ok(None);
         };
-        let keys = revocations::mark_keys(&self.fleet, &sid, &data);
+        let keys = revocations::mark_keys(self.kv.fleet(), &sid, &data);
         let marks = match (known, marks) {
             (Some(known), Some(marks)) if known == keys => marks,
             _ => {
                 self.mark_keys
                     .insert(tag, keys.clone(), now.saturating_add(TICKET_TTL), now);
-                self.fleet
-                    .redis
-                    .query("MGET", &revocations::mget(&keys))
-                    .await?
+                self.kv.marks(&keys).await?
             }
         };
         if revocations::ended_by(&keys, &marks, data.created_at) {
@@ -250,7 +207,11 @@ impl RedisStore {
         let session = Arc::new(Session::with_remote(
             sid,
             data,
-            Remote { tag, key, version },
+            Remote {
+                tag,
+                key,
+                version: stored.version,
+            },
         ));
         self.remember(&session);
         Ok(Some(session))
@@ -297,57 +258,42 @@ impl RedisStore {
             && let Some(remote) = &found.remote
         {
             let sealed = crypto::seal_with(&remote.key, &remote.tag, &plain);
-            let version: i64 = self
-                .fleet
-                .redis
-                .script(
-                    "EVALSHA",
-                    UPDATE
-                        .key(self.fleet.key("s", &remote.tag))
-                        .arg(remote.version)
-                        .arg(sealed)
-                        .arg(ttl),
-                )
-                .await
-                .map_err(unavailable)?;
-            match version {
-                -1 => {
+            let written = self
+                .kv
+                .update(&remote.tag, remote.version, &sealed, ttl)
+                .await;
+            let version = match written.map_err(unavailable)? {
+                Updated::Version(v) => v,
+                Updated::Gone => {
                     self.local.remove(&remote.tag);
                     return Err(SaveError::Gone);
                 }
-                -2 => {
+                Updated::Moved => {
                     self.local.remove(&remote.tag);
                     return Err(SaveError::Conflict);
                 }
-                _ => {}
-            }
+            };
             let session = Arc::new(Session::with_remote(
                 found.sid,
                 data,
                 Remote {
-                    version: version as u64,
+                    version,
                     ..(**remote).clone()
                 },
             ));
             self.remember(&session);
-            // The others drop their copy; a lost message only keeps it for local_cache_ttl.
-            let _ = self.fleet.publish(&Invalidation::Session(remote.tag)).await;
             return Ok((session, Vec::new()));
         }
         let sid: Sid = random_bytes();
         let key: [u8; 32] = random_bytes();
-        let tag = self.fleet.name(0, &sid);
+        let tag = self.kv.fleet().name(0, &sid);
         let sealed = crypto::seal_with(&key, &tag, &plain);
-        let created: i64 = self
-            .fleet
-            .redis
-            .script(
-                "EVALSHA",
-                CREATE.key(self.fleet.key("s", &tag)).arg(sealed).arg(ttl),
-            )
+        if !self
+            .kv
+            .create(&tag, &sealed, ttl)
             .await
-            .map_err(unavailable)?;
-        if created != 1 {
+            .map_err(unavailable)?
+        {
             // 256 random bits collided: surely something else is wrong.
             return Err(SaveError::Conflict);
         }
@@ -384,87 +330,38 @@ impl RedisStore {
             && let Some(remote) = &found.remote
         {
             self.local.remove(&remote.tag);
-            if let Err(e) = self.delete(&[remote.tag]).await {
+            if let Err(e) = self.kv.delete(&[remote.tag]).await {
                 tracing::warn!("logout could not reach Redis: {e}");
             }
         }
         delete(&self.name, loaded, attrs)
     }
 
-    /// Deletes the sessions named `tags`, then tells every instance.
-    async fn delete(&self, tags: &[[u8; 32]]) -> Result<(), FleetError> {
-        if tags.is_empty() {
-            return Ok(());
-        }
-        let mut del = redis::cmd("DEL");
-        for t in tags {
-            del.arg(self.fleet.key("s", t));
-        }
-        self.fleet.redis.query::<i64>("DEL", &del).await?;
-        for t in tags {
-            self.fleet.publish(&Invalidation::Session(*t)).await?;
-        }
-        Ok(())
-    }
-
     /// Adds a new session to the indexes back-channel logout finds sessions by: its user and
     /// its IdP session (sets, living as long as the longest session in them).
     async fn index(&self, tag: &[u8; 32], data: &SessionData) -> Result<(), FleetError> {
         let idp = revocations::idp_sid(data);
-        let keep = self.timeouts.absolute.as_secs().max(1);
-        for subject in revocations::subjects(&[0; 32], data, idp.as_deref())
+        let subjects = revocations::subjects(&[0; 32], data, idp.as_deref())
             .into_iter()
             .skip(1)
-        {
-            let key = self.fleet.key("ix", &self.fleet.name(0, &subject.bytes()));
-            let mut p = redis::pipe();
-            p.cmd("SADD")
-                .arg(&key)
-                .arg(&tag[..])
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(keep)
-                .arg("GT")
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(keep)
-                .arg("NX")
-                .ignore();
-            self.fleet.redis.pipeline::<()>("SADD", &p).await?;
-        }
-        Ok(())
+            .map(|s| s.bytes());
+        let keep = self.timeouts.absolute.as_secs().max(1);
+        self.kv.index(tag, subjects, keep).await
     }
 
     /// Deletes every session indexed under `subject` (a user or an IdP session), under every
     /// naming key.
     pub async fn delete_indexed(&self, subject: Subject<'_>) {
         let bytes = subject.bytes();
-        for i in 0..self.fleet.names.count() {
-            let key = self.fleet.key("ix", &self.fleet.name(i, &bytes));
-            let found: Result<Vec<Vec<u8>>, _> = self
-                .fleet
-                .redis
-                .query("SMEMBERS", redis::cmd("SMEMBERS").arg(&key))
-                .await;
-            let tags: Vec<[u8; 32]> = found
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|t| <[u8; 32]>::try_from(t.as_slice()).ok())
-                .collect();
+        for i in 0..self.kv.fleet().names.count() {
+            let tags = self.kv.take_index(&bytes, i).await;
             for t in &tags {
                 self.local.remove(t);
             }
             // The marks already refuse them: deleting frees the memory and is best effort.
-            if let Err(e) = self.delete(&tags).await {
+            if let Err(e) = self.kv.delete(&tags).await {
                 tracing::warn!("back-channel logout could not delete sessions: {e}");
             }
-            let _ = self
-                .fleet
-                .redis
-                .query::<i64>("DEL", redis::cmd("DEL").arg(&key))
-                .await;
         }
     }
 
