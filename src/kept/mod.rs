@@ -45,6 +45,7 @@ impl Kept {
     }
 
     /// In this process, on the clock `now_ms` (milliseconds), which tests move.
+    #[cfg(any(test, feature = "testing"))]
     pub fn in_memory(secrets: &[Secret], now_ms: fn() -> u64) -> Kept {
         Kept {
             names: Names::new(secrets),

@@ -242,6 +242,35 @@ async fn real_op_opaque_tokens_through_introspection_and_revocation() {
         before,
         "a cached answer makes no call to the OP"
     );
+    // The test clock's hostile path: only `POST ?advance=<seconds>` on the metrics listener
+    // moves it; anything else is refused and moves nothing (the answer is still cached), and
+    // the proxy listener has no such path.
+    let clock = format!("http://127.0.0.1:{}/test/clock", gw.metrics_port);
+    for (method, query) in [
+        (reqwest::Method::GET, "?advance=60"),
+        (reqwest::Method::POST, "?advance=-60"),
+        (reqwest::Method::POST, "?advance=1e9"),
+        (reqwest::Method::POST, "?advance=60&advance=60"),
+        (reqwest::Method::POST, ""),
+    ] {
+        let r = client()
+            .request(method.clone(), format!("{clock}{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{method} {query}");
+    }
+    let r = client()
+        .post(gw.url("/test/clock?advance=60"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the proxy listener has no clock");
+    assert_eq!(
+        bearer_get(&gw, "/opaque", &token).await.status(),
+        200,
+        "still cached: the clock did not move"
+    );
     // The cache entry ends (the gateway's clock moves past its 5 s).
     gw.advance_clock(6).await;
     let r = bearer_get(&gw, "/opaque", &token).await;
