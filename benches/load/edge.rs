@@ -154,7 +154,7 @@ pub fn measure_edge(rows: &[EdgeRow], o: &Opts, pair_seconds: u32) -> Vec<EdgeFi
     rows.iter()
         .map(|r| {
             for t in [&r.gateway, &r.nginx] {
-                (r.load)(&t.1, t.2.as_deref(), 1, 50);
+                o.warm_up(r.load, &t.1, t.2.as_deref());
             }
             let paired = paired_load(
                 r.load,
