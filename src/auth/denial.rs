@@ -32,6 +32,16 @@ pub enum Denial {
         /// Why.
         error: TokenError,
     },
+    /// The credential's authentication is too weak or too old for the route (step-up), and the
+    /// request cannot be sent to sign in again: RFC 9470 `insufficient_user_authentication`.
+    StepUpRequired {
+        /// The route's realm.
+        realm: String,
+        /// What the route asks: its `acr_values`, space-separated, and `max_age` in seconds.
+        acr_values: String,
+        /// `max_age` in seconds.
+        max_age: Option<u64>,
+    },
     /// A rule or the consumer mapping failed.
     Forbidden {
         /// The route's realm.
@@ -128,6 +138,29 @@ fn render(denial: Denial, html: bool) -> Reply {
                 http::header::WWW_AUTHENTICATE,
                 challenge(&realm, Some(("invalid_token", &message))),
             )
+        }
+        Denial::StepUpRequired {
+            realm,
+            acr_values,
+            max_age,
+        } => {
+            let message = "This request needs a stronger or more recent sign-in.";
+            let mut text =
+                challenge_text(&realm, Some(("insufficient_user_authentication", message)));
+            if !acr_values.is_empty() {
+                text.push_str(&format!(", acr_values=\"{}\"", quote(&acr_values)));
+            }
+            if let Some(age) = max_age {
+                text.push_str(&format!(", max_age={age}"));
+            }
+            Reply::error(
+                401,
+                "insufficient_user_authentication",
+                "A stronger sign-in is needed",
+                message,
+                html,
+            )
+            .with_header(http::header::WWW_AUTHENTICATE, header_value(&text))
         }
         Denial::Forbidden {
             realm,
@@ -235,16 +268,19 @@ fn unavailable(
 
 /// `Bearer realm="..."`, with `error` (and a description, when not empty) if given.
 fn challenge(realm: &str, error: Option<(&str, &str)>) -> http::HeaderValue {
+    header_value(&challenge_text(realm, error))
+}
+
+fn challenge_text(realm: &str, error: Option<(&str, &str)>) -> String {
     let realm = quote(realm);
-    let text = match error {
+    match error {
         None => format!("Bearer realm=\"{realm}\""),
         Some((code, "")) => format!("Bearer realm=\"{realm}\", error=\"{code}\""),
         Some((code, description)) => format!(
             "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
             quote(description)
         ),
-    };
-    header_value(&text)
+    }
 }
 
 /// Escapes a value for a quoted-string in `WWW-Authenticate`.
@@ -268,6 +304,34 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn a_step_up_challenge_says_what_is_asked_as_rfc_9470_does() {
+        let r = Denied::from(Denial::StepUpRequired {
+            realm: "admin".into(),
+            acr_values: "urn:mfa phr".into(),
+            max_age: Some(900),
+        })
+        .render(false);
+        assert_eq!(r.status, 401);
+        let www = header(&r, http::header::WWW_AUTHENTICATE).unwrap();
+        assert!(
+            www.starts_with("Bearer realm=\"admin\", error=\"insufficient_user_authentication\"")
+                && www.ends_with(", acr_values=\"urn:mfa phr\", max_age=900"),
+            "{www}"
+        );
+        let r = Denied::from(Denial::StepUpRequired {
+            realm: "r".into(),
+            acr_values: String::new(),
+            max_age: Some(60),
+        })
+        .render(false);
+        let www = header(&r, http::header::WWW_AUTHENTICATE).unwrap();
+        assert!(
+            !www.contains("acr_values") && www.ends_with("max_age=60"),
+            "{www}"
+        );
     }
 
     #[test]

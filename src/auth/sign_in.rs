@@ -3,7 +3,6 @@
 
 use super::{Authenticator, Denial, Denied, can_follow_redirect, preserve_post, too_many};
 use crate::clock::now;
-use crate::config::ProviderId;
 use crate::config::RouteAuth;
 use crate::http::redirect;
 use crate::metrics;
@@ -33,33 +32,24 @@ impl Authenticator {
             }
             .into();
         }
-        let provider = spec.providers[0];
-        self.start_login(
-            provider,
-            &spec.realm,
-            req,
-            client,
-            return_to,
-            now(),
-            Some(body),
-        )
-        .await
+        self.start_login(spec, req, client, return_to, now(), Some(body))
+            .await
     }
 
-    /// A request that needs a sign-in: a redirect to the provider for browsers (within the
-    /// client's limit), 401 for requests that cannot follow one (API calls, XHR, non-GET), 503
-    /// while the provider is unreachable. `post`: a form to keep for the attempt.
-    #[allow(clippy::too_many_arguments)]
+    /// A request to `spec` that needs a sign-in: a redirect to its first provider for browsers
+    /// (within the client's limit, asking for the route's step-up), 401 for requests that cannot
+    /// follow one (API calls, XHR, non-GET), 503 while the provider is unreachable. `post`: a
+    /// form to keep for the attempt.
     pub(crate) async fn start_login(
         &self,
-        index: ProviderId,
-        realm: &str,
+        spec: &RouteAuth,
         req: &RequestHeader,
         client: Option<IpAddr>,
         return_to: &str,
         now: u64,
         post: Option<&[u8]>,
     ) -> Denied {
+        let (index, realm) = (spec.providers[0], spec.realm.as_str());
         let Some(cfg) = self.provider(index) else {
             return Denial::Misconfigured("The route names an unknown provider.").into();
         };
@@ -84,7 +74,7 @@ impl Authenticator {
         let return_to = redirect::same_origin_path(return_to)
             .unwrap_or("/")
             .to_owned();
-        let (url, mut st) = authorization_request(&d, cfg, return_to, now);
+        let (url, mut st) = authorization_request(&d, cfg, return_to, now, spec.step_up.as_ref());
         let Ok(location) = http::HeaderValue::from_str(&url) else {
             return Denial::Misconfigured("The sign-in URL is invalid.").into();
         };

@@ -58,6 +58,7 @@ pub struct RawForwardAuth {
     pub path: Option<SStr>,
     pub start_path: Option<SStr>,
     pub unauthenticated: Option<SStr>,
+    pub allowed_status: Option<Spanned<i64>>,
     pub auth: Option<Spanned<RawAuthTable>>,
 }
 
@@ -339,6 +340,9 @@ pub struct RawAuthTable {
     pub authenticated_groups_claim: Option<Vec<SStr>>,
     pub forbidden_redirect_uri: Option<SStr>,
     pub run_on_preflight: Option<bool>,
+    pub acr_values: Option<Vec<SStr>>,
+    pub max_age: Option<SStr>,
+    pub prompt: Option<SStr>,
 }
 
 /// `[[consumers]]`: Kong-style consumers that tokens map to.

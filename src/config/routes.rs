@@ -65,6 +65,9 @@ pub struct ForwardAuth {
     pub start_path: String,
     /// What an unauthenticated request gets.
     pub unauthenticated: Unauthenticated,
+    /// The status of a "yes": 202 (nginx, Traefik, Caddy take any 2xx) or 200 (Envoy's
+    /// `ext_authz` takes nothing else).
+    pub allowed_status: u16,
     /// What it accepts and requires, as on a route.
     pub auth: RouteAuth,
 }
@@ -103,6 +106,19 @@ pub struct RouteAuth {
     pub forbidden_redirect_uri: Option<String>,
     /// Authenticate CORS preflight requests too (default); `false` lets them through.
     pub run_on_preflight: bool,
+    /// How strong and how recent the user's authentication must be (`acr_values`, `max_age`).
+    pub step_up: Option<StepUp>,
+}
+
+/// Step-up authentication on a route (OpenID Connect `acr_values` / `max_age`, RFC 9470).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The credential's `acr` must be one of these. Empty: any.
+    pub acr_values: Vec<String>,
+    /// The user authenticated (`auth_time`) at most this long ago.
+    pub max_age: Option<Duration>,
+    /// `prompt = "login"`: the provider asks for credentials again even within its own session.
+    pub prompt_login: bool,
 }
 
 impl RouteAuth {

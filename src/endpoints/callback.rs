@@ -197,6 +197,10 @@ fn login_error_page(e: &LoginError) -> (u16, &'static str) {
             502,
             "The identity provider could not complete the sign-in. Please try again.",
         ),
+        LoginError::StepUp(_) => (
+            403,
+            "This page needs a stronger or more recent sign-in than the one completed. Please try again and use the stronger method (for example a second factor).",
+        ),
         _ => (
             401,
             "The identity provider's answer could not be verified, so you were not signed in.",

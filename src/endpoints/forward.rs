@@ -2,7 +2,7 @@
 //! `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`), as
 //! oauth2-proxy's `/oauth2/auth` and `/oauth2/start` do.
 //!
-//! The decision endpoint answers 202 with the identity in response headers (for
+//! The decision endpoint answers 202 (or `allowed_status = 200`, for Envoy) with the identity in response headers (for
 //! `auth_request_set`) and the client's cookies without the gateway's (`Cookie`), 401 or 403;
 //! with `unauthenticated = "redirect"` a browser gets the redirect to sign in instead of the
 //! 401. The URL the user asked for comes from `X-Original-URL` or
@@ -48,8 +48,8 @@ impl Endpoints {
             .authenticate(&fa.auth, req, client, &return_to, &self.forward_metrics)
             .await
         {
-            Ok(Some(id)) => self.accepted(&id),
-            Ok(None) => Reply::empty(202),
+            Ok(Some(id)) => self.accepted(&id, fa.allowed_status),
+            Ok(None) => Reply::empty(fa.allowed_status),
             Err(denied) => return denied.render(html),
         };
         // The proxy in front copies this back onto the request, so the application gets the
@@ -80,17 +80,17 @@ impl Endpoints {
             .and_then(rd_param)
             .and_then(|rd| redirect::on_host(&rd, host))
             .unwrap_or_else(|| "/".to_owned());
-        let provider = fa.auth.providers[0];
         self.auth
-            .start_login(provider, &fa.auth.realm, req, client, &rd, now(), None)
+            .start_login(&fa.auth, req, client, &rd, now(), None)
             .await
             .render(html)
     }
 
-    /// 202 with the identity: the provider's identity headers, oauth2-proxy's
-    /// `X-Auth-Request-*` where those do not set them already, and any renewed session cookie.
-    fn accepted(&self, id: &Identity) -> Reply {
-        let mut reply = Reply::empty(202);
+    /// The "yes" (`status`: 202, or 200 for Envoy) with the identity: the provider's identity
+    /// headers, oauth2-proxy's `X-Auth-Request-*` where those do not set them already, and any
+    /// renewed session cookie.
+    fn accepted(&self, id: &Identity, status: u16) -> Reply {
+        let mut reply = Reply::empty(status);
         let mut set = Vec::new();
         for (name, value) in self.auth.identity_headers(id) {
             set.push(name.clone());

@@ -5,25 +5,29 @@ use super::client_assertion;
 use super::idp_http::IdpHttpError;
 use super::provider::{Discovered, Providers, error_chain};
 use super::state::LoginState;
+use super::step_up::{Shortfall, shortfall};
 use super::types::UserInfoClaims;
 use super::verify::{IdTokenError, identity_claims, verify_id_token};
 use crate::config::ProviderId;
+use crate::config::StepUp;
 use crate::metrics;
 use crate::session::SessionData;
-use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RequestTokenError, Scope, SubjectIdentifier, TokenResponse as _,
-    UserInfoError,
+    AccessTokenHash, AuthenticationContextClass, AuthorizationCode, CsrfToken, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError, Scope,
+    SubjectIdentifier, TokenResponse as _, UserInfoError,
 };
 use std::time::Instant;
 
-/// Builds the authorization redirect and the attempt to remember in the login cookie.
+/// Builds the authorization redirect and the attempt to remember in the login cookie, asking
+/// for the route's `step_up` (`acr_values`, `max_age`, `prompt=login`) when it has one.
 pub fn authorization_request(
     d: &Discovered,
     cfg: &crate::config::Provider,
     return_to: String,
     now: u64,
+    step_up: Option<&StepUp>,
 ) -> (String, LoginState) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = d
@@ -37,6 +41,17 @@ pub fn authorization_request(
     for s in cfg.scopes.iter().filter(|s| *s != "openid") {
         req = req.add_scope(Scope::new(s.clone()));
     }
+    if let Some(step) = step_up {
+        for acr in &step.acr_values {
+            req = req.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+        }
+        if let Some(age) = step.max_age {
+            req = req.set_max_age(age);
+        }
+        if step.prompt_login {
+            req = req.add_prompt(CoreAuthPrompt::Login);
+        }
+    }
     let (url, state, nonce) = req.url();
     let st = LoginState {
         state: state.secret().clone(),
@@ -46,6 +61,8 @@ pub fn authorization_request(
         provider: cfg.name.as_str().into(),
         created_at: now,
         post: false,
+        acr_values: step_up.map(|s| s.acr_values.clone()).unwrap_or_default(),
+        max_age: step_up.and_then(|s| s.max_age).map(|d| d.as_secs()),
     };
     (url.to_string(), st)
 }
@@ -80,6 +97,9 @@ pub enum LoginError {
     /// Userinfo returned another subject.
     #[error("userinfo subject does not match the ID token")]
     UserInfoSubject,
+    /// The sign-in asked for a step-up (`acr_values`, `max_age`) the ID token does not show.
+    #[error("the ID token does not meet the step-up asked for ({})", .0.reason())]
+    StepUp(Shortfall),
 }
 
 impl LoginError {
@@ -95,6 +115,7 @@ impl LoginError {
             LoginError::AccessTokenHash => "at_hash_mismatch",
             LoginError::UserInfo(_) => "userinfo_failed",
             LoginError::UserInfoSubject => "userinfo_sub_mismatch",
+            LoginError::StepUp(short) => short.reason(),
         }
     }
 }
@@ -159,6 +180,13 @@ pub async fn complete(
 
     let sub = claims.subject().as_str().to_owned();
     let mut identity = identity_claims(&claims);
+    // What this attempt asked for, the new ID token must show: a provider that ignored
+    // `acr_values` or `max_age` does not get a weaker session through.
+    if let Some(step) = st.step_up()
+        && let Some(short) = shortfall(&step, &identity, now, cfg.leeway.as_secs())
+    {
+        return Err(LoginError::StepUp(short));
+    }
     if let Some(scope) = scope_claim(&token) {
         identity.insert("scope".into(), scope);
     }

@@ -13,5 +13,6 @@ pub mod provider;
 pub mod refresh;
 pub mod revoke;
 pub mod state;
+pub mod step_up;
 pub mod types;
 pub mod verify;

@@ -28,6 +28,23 @@ pub struct LoginState {
     /// A form posted without a session waits for this attempt (`preserve_post`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub post: bool,
+    /// The `acr_values` asked for (step-up): the ID token's `acr` must be one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
+    /// The `max_age` asked for, in seconds: the ID token's `auth_time` must be within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+}
+
+impl LoginState {
+    /// The step-up this attempt asked the provider for, if any.
+    pub fn step_up(&self) -> Option<crate::config::StepUp> {
+        (!self.acr_values.is_empty() || self.max_age.is_some()).then(|| crate::config::StepUp {
+            acr_values: self.acr_values.clone(),
+            max_age: self.max_age.map(std::time::Duration::from_secs),
+            prompt_login: false,
+        })
+    }
 }
 
 /// Why a callback's login cookie was not usable.
@@ -177,6 +194,8 @@ mod tests {
             provider: "p".into(),
             created_at: created,
             post: false,
+            acr_values: Vec::new(),
+            max_age: None,
         }
     }
 

@@ -415,6 +415,10 @@ targets = ["{up}"]
             "preflight",
             r#"provider = "a", methods = ["bearer"], run_on_preflight = false"#,
         ),
+        (
+            "mfa-api",
+            r#"provider = "a", methods = ["bearer"], acr_values = ["urn:mfa", "urn:hwk"], max_age = "10m""#,
+        ),
         ("only-a", r#"provider = "a", methods = ["bearer"]"#),
         ("only-b", r#"provider = "b", methods = ["bearer"]"#),
         ("a-or-b", r#"providers = ["a", "b"], methods = ["bearer"]"#),
@@ -440,6 +444,49 @@ targets = ["{up}"]
     let probe_b = m.token(&m.b.issuer, json!({}));
     wait_for(&m.gw, "/only-b", &probe_b).await;
     m
+}
+
+/// Step-up on an API route (RFC 9470): a bearer token's `acr` must be one of the route's
+/// `acr_values` and its `auth_time` within `max_age`; otherwise 401
+/// `insufficient_user_authentication` saying what is asked, and nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_must_meet_the_routes_step_up() {
+    let m = minted().await;
+    let now = unix_now();
+    let ok = m.a(json!({"acr": "urn:hwk", "auth_time": now - 30}));
+    let (status, _, echo) = m.get("/mfa-api", Some(&ok)).await;
+    assert_eq!(status, 200, "{}", m.gw.log());
+    assert_eq!(echo["uri"], "/mfa-api");
+    for (what, claims) in [
+        (
+            "a weaker acr",
+            json!({"acr": "urn:pwd", "auth_time": now - 30}),
+        ),
+        ("no acr", json!({"auth_time": now - 30})),
+        (
+            "an acr that is not a string",
+            json!({"acr": ["urn:mfa"], "auth_time": now - 30}),
+        ),
+        (
+            "an old auth_time",
+            json!({"acr": "urn:mfa", "auth_time": now - 700}),
+        ),
+        ("no auth_time", json!({"acr": "urn:mfa"})),
+    ] {
+        let (status, headers, body) = m.get("/mfa-api", Some(&m.a(claims))).await;
+        assert_eq!(status, 401, "{what}");
+        let www = headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            www.contains("error=\"insufficient_user_authentication\"")
+                && www.contains("acr_values=\"urn:mfa urn:hwk\"")
+                && www.ends_with("max_age=600"),
+            "{what}: {www}"
+        );
+        assert_eq!(body["error"], "insufficient_user_authentication", "{what}");
+    }
+    // A route without step-up takes the weaker token as before.
+    let weak = m.a(json!({"acr": "urn:pwd"}));
+    assert_eq!(m.get("/only-a", Some(&weak)).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,7 @@ mod proxy;
 mod readiness;
 mod redis_store;
 mod security;
+mod step_up;
 mod systemd;
 mod tls;
 mod tracing;

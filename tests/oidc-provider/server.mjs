@@ -268,11 +268,14 @@ const configuration = {
   },
   scopes: ['openid', 'offline_access', 'email', 'profile', ...extraScopes],
   claims: {
-    openid: ['sub'],
+    // As Okta, Keycloak and Entra do, the ID token says how and when the user authenticated.
+    openid: ['sub', 'acr', 'amr', 'auth_time'],
     email: ['email', 'email_verified'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username', 'groups', 'realm_access'],
   },
   conformIdTokenClaims: false,
+  // Two authentication levels: the password alone, and the password with a one-time code.
+  acrValues: ['urn:test:pwd', 'urn:test:mfa'],
   clockTolerance,
   async findAccount(ctx, id) {
     const account = accountsById.get(String(id));
@@ -409,11 +412,20 @@ async function handleInteraction(provider, req, res, pathname) {
           crypto.createHash('sha256').update(String(account.password ?? '')).digest(),
           crypto.createHash('sha256').update(password).digest(),
         );
-      if (!ok) {
+      // An account with an `otp` also signs in with its password followed by that code
+      // (FreeIPA's and RADIUS's "password+OTP"): a second factor, acr urn:test:mfa.
+      const withOtp = account?.otp !== undefined
+        && crypto.timingSafeEqual(
+          crypto.createHash('sha256').update(`${account.password ?? ''}${account.otp}`).digest(),
+          crypto.createHash('sha256').update(password).digest(),
+        );
+      if (!ok && !withOtp) {
         return sendHtml(res, 200, loginPage(uid, { username, error: 'Invalid username or password' }));
       }
       return provider.interactionFinished(req, res, {
-        login: { accountId: String(account.id) },
+        login: withOtp
+          ? { accountId: String(account.id), acr: 'urn:test:mfa', amr: ['pwd', 'otp'] }
+          : { accountId: String(account.id), acr: 'urn:test:pwd', amr: ['pwd'] },
       }, { mergeWithLastSubmission: false });
     }
 

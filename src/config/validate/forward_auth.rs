@@ -53,6 +53,21 @@ impl Builder<'_> {
                 ],
             ),
         };
+        let allowed_status = match &f.allowed_status {
+            None => Some(202),
+            Some(s) => match *s.get_ref() {
+                200 => Some(200),
+                202 => Some(202),
+                other => {
+                    self.err(
+                        s.span(),
+                        key("allowed_status"),
+                        format!("{other} is not allowed: expected 202 (the default) or 200 (Envoy ext_authz)"),
+                    );
+                    None
+                }
+            },
+        };
         let Some(table) = &f.auth else {
             self.err(
                 raw.span(),
@@ -94,6 +109,7 @@ impl Builder<'_> {
             path: auth_path?,
             start_path: start_path?,
             unauthenticated: unauthenticated?,
+            allowed_status: allowed_status?,
             auth,
         })
     }
@@ -163,6 +179,7 @@ mod tests {
             ("/oauth2/auth/1", "/oauth2/start/1")
         );
         assert_eq!(a.unauthenticated, Unauthenticated::Status);
+        assert_eq!((a.allowed_status, b.allowed_status), (202, 202));
         assert_eq!(
             a.auth.methods,
             [AuthMethod::Session],
@@ -192,6 +209,16 @@ mod tests {
             parse("[[forward_auth]]\nunauthenticated = \"302\"\nauth = { provider = \"op\" }\n")
                 .unwrap_err();
         assert!(e.contains("forward_auth[0].unauthenticated"), "{e}");
+        let envoy = parse("[[forward_auth]]\nallowed_status = 200\nauth = { provider = \"op\" }\n");
+        assert_eq!(envoy.unwrap().forward_auth[0].allowed_status, 200);
+        let e = parse("[[forward_auth]]\nallowed_status = 204\nauth = { provider = \"op\" }\n")
+            .unwrap_err();
+        assert!(
+            e.contains("f.toml:10:")
+                && e.contains("forward_auth[0].allowed_status")
+                && e.contains("200"),
+            "{e}"
+        );
         let e = parse("[[forward_auth]]\nauth = { provider = \"nope\" }\n").unwrap_err();
         assert!(e.contains("forward_auth[0].auth.provider"), "{e}");
         let e = parse("[[forward_auth]]\npath = \"/x\"\n").unwrap_err();

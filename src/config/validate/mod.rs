@@ -12,6 +12,7 @@ mod redis;
 mod routes;
 mod server;
 mod session;
+mod step_up;
 mod tracing;
 mod upstreams;
 

@@ -269,6 +269,7 @@ impl Builder<'_> {
             ),
             forbidden_redirect_uri,
             run_on_preflight: t.run_on_preflight.unwrap_or(true),
+            step_up: self.step_up(t, span, key),
         }))
     }
 
