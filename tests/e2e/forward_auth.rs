@@ -331,3 +331,123 @@ async fn caddy_and_traefik_show_the_gateways_403_page_with_sign_out() {
     a_refused_user_sees_the_gateways_403_page(FrontProxy::caddy, "Caddyfile", entry).await;
     a_refused_user_sees_the_gateways_403_page(FrontProxy::traefik, "traefik.yml", entry).await;
 }
+
+/// What Envoy's `ext_authz` filter (HTTP service) decided for a client request.
+#[derive(Debug)]
+enum Envoy {
+    /// Passed on, with the check's `x-auth-request-*` headers added.
+    Allowed(Vec<(String, String)>),
+    /// Answered to the client with the check's status, `location` and `set-cookie` headers.
+    Denied(u16, Option<String>, Vec<String>),
+}
+
+/// A harness that does what Envoy's `ext_authz` HTTP client does, configured as
+/// `docs/forward-auth.md` shows (Envoy is packaged neither for Debian nor on PyPI or npm, so
+/// it cannot run here): the check keeps the client's method, goes to `path_prefix` followed by
+/// the original path, without the body (`Content-Length: 0`), with only the allowed headers
+/// (`cookie`, `authorization`, `accept`) and the added `X-Original-URL`. Envoy allows the
+/// request on 200 alone; any other status, 202 included, is a denial passed to the client with
+/// the allowed client headers (`location`, `set-cookie`).
+async fn envoy_ext_authz(
+    gw: &GatewayProcess,
+    path_prefix: &str,
+    site: &str,
+    method: reqwest::Method,
+    path: &str,
+    client_headers: &[(&str, &str)],
+) -> Envoy {
+    let mut check = fresh_client()
+        .request(method, gw.url(&format!("{path_prefix}{path}")))
+        .header("Content-Length", "0")
+        .header("X-Original-URL", format!("{site}{path}"));
+    for (name, value) in client_headers {
+        if ["cookie", "authorization", "accept"].contains(&name.to_ascii_lowercase().as_str()) {
+            check = check.header(*name, *value);
+        }
+    }
+    let r = check.send().await.unwrap();
+    let status = r.status().as_u16();
+    if status == 200 {
+        let added = r
+            .headers()
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-auth-request-"))
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        return Envoy::Allowed(added);
+    }
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    Envoy::Denied(status, location, cookies)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_ext_authz_gets_200_from_an_entry_that_allows_with_it() {
+    let s = site(
+        FrontProxy::nginx,
+        "nginx.conf",
+        "[[forward_auth]]\n\
+         auth = { provider = \"op\" }\n\
+         [[forward_auth]]\npath = \"/envoy/auth\"\nstart_path = \"/envoy/start\"\n\
+         unauthenticated = \"redirect\"\nallowed_status = 200\nauth = { provider = \"op\" }\n",
+    );
+    let site_url = s.front.url("");
+    let site_url = site_url.trim_end_matches('/');
+    let ask = |prefix: &'static str, method: reqwest::Method, headers: Vec<(&'static str, String)>| {
+        let (gw, site_url) = (&s.gw, site_url.to_owned());
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            envoy_ext_authz(gw, prefix, &site_url, method, "/app/x?y=1", &h).await
+        }
+    };
+    let html = ("accept", "text/html".to_owned());
+
+    // No session: a browser gets the redirect to the provider, an API client 401.
+    let first = ask("/envoy/auth?", reqwest::Method::GET, vec![html.clone()]).await;
+    let Envoy::Denied(302, Some(authorize), login_cookies) = first else {
+        panic!("{first:?}\n{}", s.gw.log());
+    };
+    assert!(authorize.starts_with(&s.idp.issuer), "{authorize}");
+    let json = ("accept", "application/json".to_owned());
+    let api = ask("/envoy/auth?", reqwest::Method::GET, vec![json]).await;
+    assert!(matches!(api, Envoy::Denied(401, None, _)), "{api:?}");
+
+    // Envoy passed the login cookie on with the redirect: signed in through the provider and
+    // the callback (on the site), back where it started.
+    let b = Browser::new();
+    let site_parsed: reqwest::Url = s.front.url("/").parse().unwrap();
+    for c in &login_cookies {
+        b.jar.add_cookie_str(c, &site_parsed);
+    }
+    let page = b.navigate(&authorize, None).await;
+    assert!(
+        page.trail.iter().any(|u| u.ends_with("/app/x?y=1")),
+        "{:?}",
+        page.trail
+    );
+    let cookie = ("cookie", b.cookie_header(&s.front.url("/")));
+
+    // The session passes on 200, with the identity, for any method (Envoy keeps it).
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let allowed = ask("/envoy/auth?", method.clone(), vec![html.clone(), cookie.clone()]).await;
+        let Envoy::Allowed(added) = &allowed else {
+            panic!("{method}: {allowed:?}");
+        };
+        assert!(
+            added.contains(&("x-auth-request-user".into(), "alice".into())),
+            "{added:?}"
+        );
+    }
+    // The default entry says yes with 202, as nginx, Traefik and Caddy expect: Envoy would
+    // refuse the signed-in user. That is what `allowed_status = 200` is for.
+    let default = ask("/oauth2/auth?", reqwest::Method::GET, vec![cookie.clone()]).await;
+    assert!(matches!(default, Envoy::Denied(202, None, _)), "{default:?}");
+}
