@@ -118,7 +118,7 @@ fn set(table: &mut Table, path: &[String], value: Value) -> Result<String, Strin
 }
 
 /// Keys whose values are secrets, and `check --print-effective` masks.
-const SECRET_KEYS: &[&str] = &["secrets", "client_secret", "password"];
+const SECRET_KEYS: &[&str] = &["secrets", "client_secret", "password", "http_proxy"];
 
 /// The configuration text with every secret value masked (`${VAR}` references stay: they name
 /// a variable, not a secret), and the password of any URL.

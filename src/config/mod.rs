@@ -9,6 +9,7 @@ mod error;
 mod hints;
 mod ids;
 mod locate;
+pub mod outbound;
 mod raw;
 mod routes;
 mod secret;
@@ -16,6 +17,7 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use ids::{ConsumerId, ProviderId, RouteId, UpstreamId};
+pub use outbound::Outbound;
 pub use routes::*;
 pub use secret::Secret;
 
@@ -190,6 +192,8 @@ pub struct Provider {
     pub introspection_negative_ttl: Duration,
     /// Extra CA certificates (PEM) trusted for calls to this provider.
     pub ca_file: Option<PathBuf>,
+    /// Which proxy its calls go through, and the client certificate they present.
+    pub outbound: Outbound,
 }
 
 /// Token endpoint client authentication.
@@ -201,6 +205,9 @@ pub enum ClientAuth {
     Post,
     /// A JWT signed with the client's private key (RFC 7523, OIDC Core section 9).
     PrivateKeyJwt,
+    /// The client certificate of the TLS connection (RFC 8705 `tls_client_auth`): the client
+    /// id in the body, no secret.
+    TlsClientAuth,
 }
 
 /// A client's private key for `private_key_jwt`, read and checked at load.

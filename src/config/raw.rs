@@ -147,6 +147,16 @@ pub struct RawProvider {
     pub introspection_negative_ttl: Option<SStr>,
     #[serde(default)]
     pub ca_file: Option<SStr>,
+    #[serde(default)]
+    pub http_proxy: Option<SStr>,
+    #[serde(default)]
+    pub no_proxy: Option<Vec<SStr>>,
+    #[serde(default)]
+    pub proxy_from_env: Option<bool>,
+    #[serde(default)]
+    pub client_cert_file: Option<SStr>,
+    #[serde(default)]
+    pub client_key_file: Option<SStr>,
 }
 
 /// `[session]`

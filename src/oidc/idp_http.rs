@@ -2,7 +2,7 @@
 //! (a redirect from discovery or the token endpoint is an error, not a new destination), and a
 //! cap on response size.
 
-use crate::config::ClientAuth;
+use crate::config::{ClientAuth, Outbound};
 use base64::Engine;
 use openidconnect::reqwest;
 use openidconnect::{AsyncHttpClient, HttpRequest, HttpResponse};
@@ -34,13 +34,31 @@ pub struct IdpHttp {
 }
 
 impl IdpHttp {
-    /// A client with the given timeouts, also trusting the CA certificates in `ca_file` (PEM).
+    /// A client with the given timeouts, also trusting the CA certificates in `ca_file` (PEM),
+    /// going out as `outbound` says (proxy, client certificate).
     pub fn new(
         connect_timeout: Duration,
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
+        outbound: &Outbound,
     ) -> Result<IdpHttp, String> {
         let mut builder = reqwest::Client::builder();
+        match &outbound.proxy {
+            Some(url) => {
+                let no_proxy = reqwest::NoProxy::from_string(&outbound.no_proxy.join(","));
+                let proxy = reqwest::Proxy::all(url.expose())
+                    .map_err(|_| "http_proxy is not a valid proxy URL".to_owned())?
+                    .no_proxy(no_proxy);
+                // A configured proxy replaces the environment's (reqwest stops reading it).
+                builder = builder.proxy(proxy);
+            }
+            None if !outbound.proxy_from_env => builder = builder.no_proxy(),
+            // reqwest reads HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY itself.
+            None => {}
+        }
+        if let Some(identity) = outbound.identity()? {
+            builder = builder.identity(identity);
+        }
         if let Some(path) = ca_file {
             let pem =
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -131,6 +149,9 @@ pub fn token_request(
         ClientAuth::Post => {
             form.append_pair("client_id", &cfg.client_id)
                 .append_pair("client_secret", secret);
+        }
+        ClientAuth::TlsClientAuth => {
+            form.append_pair("client_id", &cfg.client_id);
         }
         ClientAuth::PrivateKeyJwt => {
             form.append_pair("client_id", &cfg.client_id);

@@ -51,9 +51,10 @@ impl Discovered {
         let redirect =
             RedirectUrl::new(cfg.redirect_uri.clone()).map_err(|e| format!("redirect_uri: {e}"))?;
         // With private_key_jwt the secret is never sent: the client id goes in the body, the
-        // signed assertion is added to each call (`assertion`).
+        // signed assertion is added to each call (`assertion`). With tls_client_auth the TLS
+        // connection's client certificate authenticates, and the client id goes in the body.
         let secret = match cfg.client_auth {
-            ClientAuth::PrivateKeyJwt => None,
+            ClientAuth::PrivateKeyJwt | ClientAuth::TlsClientAuth => None,
             _ => cfg
                 .client_secret
                 .as_ref()
@@ -67,7 +68,9 @@ impl Discovered {
         .set_redirect_uri(redirect)
         .set_auth_type(match cfg.client_auth {
             ClientAuth::Basic => AuthType::BasicAuth,
-            ClientAuth::Post | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
+            ClientAuth::Post | ClientAuth::PrivateKeyJwt | ClientAuth::TlsClientAuth => {
+                AuthType::RequestBody
+            }
         });
         let mut algs: Vec<CoreJwsSigningAlgorithm> = metadata
             .id_token_signing_alg_values_supported()
@@ -205,12 +208,18 @@ impl Providers {
             .iter()
             .enumerate()
             .map(|(index, config)| {
+                tracing::info!(
+                    provider = %config.name,
+                    "calls to the provider go {}",
+                    config.outbound.describe()
+                );
                 Ok(ProviderHandle {
                     index: ProviderId(index),
                     http: IdpHttp::new(
                         config.connect_timeout,
                         config.timeout,
                         config.ca_file.as_deref(),
+                        &config.outbound,
                     )
                     .map_err(|e| format!("provider {}: {e}", config.name))?,
                     config: config.clone(),

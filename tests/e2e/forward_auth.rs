@@ -401,13 +401,14 @@ async fn envoy_ext_authz_gets_200_from_an_entry_that_allows_with_it() {
     );
     let site_url = s.front.url("");
     let site_url = site_url.trim_end_matches('/');
-    let ask = |prefix: &'static str, method: reqwest::Method, headers: Vec<(&'static str, String)>| {
-        let (gw, site_url) = (&s.gw, site_url.to_owned());
-        async move {
-            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            envoy_ext_authz(gw, prefix, &site_url, method, "/app/x?y=1", &h).await
-        }
-    };
+    let ask =
+        |prefix: &'static str, method: reqwest::Method, headers: Vec<(&'static str, String)>| {
+            let (gw, site_url) = (&s.gw, site_url.to_owned());
+            async move {
+                let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                envoy_ext_authz(gw, prefix, &site_url, method, "/app/x?y=1", &h).await
+            }
+        };
     let html = ("accept", "text/html".to_owned());
 
     // No session: a browser gets the redirect to the provider, an API client 401.
@@ -437,7 +438,12 @@ async fn envoy_ext_authz_gets_200_from_an_entry_that_allows_with_it() {
 
     // The session passes on 200, with the identity, for any method (Envoy keeps it).
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
-        let allowed = ask("/envoy/auth?", method.clone(), vec![html.clone(), cookie.clone()]).await;
+        let allowed = ask(
+            "/envoy/auth?",
+            method.clone(),
+            vec![html.clone(), cookie.clone()],
+        )
+        .await;
         let Envoy::Allowed(added) = &allowed else {
             panic!("{method}: {allowed:?}");
         };
@@ -449,5 +455,8 @@ async fn envoy_ext_authz_gets_200_from_an_entry_that_allows_with_it() {
     // The default entry says yes with 202, as nginx, Traefik and Caddy expect: Envoy would
     // refuse the signed-in user. That is what `allowed_status = 200` is for.
     let default = ask("/oauth2/auth?", reqwest::Method::GET, vec![cookie.clone()]).await;
-    assert!(matches!(default, Envoy::Denied(202, None, _)), "{default:?}");
+    assert!(
+        matches!(default, Envoy::Denied(202, None, _)),
+        "{default:?}"
+    );
 }

@@ -21,6 +21,7 @@ mod h2_tls;
 mod identity_assertion;
 mod login_hostile_op;
 mod login_real_op;
+mod outbound;
 mod package;
 mod properties;
 mod proxy;

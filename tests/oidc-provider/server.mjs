@@ -137,6 +137,11 @@ const resourceServers = cfg.resource_servers ?? {};
 const clockTolerance = cfg.clock_tolerance ?? 0;
 if (typeof clockTolerance !== 'number' || clockTolerance < 0) fail('clock_tolerance must be a number >= 0');
 const opaqueResource = cfg.opaque_resource;
+// Behind a TLS terminator: `issuer` is its https URL, and `client_cert_header` the request
+// header in which it passes the client certificate (URL-encoded PEM, as nginx's
+// $ssl_client_escaped_cert) for RFC 8705 tls_client_auth.
+const issuerOverride = cfg.issuer;
+const clientCertHeader = cfg.client_cert_header;
 
 const accountsById = new Map();
 const accountsByUsername = new Map();
@@ -295,6 +300,10 @@ const configuration = {
     url: (ctx, interaction) => `/interaction/${interaction.uid}`,
   },
   pkce: { required: () => true },
+  clientAuthMethods: [
+    'none', 'client_secret_basic', 'client_secret_jwt', 'client_secret_post', 'private_key_jwt',
+    ...(typeof clientCertHeader === 'string' ? ['tls_client_auth'] : []),
+  ],
   issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: true,
   ttl,
@@ -312,6 +321,24 @@ const configuration = {
       },
     },
     userinfo: { enabled: true },
+    mTLS: {
+      enabled: typeof clientCertHeader === 'string',
+      tlsClientAuth: true,
+      getCertificate(ctx) {
+        const value = ctx.get(clientCertHeader);
+        return value ? decodeURIComponent(value) : undefined;
+      },
+      // The terminator (nginx, ssl_verify_client) refuses a certificate it cannot verify
+      // against its CA, so one that arrives was verified.
+      certificateAuthorized(ctx) {
+        return Boolean(ctx.get(clientCertHeader));
+      },
+      certificateSubjectMatches(ctx, property, expected) {
+        if (property !== 'tls_client_auth_subject_dn') return false;
+        const cert = new crypto.X509Certificate(decodeURIComponent(ctx.get(clientCertHeader)));
+        return cert.subject.split('\n').join(',') === expected;
+      },
+    },
     backchannelLogout: { enabled: cfg.backchannel_logout === true },
     rpInitiatedLogout: {
       enabled: true,
@@ -595,12 +622,14 @@ server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${args.port}: ${err
 
 server.listen(args.port, '127.0.0.1', () => {
   const { port } = server.address();
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = issuerOverride ?? `http://127.0.0.1:${port}`;
   try {
     provider = new Provider(issuer, configuration);
   } catch (err) {
     fail(`invalid provider configuration: ${err.stack ?? err}`);
   }
+  // The TLS terminator's X-Forwarded-Proto and Host make the URLs the OP builds.
+  if (issuerOverride) provider.proxy = true;
   provider.on('server_error', (ctx, err) => console.error('test-op: server_error', err));
   provider.on('refresh_token.saved', (token) => issued.refresh_tokens.push(token.jti));
   provider.on('grant.success', (ctx) => {
@@ -616,5 +645,5 @@ server.listen(args.port, '127.0.0.1', () => {
     console.error('test-op: back-channel logout failed', err?.message ?? err, err?.cause);
   });
   providerCallback = provider.callback();
-  process.stdout.write(`READY ${issuer}\n`);
+  process.stdout.write(`LISTENING http://127.0.0.1:${port}\nREADY ${issuer}\n`);
 });

@@ -6,6 +6,7 @@
 mod consumers;
 mod forward_auth;
 mod identity_assertion;
+mod outbound;
 mod primitives;
 mod providers;
 mod redis;

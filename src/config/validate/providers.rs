@@ -115,6 +115,7 @@ impl Builder<'_> {
                 .ca_file
                 .as_ref()
                 .and_then(|f| self.existing_file(f, &key("ca_file"))),
+            outbound: self.outbound(raw, &key),
             introspection_negative_ttl: self.duration(
                 &raw.introspection_negative_ttl,
                 &key("introspection_negative_ttl"),
@@ -133,8 +134,18 @@ impl Builder<'_> {
             None | Some(("client_secret_basic", _)) => ClientAuth::Basic,
             Some(("client_secret_post", _)) => ClientAuth::Post,
             Some(("private_key_jwt", _)) => ClientAuth::PrivateKeyJwt,
+            Some(("tls_client_auth", span)) => {
+                if raw.client_cert_file.is_none() {
+                    self.err(
+                        span,
+                        key("client_auth"),
+                        "client_auth = \"tls_client_auth\" needs client_cert_file and client_key_file (the certificate registered with the provider)",
+                    );
+                }
+                ClientAuth::TlsClientAuth
+            }
             Some((other, span)) => {
-                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\", \"client_secret_post\" or \"private_key_jwt\""));
+                self.err(span, key("client_auth"), format!("unknown client_auth {other:?}: expected \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\" or \"tls_client_auth\""));
                 ClientAuth::Basic
             }
         }

@@ -48,14 +48,22 @@ impl Browser {
     /// A fresh browser whose connections come from `local` (any 127.x.y.z on loopback), or
     /// from the system's choice.
     pub fn from_address(local: Option<std::net::IpAddr>) -> Browser {
+        Self::with(|b| b.local_address(local))
+    }
+
+    /// A fresh browser that also trusts the CA certificate `ca_pem` (a test PKI's).
+    pub fn trusting(ca_pem: &[u8]) -> Browser {
+        let ca = reqwest::Certificate::from_pem(ca_pem).unwrap();
+        Self::with(|b| b.add_root_certificate(ca))
+    }
+
+    fn with(adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder) -> Browser {
         let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
-            .local_address(local)
+        let builder = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .unwrap();
+            .timeout(std::time::Duration::from_secs(15));
+        let client = adjust(builder).build().unwrap();
         Browser { client, jar }
     }
 

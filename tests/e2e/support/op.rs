@@ -34,8 +34,10 @@ fn ensure_installed() {
 
 /// A running `oidc-provider` OP.
 pub struct RealOp {
-    /// `http://127.0.0.1:port`
+    /// `http://127.0.0.1:port`, or the configured `issuer` (a TLS terminator in front).
     pub issuer: String,
+    /// Where it listens itself: `http://127.0.0.1:port`.
+    pub listen: String,
     child: Child,
     _dir: tempfile::TempDir,
     log: std::path::PathBuf,
@@ -64,13 +66,18 @@ impl RealOp {
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(issuer) = line.strip_prefix("READY ") {
-                    let _ = tx.send(issuer.to_owned());
+                // LISTENING comes first, then READY.
+                if let Some(url) = line
+                    .strip_prefix("LISTENING ")
+                    .or_else(|| line.strip_prefix("READY "))
+                {
+                    let _ = tx.send(url.to_owned());
                 }
             }
         });
-        let issuer = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(i) => i,
+        let next = || rx.recv_timeout(Duration::from_secs(30));
+        let (listen, issuer) = match next().and_then(|l| Ok((l, next()?))) {
+            Ok(both) => both,
             Err(e) => {
                 let state = child.try_wait();
                 let _ = child.kill();
@@ -82,6 +89,7 @@ impl RealOp {
         };
         RealOp {
             issuer,
+            listen,
             child,
             _dir: dir,
             log,
