@@ -14,14 +14,13 @@ pub mod rules;
 mod session_method;
 mod sign_in;
 pub mod signed_identity;
+mod step_up;
 
 pub use denial::{Denial, Denied};
 
 use crate::claims;
 use crate::clock::now;
-use crate::config::{
-    AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings, StepUp,
-};
+use crate::config::{AuthMethod, Config, Consumer, Provider, RouteAuth, SameSite, SessionSettings};
 use crate::config::{ConsumerId, ProviderId};
 use crate::fleet::Fleet;
 use crate::http::cookies::CookieAttrs;
@@ -29,7 +28,6 @@ use crate::metrics::{self, RouteMetrics};
 use crate::oidc::persisted::MetadataFiles;
 use crate::oidc::provider::Providers;
 use crate::oidc::state::LoginCookies;
-use crate::oidc::step_up::{Shortfall, shortfall};
 use crate::ratelimit::{self, Ceiling, Limit};
 use crate::session::Session;
 use crate::session::store::{Sessions, SetCookies};
@@ -368,53 +366,6 @@ impl Authenticator {
             realm: spec.realm.clone(),
         })
         .with_cookies(clear_cookies))
-    }
-
-    /// Where `identity` falls short of the route's step-up, if it does.
-    fn step_up_shortfall(
-        &self,
-        spec: &RouteAuth,
-        step: &StepUp,
-        identity: &Identity,
-        now: u64,
-    ) -> Option<Shortfall> {
-        let leeway = self
-            .provider(spec.providers[0])
-            .map_or(0, |p| p.leeway.as_secs());
-        let empty = serde_json::Map::new();
-        let claims = identity.credential.claims().unwrap_or(&empty);
-        shortfall(step, claims, now, leeway)
-    }
-
-    /// A credential that falls short of the route's step-up: a browser with a session is sent
-    /// to sign in again, asking for what the route needs (the callback replaces the session);
-    /// anything else gets RFC 9470's 401 `insufficient_user_authentication`.
-    async fn step_up(
-        &self,
-        spec: &RouteAuth,
-        step: &StepUp,
-        identity: Identity,
-        req: &RequestHeader,
-        client: Option<IpAddr>,
-        return_to: &str,
-    ) -> Denied {
-        let session = matches!(identity.credential, Credential::Session(_));
-        let denied = if session
-            && spec.methods.contains(&AuthMethod::AuthorizationCode)
-            && can_follow_redirect(req)
-        {
-            self.start_login(spec, req, client, return_to, now(), None)
-                .await
-        } else {
-            Denial::StepUpRequired {
-                realm: spec.realm.clone(),
-                acr_values: step.acr_values.join(" "),
-                max_age: step.max_age.map(|d| d.as_secs()),
-            }
-            .into()
-        };
-        // A renewed session cookie still goes out: the session itself stays valid.
-        denied.with_cookies(identity.set_cookies)
     }
 
     /// A presented token failed: 401 `invalid_token` (or the anonymous consumer, if configured);

@@ -2,10 +2,10 @@
 //! `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`), as
 //! oauth2-proxy's `/oauth2/auth` and `/oauth2/start` do.
 //!
-//! The decision endpoint answers 202 (or `allowed_status = 200`, for Envoy) with the identity in response headers (for
-//! `auth_request_set`) and the client's cookies without the gateway's (`Cookie`), 401 or 403;
-//! with `unauthenticated = "redirect"` a browser gets the redirect to sign in instead of the
-//! 401. The URL the user asked for comes from `X-Original-URL` or
+//! The decision endpoint answers 202 (or `allowed_status = 200`, for Envoy) with the identity
+//! in response headers (for `auth_request_set`) and the client's cookies without the gateway's
+//! (`Cookie`), 401 or 403; with `unauthenticated = "redirect"` a browser gets the redirect to
+//! sign in instead of the 401. The URL the user asked for comes from `X-Original-URL` or
 //! `X-Forwarded-Proto`/`-Host`/`-Uri`, believed only from `trusted_proxies`, and every return
 //! target goes through the one redirect validator.
 
