@@ -375,3 +375,60 @@ async fn a_provider_requiring_a_client_certificate_accepts_the_configured_one_on
     let log = bad.log_containing(&["token_exchange_failed"]);
     assert!(log.contains("invalid_client"), "{log}");
 }
+
+/// The unhappy path: the configured proxy does not answer. The provider is never reached
+/// directly instead (no silent bypass); sign-in answers 503, and `/readyz` says what failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_that_is_down_makes_sign_in_unavailable_and_readyz_says_why() {
+    let op = HostileOp::start(Attack::None);
+    let dead = free_port(); // nothing listens there
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let body = Toml::new()
+        .session(SECRET, "")
+        .provider(
+            "op",
+            &op.issuer,
+            CLIENT_SECRET,
+            &origin,
+            &format!("http_proxy = \"http://127.0.0.1:{dead}\"\nconnect_timeout = \"1s\""),
+        )
+        .upstream("app", "127.0.0.1:9")
+        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+        .build();
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        port: Some(port),
+        ..Default::default()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ready = loop {
+        let (status, ready) = gw.readyz().await;
+        let ready: serde_json::Value = serde_json::from_str(&ready).unwrap_or_default();
+        let error = ready["providers"]["op"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !error.is_empty() && error != "no attempt has finished yet" {
+            assert_eq!(status, 503, "{ready}");
+            break ready;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ready}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let r = client()
+        .get(gw.url("/app/"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "{ready}");
+    let reached = op.state.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reached, 0, "the provider was reached around the proxy");
+    let log = gw.log_containing(&["discovery failed"]);
+    assert!(log.contains("discovery failed"), "{log}");
+}
