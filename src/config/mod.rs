@@ -196,6 +196,17 @@ pub struct Provider {
     pub outbound: Outbound,
 }
 
+impl Provider {
+    /// The client secret, when the client authenticates with it (Basic or Post); it is also
+    /// the key of HMAC-signed ID tokens.
+    pub fn shared_secret(&self) -> Option<&str> {
+        match self.client_auth {
+            ClientAuth::Basic | ClientAuth::Post => self.client_secret.as_ref().map(Secret::expose),
+            ClientAuth::PrivateKeyJwt | ClientAuth::TlsClientAuth => None,
+        }
+    }
+}
+
 /// Token endpoint client authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {

@@ -1,31 +1,52 @@
-//! Signing keys for access tokens, in the form `jsonwebtoken` verifies with. The algorithm of a
-//! key comes from the key (its `alg`, else its type and curve), never from a token; symmetric
-//! (`oct`) and encryption keys are never used to check access tokens.
+//! A provider's signing keys, in the form `jsonwebtoken` verifies with. The algorithm of a key
+//! comes from the key (its `alg`, else its type and curve), never from a token; symmetric
+//! (`oct`) and encryption keys are never used.
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
 
 /// A verification key and the one algorithm it may be used with.
-pub struct BearerKey {
+pub struct SigningKey {
     /// The key.
     pub key: DecodingKey,
     /// Its algorithm.
     pub alg: Algorithm,
+    /// Whether the key named its `alg`. An RSA key that did not may also verify the other RSA
+    /// algorithms, where the caller has a list of those the provider uses (ID tokens).
+    pub explicit: bool,
 }
 
-/// A provider's access-token keys, by `kid`.
+impl SigningKey {
+    /// Whether a token signed with `alg` may be checked with this key; `advertised` is the
+    /// caller's list of algorithms the provider signs with, if it has one.
+    pub fn suits(&self, alg: Algorithm, advertised: Option<&[Algorithm]>) -> bool {
+        self.alg == alg
+            || (!self.explicit
+                && is_rsa(self.alg)
+                && is_rsa(alg)
+                && advertised.is_some_and(|a| a.contains(&alg)))
+    }
+}
+
+/// Whether `alg` is an RSA signature (PKCS#1 v1.5 or PSS).
+fn is_rsa(alg: Algorithm) -> bool {
+    use Algorithm::*;
+    matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+}
+
+/// A provider's signing keys, by `kid`.
 #[derive(Default)]
-pub struct BearerKeys {
-    by_kid: HashMap<String, BearerKey>,
+pub struct SigningKeys {
+    by_kid: HashMap<String, SigningKey>,
     /// Keys published without a `kid`.
-    anonymous: Vec<BearerKey>,
+    anonymous: Vec<SigningKey>,
 }
 
-impl BearerKeys {
+impl SigningKeys {
     /// Keys from a JWKS (as JSON); keys that cannot verify signatures are skipped.
-    pub fn from_jwks(jwks: &serde_json::Value) -> BearerKeys {
-        let mut out = BearerKeys::default();
+    pub fn from_jwks(jwks: &serde_json::Value) -> SigningKeys {
+        let mut out = SigningKeys::default();
         for raw in jwks["keys"].as_array().into_iter().flatten() {
             let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
                 continue;
@@ -37,7 +58,11 @@ impl BearerKeys {
             let Ok(key) = DecodingKey::from_jwk(&jwk) else {
                 continue;
             };
-            let k = BearerKey { key, alg };
+            let k = SigningKey {
+                key,
+                alg,
+                explicit: jwk.common.key_algorithm.is_some(),
+            };
             match &jwk.common.key_id {
                 Some(kid) => {
                     out.by_kid.insert(kid.clone(), k);
@@ -49,7 +74,7 @@ impl BearerKeys {
     }
 
     /// The key for a token's `kid` (or the only key without one).
-    pub fn find(&self, kid: Option<&str>) -> Option<&BearerKey> {
+    pub fn find(&self, kid: Option<&str>) -> Option<&SigningKey> {
         match kid {
             Some(k) => self.by_kid.get(k),
             None if self.anonymous.len() == 1 && self.by_kid.is_empty() => self.anonymous.first(),
@@ -107,7 +132,7 @@ mod tests {
             {"kty": "oct", "kid": "h", "k": "c2VjcmV0", "alg": "HS256"},
             {"kty": "RSA", "kid": "enc", "use": "enc", "n": "sXch", "e": "AQAB"}
         ]});
-        let keys = BearerKeys::from_jwks(&jwks);
+        let keys = SigningKeys::from_jwks(&jwks);
         assert_eq!(keys.len(), 1);
         assert_eq!(keys.find(Some("r")).unwrap().alg, Algorithm::RS256);
         assert!(keys.find(Some("h")).is_none());

@@ -1,5 +1,6 @@
 //! The authorization code flow: the redirect to the provider (state, nonce, PKCE S256), and the
-//! callback: code exchange, ID-token validation, `at_hash`, and userinfo with a matching `sub`.
+//! callback: code exchange, ID-token validation (with `at_hash`), and userinfo with a matching
+//! `sub`.
 
 use super::client_assertion;
 use super::idp_http::IdpHttpError;
@@ -7,16 +8,16 @@ use super::provider::{Discovered, Providers, error_chain};
 use super::state::LoginState;
 use super::step_up::{Shortfall, shortfall};
 use super::types::UserInfoClaims;
-use super::verify::{IdTokenError, identity_claims, verify_id_token};
+use super::verify::{IdTokenError, verify_id_token};
 use crate::config::ProviderId;
 use crate::config::StepUp;
 use crate::metrics;
 use crate::session::SessionData;
 use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
-    AccessTokenHash, AuthenticationContextClass, AuthorizationCode, CsrfToken, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError, Scope,
-    SubjectIdentifier, TokenResponse as _, UserInfoError,
+    AuthenticationContextClass, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RequestTokenError, Scope, SubjectIdentifier,
+    TokenResponse as _, UserInfoError,
 };
 use std::time::Instant;
 
@@ -157,29 +158,14 @@ pub async fn complete(
         e => LoginError::TokenExchange(error_chain(&e)),
     })?;
 
-    let id_token = token.id_token().ok_or(LoginError::NoIdToken)?;
-    let nonce = Nonce::new(st.nonce.clone());
-    let (claims, d) = verify_id_token(providers, index, id_token, &nonce).await?;
-
-    if let Some(expected) = claims.access_token_hash() {
-        let verifier = d
-            .client
-            .id_token_verifier()
-            .set_allowed_algs(d.algs.clone());
-        let actual = id_token
-            .signing_alg()
-            .ok()
-            .zip(id_token.signing_key(&verifier).ok())
-            .and_then(|(alg, key)| {
-                AccessTokenHash::from_token(token.access_token(), alg, key).ok()
-            });
-        if actual.as_ref() != Some(expected) {
-            return Err(LoginError::AccessTokenHash);
-        }
+    let id_token = token.id_token().ok_or(LoginError::NoIdToken)?.to_string();
+    let verified = verify_id_token(providers, index, &id_token, Some(&st.nonce)).await?;
+    if !verified.matches_access_token(token.access_token().secret()) {
+        return Err(LoginError::AccessTokenHash);
     }
 
-    let sub = claims.subject().as_str().to_owned();
-    let mut identity = identity_claims(&claims);
+    let mut identity = verified.identity();
+    let sub = verified.sub;
     // What this attempt asked for, the new ID token must show: a provider that ignored
     // `acr_values` or `max_age` does not get a weaker session through.
     if let Some(step) = st.step_up()
@@ -197,8 +183,8 @@ pub async fn complete(
     Ok(SessionData {
         provider: cfg.name.as_str().into(),
         sub: sub.into(),
-        claims: crate::session::Claims::derive(&id_token.to_string(), identity),
-        id_token: id_token.to_string().into(),
+        claims: crate::session::Claims::derive(&id_token, identity),
+        id_token: id_token.into(),
         access_token: token.access_token().secret().as_str().into(),
         expires_at: token.expires_in().map(|d| now.saturating_add(d.as_secs())),
         refresh_token: token.refresh_token().map(|r| r.secret().as_str().into()),

@@ -9,7 +9,7 @@
 //! (bounded by the provider's timeout) instead of failing at once.
 
 use super::idp_http::IdpHttp;
-use super::jwks::BearerKeys;
+use super::jwks::SigningKeys;
 use super::persisted::{LoadError, MetadataFiles};
 use super::types::{Metadata, OidcClient};
 use crate::config::ProviderId;
@@ -17,7 +17,8 @@ use crate::config::{ClientAuth, Provider};
 use crate::{clock, metrics};
 use async_trait::async_trait;
 use dashmap::DashMap;
-use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use jsonwebtoken::Algorithm;
+use openidconnect::core::CoreJsonWebKeySet;
 use openidconnect::{AuthType, ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, RedirectUrl};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -38,9 +39,9 @@ pub struct Discovered {
     /// A client built from it.
     pub client: OidcClient,
     /// ID-token algorithms accepted (advertised by the provider, never `none`).
-    pub algs: Vec<CoreJwsSigningAlgorithm>,
-    /// Keys for access tokens (bearer JWTs).
-    pub bearer_keys: BearerKeys,
+    pub algs: Vec<Algorithm>,
+    /// Keys for the tokens it signs (ID tokens, access tokens, logout tokens).
+    pub keys: SigningKeys,
     /// When the document and keys were fetched from the provider (Unix seconds).
     pub fetched_at: u64,
 }
@@ -53,13 +54,7 @@ impl Discovered {
         // With private_key_jwt the secret is never sent: the client id goes in the body, the
         // signed assertion is added to each call (`assertion`). With tls_client_auth the TLS
         // connection's client certificate authenticates, and the client id goes in the body.
-        let secret = match cfg.client_auth {
-            ClientAuth::PrivateKeyJwt | ClientAuth::TlsClientAuth => None,
-            _ => cfg
-                .client_secret
-                .as_ref()
-                .map(|s| ClientSecret::new(s.expose().to_owned())),
-        };
+        let secret = cfg.shared_secret().map(|s| ClientSecret::new(s.to_owned()));
         let client = OidcClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(cfg.client_id.clone()),
@@ -72,28 +67,28 @@ impl Discovered {
                 AuthType::RequestBody
             }
         });
-        let mut algs: Vec<CoreJwsSigningAlgorithm> = metadata
+        let mut algs: Vec<Algorithm> = metadata
             .id_token_signing_alg_values_supported()
             .iter()
-            // `none` never; HMAC (keyed with the client secret, which the OP and every holder
-            // of the secret share) only when asked for, even if the provider advertises it.
-            .filter(|a| **a != CoreJwsSigningAlgorithm::None)
-            .filter(|a| cfg.allow_hmac_id_tokens || !is_hmac(a))
-            .cloned()
+            // `none` never (it has no `Algorithm`), nor one `jsonwebtoken` cannot check; HMAC
+            // (keyed with the client secret, which the OP and every holder of the secret share)
+            // only when asked for, even if the provider advertises it.
+            .filter_map(|a| serde_json::to_value(a).ok()?.as_str()?.parse().ok())
+            .filter(|a| cfg.allow_hmac_id_tokens || !is_hmac(*a))
             .collect();
         if algs.is_empty() {
-            algs.push(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256);
+            algs.push(Algorithm::RS256);
         }
         if metadata.token_endpoint().is_none() {
             return Err("the discovery document has no token_endpoint".into());
         }
-        let bearer_keys =
-            BearerKeys::from_jwks(&serde_json::to_value(metadata.jwks()).unwrap_or_default());
+        let keys =
+            SigningKeys::from_jwks(&serde_json::to_value(metadata.jwks()).unwrap_or_default());
         Ok(Discovered {
             metadata,
             client,
             algs,
-            bearer_keys,
+            keys,
             fetched_at: clock::now(),
         })
     }
@@ -532,13 +527,9 @@ impl Providers {
     }
 }
 
-fn is_hmac(alg: &CoreJwsSigningAlgorithm) -> bool {
-    matches!(
-        alg,
-        CoreJwsSigningAlgorithm::HmacSha256
-            | CoreJwsSigningAlgorithm::HmacSha384
-            | CoreJwsSigningAlgorithm::HmacSha512
-    )
+/// Whether `alg` is an HMAC, keyed with a shared secret.
+pub fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
 /// Renders an error with its causes, for logs.

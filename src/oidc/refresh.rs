@@ -3,11 +3,11 @@
 
 use super::login::{scope_claim, userinfo};
 use super::provider::{Providers, error_chain};
-use super::verify::{identity_claims, verify_id_token};
+use super::verify::verify_id_token;
 use crate::config::ProviderId;
 use crate::metrics;
 use crate::session::SessionData;
-use openidconnect::{Nonce, OAuth2TokenResponse, RefreshToken, TokenResponse as _};
+use openidconnect::{OAuth2TokenResponse, RefreshToken, TokenResponse as _};
 use std::time::Instant;
 
 /// Why a refresh failed.
@@ -73,16 +73,16 @@ pub async fn refresh(
     let mut claims = old.claims().clone();
     if let Some(id_token) = token.id_token() {
         // Refreshed ID tokens carry no nonce of ours.
-        let any_nonce = |_: Option<&Nonce>| Ok(());
-        let (verified, _) = verify_id_token(providers, index, id_token, any_nonce)
+        let id_token = id_token.to_string();
+        let verified = verify_id_token(providers, index, &id_token, None)
             .await
             .map_err(|e| e.to_string())?;
-        if verified.subject().as_str() != &*old.sub {
+        if verified.sub != *old.sub {
             return Err("the refreshed ID token names another subject".into());
         }
         // Fresh claims replace the old ones: a group removed at the provider is gone here too.
-        claims = identity_claims(&verified);
-        data.id_token = id_token.to_string().into();
+        claims = verified.identity();
+        data.id_token = id_token.into();
     }
     if let Some(info) = userinfo(handle, &d, token.access_token(), &old.sub)
         .await

@@ -73,9 +73,6 @@ pub type IdToken = openidconnect::IdToken<
     CoreJwsSigningAlgorithm,
 >;
 
-/// Verified ID-token claims.
-pub type IdTokenClaims = openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim>;
-
 /// Userinfo claims.
 pub type UserInfoClaims = openidconnect::UserInfoClaims<ExtraClaims, CoreGenderClaim>;
 

@@ -1,13 +1,18 @@
-//! ID-token validation, shared by login and refresh: `openidconnect` checks the signature (the
-//! algorithm must be one the provider advertises, never `none`; HS* only with the client secret;
-//! the key from JWKS must suit the algorithm), `iss`, `aud`, `exp`, and the nonce; this module
-//! adds leeway, an `iat` check, `azp`, and one JWKS refetch when the key id is unknown.
+//! ID-token validation, shared by login and refresh. The provider-JWS verifier (`jws.rs`) checks
+//! what every provider token needs: the algorithm (one the provider advertises, never `none`,
+//! HMAC only keyed with the client secret and when allowed), the key (one JWKS refetch for an
+//! unknown `kid`), the signature, `iss`, `aud` and `exp` with leeway. This module adds what is
+//! particular to ID tokens: `sub`, an `iat` not in the future, `azp`, the nonce and `at_hash`.
 
-use super::provider::{Discovered, Providers};
-use super::types::{IdToken, IdTokenClaims};
-use crate::config::ProviderId;
-use openidconnect::{ClaimsVerificationError, NonceVerifier, SignatureVerificationError};
-use std::sync::Arc;
+use super::jws::{JwsError, Signed, Unverified, numeric_date};
+use super::provider::Providers;
+use crate::clock;
+use crate::config::{Provider, ProviderId};
+use crate::crypto::ct_eq;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
 
 /// Why an ID token was refused.
 #[derive(Debug, thiserror::Error)]
@@ -15,12 +20,30 @@ pub enum IdTokenError {
     /// The provider's discovery data is not available.
     #[error("provider unavailable")]
     Unavailable,
-    /// A check failed.
+    /// The signature or a registered claim (`iss`, `aud`, `exp`) does not hold.
     #[error("{0}")]
-    Claims(#[from] ClaimsVerificationError),
+    Jws(JwsError),
+    /// `sub` or `iat` is missing.
+    #[error("no {0} claim")]
+    Missing(&'static str),
+    /// `iat` is later than now plus the leeway.
+    #[error("issued in the future ({0})")]
+    IssuedInFuture(u64),
+    /// The nonce is missing or not the one this sign-in sent.
+    #[error("the nonce is not this sign-in's")]
+    Nonce,
     /// `azp` missing with several audiences, or naming another client.
     #[error("{0}")]
-    AuthorizedParty(String),
+    AuthorizedParty(&'static str),
+}
+
+impl From<JwsError> for IdTokenError {
+    fn from(e: JwsError) -> IdTokenError {
+        match e {
+            JwsError::Unavailable => IdTokenError::Unavailable,
+            e => IdTokenError::Jws(e),
+        }
+    }
 }
 
 impl IdTokenError {
@@ -28,101 +51,259 @@ impl IdTokenError {
     pub fn reason(&self) -> &'static str {
         match self {
             IdTokenError::Unavailable => "provider_unavailable",
-            IdTokenError::Claims(ClaimsVerificationError::InvalidNonce(_)) => "nonce_mismatch",
-            IdTokenError::Claims(ClaimsVerificationError::Expired(_)) => "id_token_expired",
-            IdTokenError::Claims(ClaimsVerificationError::InvalidIssuer(_)) => "id_token_issuer",
-            IdTokenError::Claims(ClaimsVerificationError::InvalidAudience(_))
-            | IdTokenError::AuthorizedParty(_) => "id_token_audience",
-            IdTokenError::Claims(ClaimsVerificationError::SignatureVerification(_)) => {
+            IdTokenError::Nonce => "nonce_mismatch",
+            IdTokenError::Jws(JwsError::Time) | IdTokenError::IssuedInFuture(_) => {
+                "id_token_expired"
+            }
+            IdTokenError::Jws(JwsError::UnknownIssuer | JwsError::Issuer) => "id_token_issuer",
+            IdTokenError::Jws(JwsError::Audience) | IdTokenError::AuthorizedParty(_) => {
+                "id_token_audience"
+            }
+            IdTokenError::Jws(JwsError::UnknownKey | JwsError::Algorithm | JwsError::Signature) => {
                 "id_token_signature"
             }
-            IdTokenError::Claims(_) => "id_token_invalid",
+            IdTokenError::Jws(_) | IdTokenError::Missing(_) => "id_token_invalid",
         }
     }
 }
 
-/// Validates `token` for provider `index`, fetching the JWKS once more if its key is unknown.
-/// Returns the claims and the discovery state that verified them.
-pub async fn verify_id_token<N>(
+/// A verified ID token's claims, and the algorithm it was signed with (for `at_hash`).
+#[derive(Debug)]
+pub struct IdToken {
+    /// Every claim, as signed.
+    pub claims: Map<String, Value>,
+    /// Its `sub`.
+    pub sub: String,
+    alg: Algorithm,
+}
+
+impl IdToken {
+    /// Identity claims, without token bookkeeping (times, nonce, hashes).
+    pub fn identity(&self) -> Map<String, Value> {
+        crate::claims::identity(self.claims.clone())
+    }
+
+    /// Whether `access_token` is the one the token's `at_hash` names (true without one: it is
+    /// optional in the code flow).
+    pub fn matches_access_token(&self, access_token: &str) -> bool {
+        match self.claims.get("at_hash") {
+            None => true,
+            Some(Value::String(h)) => {
+                ct_eq(h.as_bytes(), token_hash(self.alg, access_token).as_bytes())
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+/// Validates `token` as an ID token of provider `index` for this client; `nonce` is the one
+/// the sign-in sent (`None` for refreshed tokens, which carry none of ours).
+pub async fn verify_id_token(
     providers: &Providers,
     index: ProviderId,
-    token: &IdToken,
-    nonce: N,
-) -> Result<(IdTokenClaims, Arc<Discovered>), IdTokenError>
-where
-    N: NonceVerifier + Clone,
-{
-    let handle = providers.handle(index).ok_or(IdTokenError::Unavailable)?;
-    let mut discovered = providers.get(index).ok_or(IdTokenError::Unavailable)?;
-    let mut refetched = false;
-    loop {
-        match verify_once(&discovered, &handle.config, token, nonce.clone()) {
-            Err(IdTokenError::Claims(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            ))) if !refetched => {
-                refetched = true;
-                if !providers.refresh_keys(index).await {
-                    return Err(IdTokenError::Claims(
-                        ClaimsVerificationError::SignatureVerification(
-                            SignatureVerificationError::NoMatchingKey,
-                        ),
-                    ));
-                }
-                discovered = providers.get(index).ok_or(IdTokenError::Unavailable)?;
-            }
-            other => return other.map(|claims| (claims, discovered)),
-        }
-    }
+    token: &str,
+    nonce: Option<&str>,
+) -> Result<IdToken, IdTokenError> {
+    let cfg = &providers
+        .handle(index)
+        .ok_or(IdTokenError::Unavailable)?
+        .config;
+    let jws = Unverified::read(providers, &[index], token)?;
+    let claims = jws
+        .verify_as(providers, Signed::AsIdToken, validation)
+        .await?;
+    check_claims(claims, cfg, jws.header.alg, nonce, clock::now())
 }
 
-/// Validates `token` with the keys `d` holds (no refetch).
-pub fn verify_once<N: NonceVerifier>(
-    d: &Discovered,
-    cfg: &crate::config::Provider,
-    token: &IdToken,
-    nonce: N,
-) -> Result<IdTokenClaims, IdTokenError> {
-    let leeway =
-        chrono::Duration::from_std(cfg.leeway).unwrap_or_else(|_| chrono::Duration::seconds(30));
-    let verifier = d
-        .client
-        .id_token_verifier()
-        .set_allowed_algs(d.algs.clone())
-        // Extra audiences are allowed only with a matching `azp`, checked below.
-        .set_other_audience_verifier_fn(|_| true)
-        // Tolerate clock skew on `exp` ...
-        .set_time_fn(move || chrono::Utc::now() - leeway)
-        // ... and refuse tokens issued in the future.
-        .set_issue_time_verifier_fn(move |iat| {
-            if iat > chrono::Utc::now() + leeway {
-                Err(format!("issued in the future ({iat})"))
-            } else {
-                Ok(())
-            }
-        });
-    let claims = token.claims(&verifier, nonce)?.clone();
-    let client_id = cfg.client_id.as_str();
-    match claims.authorized_party() {
-        Some(azp) if azp.as_str() != client_id => {
-            return Err(IdTokenError::AuthorizedParty(format!(
-                "azp {:?} is not this client",
-                azp.as_str()
-            )));
+/// What every ID token must carry: this provider's `iss`, this client among its audiences,
+/// an `exp` still ahead (with the provider's leeway), and a `sub`.
+fn validation(cfg: &Provider, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = cfg.leeway.as_secs();
+    v.set_issuer(&[&cfg.issuer]);
+    // Extra audiences are allowed only with a matching `azp` (`check_claims`).
+    v.set_audience(&[&cfg.client_id]);
+    v.required_spec_claims = ["iss", "aud", "exp", "sub"].map(String::from).into();
+    v
+}
+
+/// The checks particular to ID tokens, on claims whose signature, `iss`, `aud` and `exp` hold.
+fn check_claims(
+    claims: Map<String, Value>,
+    cfg: &Provider,
+    alg: Algorithm,
+    nonce: Option<&str>,
+    now: u64,
+) -> Result<IdToken, IdTokenError> {
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(IdTokenError::Missing("sub"))?
+        .to_owned();
+    let iat = claims
+        .get("iat")
+        .and_then(numeric_date)
+        .ok_or(IdTokenError::Missing("iat"))?;
+    if iat > now.saturating_add(cfg.leeway.as_secs()) {
+        return Err(IdTokenError::IssuedInFuture(iat));
+    }
+    if let Some(expected) = nonce {
+        let got = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+        if !ct_eq(got.as_bytes(), expected.as_bytes()) {
+            return Err(IdTokenError::Nonce);
         }
-        None if claims.audiences().len() > 1 => {
+    }
+    let audiences = match claims.get("aud") {
+        Some(Value::Array(a)) => a.len(),
+        _ => 1,
+    };
+    match claims.get("azp") {
+        Some(azp) if azp.as_str() != Some(cfg.client_id.as_str()) => {
+            return Err(IdTokenError::AuthorizedParty("azp is not this client"));
+        }
+        None if audiences > 1 => {
             return Err(IdTokenError::AuthorizedParty(
-                "several audiences but no azp".into(),
+                "several audiences but no azp",
             ));
         }
         _ => {}
     }
-    Ok(claims)
+    Ok(IdToken { claims, sub, alg })
 }
 
-/// Identity claims of a verified ID token, without token bookkeeping (times, nonce, hashes).
-pub fn identity_claims(claims: &IdTokenClaims) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(claims) {
-        Ok(serde_json::Value::Object(m)) => crate::claims::identity(m),
-        _ => serde_json::Map::new(),
+/// The `at_hash` of `token` in an ID token signed with `alg` (OIDC Core 3.1.3.6): the left
+/// half of its hash with the algorithm's SHA-2, base64url. Ed25519 hashes with SHA-512.
+pub fn token_hash(alg: Algorithm, token: &str) -> String {
+    use Algorithm::*;
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    let digest = match alg {
+        HS256 | RS256 | PS256 | ES256 => Sha256::digest(token).to_vec(),
+        HS384 | RS384 | PS384 | ES384 => Sha384::digest(token).to_vec(),
+        HS512 | RS512 | PS512 | EdDSA => Sha512::digest(token).to_vec(),
+    };
+    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use serde_json::json;
+
+    fn provider() -> Provider {
+        let cfg = Config::parse(
+            r#"
+[session]
+secrets = ["verify-test-secret-verify-test-secret-0123"]
+[[providers]]
+name = "idp"
+issuer = "https://idp.example.com"
+client_id = "gateway"
+redirect_uri = "https://app.example.com/oauth2/callback"
+leeway = "30s"
+[[upstreams]]
+name = "app"
+targets = ["127.0.0.1:3000"]
+[[routes]]
+name = "app"
+upstream = "app"
+auth = { provider = "idp" }
+"#,
+            std::path::Path::new("verify-test.toml"),
+        )
+        .unwrap();
+        cfg.providers[0].clone()
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims(extra: Value) -> Map<String, Value> {
+        let mut c = json!({"iss": "https://idp.example.com", "aud": "gateway", "sub": "alice",
+                           "iat": NOW, "exp": NOW + 300, "nonce": "n-1"});
+        for (k, v) in extra.as_object().unwrap() {
+            match v {
+                Value::Null => c.as_object_mut().unwrap().remove(k),
+                v => c.as_object_mut().unwrap().insert(k.clone(), v.clone()),
+            };
+        }
+        c.as_object().unwrap().clone()
+    }
+
+    fn check(extra: Value, nonce: Option<&str>) -> Result<IdToken, IdTokenError> {
+        check_claims(claims(extra), &provider(), Algorithm::RS256, nonce, NOW)
+    }
+
+    #[test]
+    fn a_good_token_gives_its_subject_and_identity_without_bookkeeping() {
+        let t = check(json!({"email": "a@example.com"}), Some("n-1")).unwrap();
+        assert_eq!(t.sub, "alice");
+        let identity = t.identity();
+        assert_eq!(identity["email"], "a@example.com");
+        for gone in ["iat", "exp", "nonce", "aud", "iss"] {
+            assert!(!identity.contains_key(gone), "{gone} in {identity:?}");
+        }
+    }
+
+    #[test]
+    fn each_id_token_rejection_has_its_reason() {
+        let cases = [
+            (json!({"sub": null}), Some("n-1"), "id_token_invalid"),
+            (json!({"sub": ""}), Some("n-1"), "id_token_invalid"),
+            (json!({"iat": null}), Some("n-1"), "id_token_invalid"),
+            (json!({"iat": NOW + 31}), Some("n-1"), "id_token_expired"),
+            (json!({"nonce": "n-2"}), Some("n-1"), "nonce_mismatch"),
+            (json!({"nonce": null}), Some("n-1"), "nonce_mismatch"),
+            (
+                json!({"aud": ["gateway", "other"]}),
+                None,
+                "id_token_audience",
+            ),
+            (json!({"azp": "other"}), None, "id_token_audience"),
+            (
+                json!({"aud": ["gateway", "other"], "azp": "other"}),
+                None,
+                "id_token_audience",
+            ),
+        ];
+        for (extra, nonce, reason) in cases {
+            let e = check(extra.clone(), nonce).expect_err(&extra.to_string());
+            assert_eq!(e.reason(), reason, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn what_may_pass_passes() {
+        // Within the leeway, no nonce asked for (a refresh), and several audiences with azp.
+        check(json!({"iat": NOW + 30}), Some("n-1")).unwrap();
+        check(json!({"nonce": null}), None).unwrap();
+        check(
+            json!({"aud": ["gateway", "other"], "azp": "gateway"}),
+            Some("n-1"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn at_hash_is_the_left_half_of_the_algorithms_hash() {
+        // OIDC Core's example (A.3): this access token's RS256 at_hash is the one shown.
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        assert_eq!(
+            token_hash(Algorithm::RS256, token),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+        assert_eq!(token_hash(Algorithm::ES384, token).len(), 32);
+        assert_eq!(token_hash(Algorithm::EdDSA, token).len(), 43);
+        let mut t = check(json!({}), None).unwrap();
+        assert!(
+            t.matches_access_token("anything"),
+            "no at_hash: nothing to match"
+        );
+        t.claims
+            .insert("at_hash".into(), "77QmUPtjPfzWtF2AnpK9RQ".into());
+        assert!(t.matches_access_token(token));
+        assert!(!t.matches_access_token("another-token"));
+        t.claims.insert("at_hash".into(), json!(7));
+        assert!(!t.matches_access_token(token));
     }
 }
