@@ -243,6 +243,20 @@ pub fn revocation(provider: &str, result: &str) {
     REVOCATIONS.with_label_values(&[provider, result]).inc();
 }
 
+/// `token_exchanges_total{provider,result}`
+pub static TOKEN_EXCHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "token_exchanges_total",
+        "Tokens for upstreams (token_exchange): cached (reused), exchanged (minted by the provider), refused (403), failed (503).",
+        &["provider", "result"],
+    )
+});
+
+/// Counts a token exchange outcome.
+pub fn token_exchange(provider: &str, result: &str) {
+    TOKEN_EXCHANGES.with_label_values(&[provider, result]).inc();
+}
+
 /// `backchannel_logouts_total{result}`
 pub static BACKCHANNEL_LOGOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

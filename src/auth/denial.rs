@@ -71,6 +71,15 @@ pub enum Denial {
     },
     /// This instance's calls to the providers are at their ceiling (`provider_call_limit`).
     ProviderBusy,
+    /// The provider would not exchange the user's token for the route's upstream (RFC 8693).
+    ExchangeRefused {
+        /// The audience asked for.
+        audience: String,
+        /// The provider's OAuth error, and its description.
+        reason: String,
+    },
+    /// The token exchange for the route's upstream could not be made right now.
+    ExchangeUnavailable,
     /// The configuration cannot serve this request.
     Misconfigured(&'static str),
 }
@@ -221,6 +230,22 @@ fn render(denial: Denial, html: bool) -> Reply {
             "1",
             html,
         ),
+        Denial::ExchangeRefused { audience, reason } => Reply::error(
+            403,
+            "token_exchange_refused",
+            "Access denied",
+            &format!(
+                "The identity provider will not issue your account a token for {audience}: {reason}."
+            ),
+            html,
+        ),
+        Denial::ExchangeUnavailable => unavailable(
+            "token_exchange_unavailable",
+            "Temporarily unavailable",
+            "The token this service needs cannot be obtained from the identity provider right now. Please try again in a moment.",
+            "5",
+            html,
+        ),
         Denial::PostNotKept => unavailable(
             "post_not_kept",
             "Temporarily unavailable",
@@ -248,6 +273,23 @@ fn render(denial: Denial, html: bool) -> Reply {
         }
         Denial::Misconfigured(detail) => {
             Reply::error(500, "misconfigured", "Server error", detail, html)
+        }
+    }
+}
+
+/// A client over one of its limits on requests that reach the provider (counted).
+pub(crate) fn too_many(limited: Limited, what: &'static str) -> Denied {
+    crate::metrics::refused("rate_limited");
+    Denial::TooMany { limited, what }.into()
+}
+
+/// A call to the provider not made: the client's limit, or the instance's ceiling (counted).
+pub(crate) fn refusal(refused: crate::ratelimit::Refused, what: &'static str) -> Denied {
+    match refused {
+        crate::ratelimit::Refused::Client(limited) => too_many(limited, what),
+        crate::ratelimit::Refused::Busy => {
+            crate::metrics::refused("provider_busy");
+            Denial::ProviderBusy.into()
         }
     }
 }

@@ -135,7 +135,8 @@ impl Authenticator {
     /// the signed identity assertion for the upstream named `upstream` when configured.
     /// `Authorization` is the gateway's there: a validated bearer token stays, anything else the
     /// client sent is removed (optional mode without a credential, the anonymous consumer, a
-    /// session, which may set its own below).
+    /// session, which may set its own below). A token exchanged for the upstream replaces the
+    /// user's.
     pub fn identify(
         &self,
         id: Option<&Identity>,
@@ -148,6 +149,17 @@ impl Authenticator {
         let Some(id) = id else { return Ok(()) };
         for (name, value) in self.identity_headers(id) {
             req.insert_header(name.clone(), value.clone())?;
+        }
+        if let Some(t) = &id.upstream_token {
+            // The token minted for the upstream replaces the user's own, wherever the provider
+            // would have put it.
+            if let Some((h, _)) = self
+                .provider_of(id)
+                .and_then(|p| p.upstream_access_token_header.as_ref())
+            {
+                req.remove_header(h);
+            }
+            req.insert_header(http::header::AUTHORIZATION, t.authorization.clone())?;
         }
         if let (Some(signer), Some(sub), Some(idp)) =
             (&self.identity_signer, id.sub(), self.provider_of(id))

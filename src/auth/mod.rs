@@ -7,6 +7,7 @@
 pub mod bearer;
 pub mod consumers;
 pub mod denial;
+mod exchange;
 pub mod identity;
 pub mod preserve_post;
 pub mod refresh;
@@ -17,6 +18,7 @@ pub mod signed_identity;
 mod step_up;
 
 pub use denial::{Denial, Denied};
+pub(crate) use denial::{refusal, too_many};
 
 use crate::claims;
 use crate::clock::now;
@@ -71,6 +73,9 @@ pub struct Identity {
     pub consumer: Option<ConsumerId>,
     /// Kong's consumer and credential headers for the upstream.
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The token exchanged for the route's upstream (`token_exchange`), sent in place of the
+    /// user's own.
+    pub upstream_token: Option<Arc<crate::oidc::token_exchange::Exchanged>>,
 }
 
 impl Identity {
@@ -80,6 +85,7 @@ impl Identity {
             set_cookies,
             consumer: None,
             extra_headers: Vec::new(),
+            upstream_token: None,
         }
     }
 
@@ -115,6 +121,8 @@ pub struct Authenticator {
     refresher: Refresher,
     /// Verified bearer tokens and introspection answers.
     tokens: TokenCaches,
+    /// Tokens exchanged for upstreams (`token_exchange`).
+    exchanges: exchange::Exchanges,
     /// `[[consumers]]`
     consumers: Vec<Consumer>,
     /// Login starts per client and minute.
@@ -190,6 +198,7 @@ impl Authenticator {
             attrs,
             refresher: Refresher::default(),
             tokens: TokenCaches::new(settings_cache_size),
+            exchanges: exchange::Exchanges::new(settings_cache_size),
             consumers: config.consumers.clone(),
             login_starts: Limit::new(config.server.login_rate_limit),
             introspections: Limit::new(config.server.introspection_rate_limit),
@@ -352,7 +361,12 @@ impl Authenticator {
                     let stepped = self.step_up(spec, step, identity, req, client, return_to);
                     return Err(Box::pin(stepped).await);
                 }
-                return self.authorize(spec, identity).map(Some);
+                let authorized = self.authorize(spec, identity)?;
+                let Some(wanted) = &spec.token_exchange else {
+                    return Ok(Some(authorized));
+                };
+                let exchanged = self.exchange_for_upstream(wanted, authorized, token, client, now);
+                return Box::pin(exchanged).await.map(Some);
             }
         }
         // No credential at all.
@@ -489,29 +503,13 @@ impl Authenticator {
             .map_or("https", |(scheme, _)| scheme)
     }
 
-    /// Drops expired sessions, refresh results and kept forms.
+    /// Drops expired sessions, refresh results, kept forms and exchanged tokens.
     pub fn sweep(&self) {
         let now = now();
         self.store.sweep(now);
         self.posts.sweep(now);
+        self.exchanges.sweep(now);
         self.refresher.sweep();
-    }
-}
-
-/// A client over one of its limits on requests that reach the provider (counted).
-fn too_many(limited: ratelimit::Limited, what: &'static str) -> Denied {
-    metrics::refused("rate_limited");
-    Denial::TooMany { limited, what }.into()
-}
-
-/// A call to the provider not made: the client's limit, or the instance's ceiling (counted).
-pub(crate) fn refusal(refused: ratelimit::Refused, what: &'static str) -> Denied {
-    match refused {
-        ratelimit::Refused::Client(limited) => too_many(limited, what),
-        ratelimit::Refused::Busy => {
-            metrics::refused("provider_busy");
-            Denial::ProviderBusy.into()
-        }
     }
 }
 

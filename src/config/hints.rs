@@ -18,6 +18,7 @@ fn known_at(parent: &[&str]) -> &'static [&'static str] {
         ["upstreams", "health_check"] => serde_introspect::<RawHealthCheck>(),
         ["routes"] => serde_introspect::<RawRoute>(),
         ["routes", "auth"] => serde_introspect::<RawAuthTable>(),
+        ["routes", "token_exchange"] => serde_introspect::<RawTokenExchange>(),
         ["providers"] => serde_introspect::<RawProvider>(),
         ["session"] => serde_introspect::<RawSession>(),
         ["consumers"] => serde_introspect::<RawConsumer>(),

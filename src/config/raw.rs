@@ -319,6 +319,16 @@ pub struct RawRoute {
     pub preserve_post_max_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub token_exchange: Option<Spanned<RawTokenExchange>>,
+}
+
+/// `token_exchange = { audience = "orders-api", scope = "orders:read" }` on a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTokenExchange {
+    pub audience: Option<SStr>,
+    pub scope: Option<SStr>,
 }
 
 /// `auth = "none"` or `auth = { provider = "okta", ... }`.

@@ -108,6 +108,17 @@ pub struct RouteAuth {
     pub run_on_preflight: bool,
     /// How strong and how recent the user's authentication must be (`acr_values`, `max_age`).
     pub step_up: Option<StepUp>,
+    /// The upstream gets a token exchanged for it (RFC 8693) in place of the user's own.
+    pub token_exchange: Option<TokenExchange>,
+}
+
+/// `token_exchange` on a route: what the upstream's token is minted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenExchange {
+    /// `audience`: the upstream, as the provider knows it.
+    pub audience: String,
+    /// `scope`, space-separated; `None`: the provider's default for the audience.
+    pub scope: Option<String>,
 }
 
 /// Step-up authentication on a route (OpenID Connect `acr_values` / `max_age`, RFC 9470).

@@ -120,9 +120,23 @@ pub fn token_request(
     token: &str,
     token_type_hint: &str,
 ) -> Option<http::Request<Vec<u8>>> {
+    client_form(
+        cfg,
+        endpoint,
+        &[("token", token), ("token_type_hint", token_type_hint)],
+    )
+}
+
+/// A form POST of `params` to `endpoint`, authenticated as the provider's client (its secret
+/// in Basic or in the body, a `private_key_jwt` assertion, or the client id beside the TLS
+/// client certificate).
+pub fn client_form(
+    cfg: &crate::config::Provider,
+    endpoint: &str,
+    params: &[(&str, &str)],
+) -> Option<http::Request<Vec<u8>>> {
     let mut form = openidconnect::url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("token", token)
-        .append_pair("token_type_hint", token_type_hint);
+    form.extend_pairs(params);
     let mut req = http::Request::builder()
         .method(http::Method::POST)
         .uri(endpoint)

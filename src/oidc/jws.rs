@@ -194,7 +194,11 @@ fn refusal_of(token: &str) -> JwsError {
     let names_alg = token
         .split('.')
         .next()
-        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
         .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
         .is_some_and(|h| h.get("alg").is_some_and(Value::is_string));
     if names_alg {

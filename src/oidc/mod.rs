@@ -14,5 +14,6 @@ pub mod refresh;
 pub mod revoke;
 pub mod state;
 pub mod step_up;
+pub mod token_exchange;
 pub mod types;
 pub mod verify;

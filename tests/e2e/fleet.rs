@@ -170,12 +170,7 @@ impl Fleet {
     }
 
     async fn issued(&self) -> serde_json::Value {
-        reqwest::get(format!("{}/__test/issued", self.op.issuer))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.op.issued().await
     }
 }
 
@@ -753,11 +748,7 @@ async fn killing_the_refresh_lease_holder_mid_refresh_lets_another_node_refresh_
     f.b.advance_clock(4).await;
 
     // A takes the lease and calls the token endpoint, which holds the request; A dies.
-    let op_delay = |ms: u64| {
-        let url = format!("{}/__test/token-delay?ms={ms}", f.op.issuer);
-        async move { reqwest::get(url).await.unwrap() }
-    };
-    op_delay(3_000).await;
+    f.op.token_delay(3_000).await;
     let in_flight = {
         let url = f.a.url("/app/x");
         let cookie = cookie.clone();
@@ -773,7 +764,7 @@ async fn killing_the_refresh_lease_holder_mid_refresh_lets_another_node_refresh_
     f.a.signal("KILL");
     f.a.wait_exit(Duration::from_secs(5));
     let _ = in_flight.await;
-    op_delay(0).await;
+    f.op.token_delay(0).await;
 
     // The lease expires; B refreshes with the refresh token A never redeemed.
     let started = Instant::now();

@@ -31,4 +31,5 @@ mod security;
 mod step_up;
 mod systemd;
 mod tls;
+mod token_exchange;
 mod tracing;

@@ -124,7 +124,14 @@ const DEFAULT_TTL = {
   PreAuthorizedCode: 600,
 };
 
-const clients = cfg.clients ?? DEFAULT_CLIENTS;
+// RFC 8693 token exchange: audience -> { scope: "allowed scopes", ttl: seconds }. When set,
+// every client may use the grant.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const exchangeAudiences = cfg.token_exchange;
+const clients = (cfg.clients ?? DEFAULT_CLIENTS).map((c) => (exchangeAudiences
+  ? { ...c, grant_types: [...(c.grant_types ?? ['authorization_code']), TOKEN_EXCHANGE] }
+  : c));
 const accounts = cfg.accounts ?? DEFAULT_ACCOUNTS;
 const ttl = { ...DEFAULT_TTL };
 for (const [k, v] of Object.entries(cfg.ttl ?? {})) {
@@ -539,6 +546,50 @@ function signJwt(header, payload) {
   return `${input}.${sig}`;
 }
 
+/** The payload of a JWT this OP signed, if its signature holds and it has not expired. */
+function verifiedJwt(token) {
+  const parts = String(token).split('.');
+  if (parts.length !== 3) return undefined;
+  const ok = crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), crypto.createPublicKey(privateKey), Buffer.from(parts[2], 'base64url'));
+  if (!ok) return undefined;
+  const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+  return payload.exp > Date.now() / 1000 ? payload : undefined;
+}
+
+/**
+ * RFC 8693: the subject token must be an active access token of this OP (opaque, or a JWT it
+ * signed); the audience one the configuration lists, and the scopes within what it allows.
+ * The token issued is a JWT for that audience, naming the user and the client that acted.
+ */
+async function tokenExchange(ctx) {
+  const {
+    subject_token: subjectToken, subject_token_type: subjectType, audience, scope,
+  } = ctx.oidc.params;
+  if (subjectType !== ACCESS_TOKEN_TYPE) throw new opErrors.InvalidRequest('subject_token_type must be an access token');
+  const opaque = await provider.AccessToken.find(subjectToken).catch(() => undefined);
+  const sub = opaque && !opaque.isExpired ? opaque.accountId : verifiedJwt(subjectToken)?.sub;
+  if (!sub) throw new opErrors.InvalidGrant('subject_token is not an active access token');
+  const rules = Object.hasOwn(exchangeAudiences, audience ?? '') ? exchangeAudiences[audience] : undefined;
+  if (!rules) throw new opErrors.InvalidTarget(`no token is issued for audience ${audience}`);
+  const allowed = String(rules.scope ?? '').split(' ').filter(Boolean);
+  const asked = String(scope ?? rules.scope ?? '').split(' ').filter(Boolean);
+  const denied = asked.filter((s) => !allowed.includes(s));
+  if (denied.length) throw new opErrors.InvalidScope(`not for ${audience}: ${denied.join(' ')}`, denied.join(' '));
+  const ttl = rules.ttl ?? 300;
+  const now = Math.floor(Date.now() / 1000);
+  const clientId = ctx.oidc.client.clientId;
+  ctx.body = {
+    access_token: signJwt({ typ: 'at+jwt' }, {
+      iss: provider.issuer, sub, aud: audience, scope: asked.join(' '), client_id: clientId,
+      act: { sub: clientId }, iat: now, exp: now + ttl, jti: crypto.randomUUID(),
+    }),
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: ttl,
+    scope: asked.join(' '),
+  };
+}
+
 let provider;
 let providerCallback;
 
@@ -627,6 +678,11 @@ server.listen(args.port, '127.0.0.1', () => {
     provider = new Provider(issuer, configuration);
   } catch (err) {
     fail(`invalid provider configuration: ${err.stack ?? err}`);
+  }
+  if (exchangeAudiences) {
+    provider.registerGrantType(TOKEN_EXCHANGE, tokenExchange, [
+      'subject_token', 'subject_token_type', 'audience', 'scope', 'requested_token_type',
+    ]);
   }
   // The TLS terminator's X-Forwarded-Proto and Host make the URLs the OP builds.
   if (issuerOverride) provider.proxy = true;

@@ -14,6 +14,7 @@ mod routes;
 mod server;
 mod session;
 mod step_up;
+mod token_exchange;
 mod tracing;
 mod upstreams;
 

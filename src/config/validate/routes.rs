@@ -73,7 +73,7 @@ impl Builder<'_> {
                 ),
             );
         }
-        let auth = match raw.auth.as_ref() {
+        let mut auth = match raw.auth.as_ref() {
             None => Auth::None,
             Some(a) => match a.get_ref() {
                 StrOrTable::Str(s) if s == "none" => Auth::None,
@@ -86,6 +86,9 @@ impl Builder<'_> {
                 }
             },
         };
+        if let Some(raw_exchange) = &raw.token_exchange {
+            self.token_exchange(raw_exchange, &key("token_exchange"), &mut auth);
+        }
         let preserve_post = self.preserve_post(i, raw, &auth, session);
         Some(Route {
             name: raw.name.get_ref().clone(),
@@ -270,6 +273,7 @@ impl Builder<'_> {
             forbidden_redirect_uri,
             run_on_preflight: t.run_on_preflight.unwrap_or(true),
             step_up: self.step_up(t, span, key),
+            token_exchange: None,
         }))
     }
 

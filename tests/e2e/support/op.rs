@@ -107,6 +107,28 @@ impl RealOp {
         v["count"].as_u64().unwrap()
     }
 
+    /// What the OP has issued: grants by type, refresh tokens, back-channel logouts.
+    pub async fn issued(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/__test/issued", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Holds each token-endpoint request `ms` milliseconds before answering it (0: none).
+    pub async fn token_delay(&self, ms: u64) {
+        let url = format!("{}/__test/token-delay?ms={ms}", self.issuer);
+        assert!(reqwest::get(url).await.unwrap().status().is_success());
+    }
+
+    /// Stops the OP (a provider outage).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The OP's own log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
