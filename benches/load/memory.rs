@@ -90,6 +90,7 @@ pub fn session_memory(n: usize, idle: bool) -> f64 {
         absolute_timeout: Duration::from_secs(86400),
         cache_size: 0,
         login_timeout: Duration::from_secs(600),
+        max_cookie_header_bytes: 8192,
         max_login_cookies: 5,
         userinfo_path: "/oauth2/userinfo".into(),
     };

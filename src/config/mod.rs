@@ -268,6 +268,8 @@ pub struct SessionSettings {
     pub login_timeout: Duration,
     /// Most concurrent login attempts per browser; the oldest is dropped.
     pub max_login_cookies: usize,
+    /// Largest `Cookie` header a cookie-store session may lead to (0: no limit).
+    pub max_cookie_header_bytes: usize,
     /// Path answering the session's identity as JSON.
     pub userinfo_path: String,
 }

@@ -177,6 +177,7 @@ pub struct RawSession {
     pub cache_size: Option<Spanned<i64>>,
     pub login_timeout: Option<SStr>,
     pub max_login_cookies: Option<Spanned<i64>>,
+    pub max_cookie_header_bytes: Option<Spanned<i64>>,
     pub userinfo_path: Option<SStr>,
 }
 

@@ -8,13 +8,13 @@ use crate::clock::now;
 use crate::config::Provider;
 use crate::config::ProviderId;
 use crate::fleet::FleetError;
-use crate::http::redirect;
 use crate::http::responses::{Action, Reply};
+use crate::http::{cookies, redirect};
 use crate::metrics;
 use crate::oidc::login::{LoginError, complete};
 use crate::oidc::state::{LoginState, StateError};
 use crate::ratelimit;
-use crate::session::store::SaveError;
+use crate::session::store::{Loaded, SaveError};
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -47,6 +47,14 @@ pub enum CallbackError {
     Login(LoginError),
     /// The new session could not be stored.
     NotSaved(SaveError),
+    /// The cookie-store session would make the browser's `Cookie` header longer than
+    /// `max_cookie_header_bytes` (proxies in front refuse such requests).
+    CookiesTooLarge {
+        /// The `Cookie` header the browser would send next.
+        header: usize,
+        /// `max_cookie_header_bytes`.
+        limit: usize,
+    },
 }
 
 impl CallbackError {
@@ -64,7 +72,9 @@ impl CallbackError {
             CallbackError::StoreUnavailable(_) => "store_unavailable",
             CallbackError::Replayed => "replayed",
             CallbackError::Login(e) => e.reason(),
-            CallbackError::NotSaved(_) => "session_too_large",
+            CallbackError::NotSaved(_) | CallbackError::CookiesTooLarge { .. } => {
+                "session_too_large"
+            }
         })
     }
 
@@ -100,6 +110,10 @@ impl CallbackError {
                 tracing::warn!(provider, reason = e.reason(), "sign-in failed: {e}");
             }
             CallbackError::NotSaved(e) => tracing::warn!(provider, "sign-in failed: {e}"),
+            CallbackError::CookiesTooLarge { header, limit } => tracing::warn!(
+                provider,
+                "sign-in failed: the session is too large for the cookie store: with it the browser would send a {header}-byte Cookie header, over [session] max_cookie_header_bytes ({limit}); keep sessions on the server with [session] store = \"redis\" (or \"memory\" on one instance), or ask the provider for fewer claims"
+            ),
             _ => {}
         }
     }
@@ -161,6 +175,13 @@ impl CallbackError {
                 500,
                 failed,
                 "The session is too large to store in cookies. The administrator can switch to the memory store.",
+            ),
+            CallbackError::CookiesTooLarge { header, limit } => start_again(
+                500,
+                failed,
+                &format!(
+                    "Your account's sign-in is too large to keep in this browser's cookies: every request would carry {header} bytes of cookies, more than the {limit} this site accepts. The administrator can keep sessions on the server instead ([session] store = \"redis\")."
+                ),
             ),
         }
     }
@@ -342,10 +363,37 @@ impl Endpoints {
         let store = self.auth.sessions();
         let brought = store.load(&req.headers).await;
         store.clear(&brought, attrs).await;
-        let (_, cookies) = store
+        let (session, cookies) = store
             .save(&brought.without_session(), data, attrs)
             .await
             .map_err(CallbackError::NotSaved)?;
+        let mut cookies = cookies;
+        if let Some(limit) = self.cookie_limit {
+            let login = self.auth.login();
+            let this_attempt = attempt.as_ref().map_or("", |(name, _)| name.as_str());
+            let ours = |name: &str| name == this_attempt || store.is_session_cookie(name);
+            let mut header = cookies::header_len_after(&req.headers, &cookies, ours);
+            if header > limit {
+                // The sign-ins other tabs started are redundant now that this one succeeded:
+                // their login cookies go before the session is refused (a tab whose sign-in
+                // is dropped finds the session when it starts again).
+                let others: Vec<&str> = cookies::all(&req.headers)
+                    .map(|(name, _)| name)
+                    .filter(|name| login.is_login_cookie(name) && *name != this_attempt)
+                    .collect();
+                cookies.extend(others.iter().map(|name| login.expire(name, attrs)));
+                header = cookies::header_len_after(&req.headers, &cookies, ours);
+            }
+            if header > limit {
+                let saved = Loaded::Found {
+                    session,
+                    cache_hit: false,
+                    cookies_present: 0,
+                };
+                store.discard(&saved, attrs).await;
+                return Err(CallbackError::CookiesTooLarge { header, limit });
+            }
+        }
         metrics::login(&cfg.name, "succeeded");
         let target = redirect::same_origin_path(&st.return_to).unwrap_or("/");
         Ok(self

@@ -13,7 +13,7 @@ mod forward;
 mod logout;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, ForwardAuth, ProviderId};
+use crate::config::{Config, ForwardAuth, ProviderId, SessionStoreKind};
 use crate::fleet::Fleet;
 use crate::http::responses::Reply;
 use crate::kept::Kept;
@@ -85,6 +85,9 @@ pub struct Endpoints {
     userinfo_path: String,
     /// `[session] login_timeout`: how long a started sign-in may take.
     login_timeout: Duration,
+    /// `[session] max_cookie_header_bytes`, with the cookie store (`None`: no limit, or the
+    /// session lives on the server and its cookie is small).
+    cookie_limit: Option<usize>,
 }
 
 impl Endpoints {
@@ -103,6 +106,11 @@ impl Endpoints {
             forward_metrics: RouteMetrics::new("forward_auth"),
             userinfo_path,
             login_timeout,
+            cookie_limit: config
+                .session
+                .as_ref()
+                .filter(|s| s.store == SessionStoreKind::Cookie && s.max_cookie_header_bytes > 0)
+                .map(|s| s.max_cookie_header_bytes),
         }
     }
 

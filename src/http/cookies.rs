@@ -126,6 +126,31 @@ pub fn others(headers: &http::HeaderMap, ours: impl Fn(&str) -> bool) -> Vec<u8>
     kept
 }
 
+/// The length of the `Cookie` header a browser sends after a response setting `set`: the
+/// request's cookies that stay (those `replaced` is false for, and not set again), then every
+/// cookie `set` sets (not those it deletes), joined with `"; "`.
+pub fn header_len_after(
+    headers: &http::HeaderMap,
+    set: &[HeaderValue],
+    replaced: impl Fn(&str) -> bool,
+) -> usize {
+    let setting: Vec<Cookie<'_>> = set
+        .iter()
+        .filter_map(|v| Cookie::parse(v.to_str().ok()?).ok())
+        .collect();
+    let kept = others(headers, |name| {
+        replaced(name) || setting.iter().any(|c| c.name() == name)
+    });
+    let new = setting
+        .iter()
+        .filter(|c| c.max_age() != Some(cookie::time::Duration::ZERO))
+        .map(|c| c.name().len() + 1 + c.value().len());
+    new.fold(kept.len(), |len, pair| match len {
+        0 => pair,
+        n => n + 2 + pair,
+    })
+}
+
 /// Whether the pair `piece` has a (UTF-8) name for which `ours` is true.
 fn is_named(piece: &[u8], ours: impl Fn(&str) -> bool) -> bool {
     split_pair(piece).is_some_and(|(name, _)| std::str::from_utf8(name).is_ok_and(ours))
@@ -254,5 +279,34 @@ mod tests {
         strip(&mut r, |n| n == "oidc_session");
         let v: Vec<_> = r.headers.get_all("cookie").iter().collect();
         assert_eq!(v, vec!["a=1;b=2", "c=3"]);
+    }
+
+    #[test]
+    fn the_next_cookie_header_counts_what_stays_and_what_is_set() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("app=1; s=old; s.1=old2; login_x=st"),
+        );
+        let attrs = CookieAttrs::default();
+        let set_now = [
+            set("s", "new-value", &attrs, None),
+            expire("s.1", &attrs),
+            expire("login_x", &attrs),
+        ];
+        // app=1; s=new-value
+        assert_eq!(
+            header_len_after(&h, &set_now, |_| false),
+            "app=1; s=new-value".len()
+        );
+        // A cookie the caller says is replaced is gone even if not deleted here.
+        assert_eq!(
+            header_len_after(&h, &[], |n| n.starts_with("login_")),
+            "app=1; s=old; s.1=old2".len()
+        );
+        assert_eq!(
+            header_len_after(&http::HeaderMap::new(), &set_now[..1], |_| false),
+            11
+        );
     }
 }

@@ -19,6 +19,7 @@ mod fleet;
 mod forward_auth;
 mod h2_tls;
 mod identity_assertion;
+mod large_tokens;
 mod login_hostile_op;
 mod login_real_op;
 mod outbound;

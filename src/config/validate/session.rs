@@ -65,6 +65,7 @@ impl Builder<'_> {
                 5,
                 1,
             ),
+            max_cookie_header_bytes: self.cookie_header_limit(raw),
             userinfo_path: match &raw.userinfo_path {
                 None => "/oauth2/userinfo".to_owned(),
                 Some(p) => self.own_path(p, "session.userinfo_path"),
@@ -226,5 +227,22 @@ impl Builder<'_> {
                 );
             }
         }
+    }
+
+    /// `max_cookie_header_bytes`: 0 (no limit) or at least 4096, which a session of a few
+    /// claims needs with the login cookies of a sign-in in progress.
+    fn cookie_header_limit(&mut self, raw: &RawSession) -> usize {
+        const KEY: &str = "session.max_cookie_header_bytes";
+        let n = self.count(&raw.max_cookie_header_bytes, KEY, 8192, 0);
+        if let Some(r) = &raw.max_cookie_header_bytes
+            && (1..4096).contains(&n)
+        {
+            self.err(
+                r.span(),
+                KEY,
+                format!("{n} is too small: 0 (no limit) or at least 4096"),
+            );
+        }
+        n
     }
 }

@@ -50,6 +50,7 @@ pub fn settings(store: SessionStoreKind, cache_size: usize) -> SessionSettings {
         absolute_timeout: Duration::from_secs(86400),
         cache_size,
         login_timeout: Duration::from_secs(600),
+        max_cookie_header_bytes: 8192,
         max_login_cookies: 5,
         userinfo_path: "/oauth2/userinfo".into(),
     }

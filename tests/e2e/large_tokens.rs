@@ -1,0 +1,198 @@
+//! Entra-sized tokens against the real `oidc-provider`: a user in 200 groups (random GUIDs, as
+//! Entra ID gives them) has an ID token of about 10 KB. Sign-in works with every session store;
+//! the cookie store keeps the browser's `Cookie` header within `max_cookie_header_bytes` (8 KB,
+//! nginx's default buffer) or refuses the sign-in saying why and which store to use; many tabs
+//! signing in at once keep a bounded number of login cookies.
+
+use crate::support;
+use serde_json::Value;
+use support::redis::RedisServer;
+use support::*;
+
+const SECRET: &str = "large-tokens-test-secret-0123456789abcdef";
+const ALICE: Option<(&str, &str)> = Some(("alice", "wonderland"));
+
+/// A random-looking GUID (Entra's group ids), the same for the same `i`.
+fn guid(i: usize) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(i.to_le_bytes());
+    let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+struct Site {
+    _op: RealOp,
+    gw: GatewayProcess,
+    _up: TestUpstream,
+    _redis: Option<RedisServer>,
+    origin: String,
+}
+
+/// A gateway with `session` lines (`store = ...`) in front of an OP whose alice is in
+/// `groups` groups.
+async fn site(session: &str, groups: usize) -> Site {
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut cfg = op_config(&origin, 3600);
+    cfg["accounts"][0]["claims"]["groups"] = (0..groups).map(guid).collect::<Vec<_>>().into();
+    let op = RealOp::start(&cfg);
+    let redis = session.contains("redis").then(RedisServer::start);
+    let mut body = Toml::new()
+        .session(SECRET, session)
+        .provider(
+            "op",
+            &op.issuer,
+            "gateway-secret-0123456789",
+            &origin,
+            "scopes = [\"openid\", \"profile\", \"email\"]",
+        )
+        .upstream("app", &up.address())
+        .route("app", &["/app"], "app", r#"provider = "op""#, "");
+    if let Some(r) = &redis {
+        body = body.raw(&format!("[redis]\nurl = \"{}\"", r.url()));
+    }
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body.build(),
+        port: Some(port),
+        ..Default::default()
+    });
+    gw.wait_discovered("/app/").await;
+    Site {
+        _op: op,
+        gw,
+        _up: up,
+        _redis: redis,
+        origin,
+    }
+}
+
+impl Site {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+
+    async fn sessions_too_large(&self) -> f64 {
+        let series = "oidc_gateway_logins_total{provider=\"op\",result=\"session_too_large\"}";
+        metric_value(&self.gw.metrics().await, series).unwrap_or(0.0)
+    }
+}
+
+/// The groups the session holds, as the gateway's userinfo endpoint gives them.
+async fn groups_in_session(s: &Site, b: &Browser) -> usize {
+    let r = b
+        .client
+        .get(s.url("/oauth2/userinfo"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let info: Value = r.json().await.unwrap();
+    info["claims"]["groups"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_groups_sign_in_with_each_store_within_8_kb_of_cookies() {
+    for session in ["", "store = \"memory\"", "store = \"redis\""] {
+        let s = site(session, 200).await;
+        let b = Browser::new();
+        let page = b.navigate(&s.url("/app/"), ALICE).await;
+        assert_eq!(page.status, 200, "{session}: {}\n{}", page.body, s.gw.log());
+        assert_eq!(groups_in_session(&s, &b).await, 200, "{session}");
+        let cookie = b.cookie_header(&s.origin);
+        assert!(
+            cookie.len() <= 8192,
+            "{session}: a {}-byte Cookie header",
+            cookie.len()
+        );
+        // The next request, as the browser sends it, is served.
+        let r = b
+            .client
+            .get(s.url("/app/again"))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{session}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_too_large_for_cookies_is_refused_saying_which_store_to_use() {
+    let s = site("", 400).await;
+    let b = Browser::new();
+    let page = b.navigate(&s.url("/app/"), ALICE).await;
+    assert_eq!(page.status, 500, "{}", page.body);
+    assert!(
+        page.body.contains("too large") && page.body.contains("store = &quot;redis&quot;"),
+        "{}",
+        page.body
+    );
+    assert_eq!(s.sessions_too_large().await, 1.0);
+    let log = s.gw.log_containing(&["max_cookie_header_bytes (8192)"]);
+    assert!(log.contains("store = \"redis\""), "{log}");
+    // No cookie over the limit was set: the browser holds no session cookie at all.
+    let cookie = b.cookie_header(&s.origin);
+    assert!(cookie.len() < 8192, "{}", cookie.len());
+    assert!(!cookie.contains("oidc_session="), "{cookie}");
+
+    // Sessions kept on the server take the same user.
+    let s = site("store = \"memory\"", 400).await;
+    let b = Browser::new();
+    assert_eq!(b.navigate(&s.url("/app/"), ALICE).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_tabs_signing_in_at_once_keep_the_cookie_header_under_the_limit() {
+    let s = site("", 200).await;
+    let b = Browser::new();
+    // Twenty tabs, signed out, each sent to the provider: each sign-in leaves a login cookie.
+    let mut authorize = Vec::new();
+    for i in 0..20 {
+        let r = b
+            .client
+            .get(s.url(&format!("/app/tab/{i}")))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        authorize.push(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    let login_cookies = b
+        .cookie_header(&s.origin)
+        .split("; ")
+        .filter(|c| !c.starts_with("oidc_session"))
+        .count();
+    assert!(
+        login_cookies <= 5,
+        "{login_cookies} login cookies: {}",
+        b.cookie_header(&s.origin)
+    );
+    // Every tab finishes its sign-in. The oldest attempts were dropped: those tabs say the
+    // sign-in did not belong to this browser any more, and starting again finds the session.
+    // Every request stays under the limit.
+    let mut restarted = 0;
+    for (i, url) in authorize.iter().enumerate() {
+        let mut page = b.navigate(url, ALICE).await;
+        if page.status != 200 {
+            assert!(page.body.contains("Sign-in"), "tab {i}: {}", page.body);
+            restarted += 1;
+            page = b.navigate(&s.url(&format!("/app/tab/{i}")), ALICE).await;
+        }
+        assert_eq!(page.status, 200, "tab {i}: {}", page.body);
+        let cookie = b.cookie_header(&s.origin);
+        assert!(cookie.len() <= 8192, "tab {i}: {} bytes", cookie.len());
+    }
+    // At least the fifteen dropped attempts started again; the sign-in that completed first
+    // also ended the other tabs' attempts, whose 7.5 KB session would not fit beside them.
+    assert!(restarted >= 15, "{restarted}");
+}
