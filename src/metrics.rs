@@ -243,6 +243,22 @@ pub fn revocation(provider: &str, result: &str) {
     REVOCATIONS.with_label_values(&[provider, result]).inc();
 }
 
+/// `identity_headers_left_out_total{provider}`
+pub static IDENTITY_HEADERS_LEFT_OUT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "identity_headers_left_out_total",
+        "Identity headers not sent upstream because they would take a session's or token's identity headers over max_identity_header_bytes (counted once per session or token and instance).",
+        &["provider"],
+    )
+});
+
+/// Counts identity headers left out for size.
+pub fn identity_headers_left_out(provider: &str, headers: usize) {
+    IDENTITY_HEADERS_LEFT_OUT
+        .with_label_values(&[provider])
+        .inc_by(headers as u64);
+}
+
 /// `token_exchanges_total{provider,result}`
 pub static TOKEN_EXCHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

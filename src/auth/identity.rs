@@ -56,7 +56,8 @@ pub fn scrub_set(config: &Config) -> HeaderSet {
     )
 }
 
-/// The headers describing a session to the upstream, as configured for its provider.
+/// The headers describing a session to the upstream, as configured for its provider, within
+/// its `max_identity_header_bytes`.
 pub fn session_headers(
     cfg: &Provider,
     session: &Session,
@@ -69,32 +70,81 @@ pub fn session_headers(
         };
         push(&mut out, name, &value);
     }
-    if let Some(name) = &cfg.upstream_id_token_header {
-        push(&mut out, name, &session.data.id_token.text());
-    }
     out.extend(claim_headers(
         cfg,
         Some(&session.data.sub),
         &session.data.claims_once(),
     ));
-    out
+    if let Some(name) = &cfg.upstream_id_token_header {
+        push(&mut out, name, &session.data.id_token.text());
+    }
+    within_limit(cfg, out)
 }
 
 /// The headers describing a bearer or introspected token's subject (the client's own
-/// `Authorization` is forwarded unchanged).
+/// `Authorization` is forwarded unchanged), within `max_identity_header_bytes`.
 pub fn token_headers(
     cfg: &Provider,
     token: &VerifiedToken,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    claim_headers(cfg, token.sub(), &token.claims)
+    within_limit(cfg, claim_headers(cfg, token.sub(), &token.claims))
 }
 
+/// `headers` (in order of importance) within the provider's `max_identity_header_bytes`,
+/// counting each as `name: value` and its line end. One that would go over is left out whole,
+/// never cut short: a shortened group list would authorize on the wrong groups. Computed once
+/// per session or token, so the warning comes once too.
+fn within_limit(
+    cfg: &Provider,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let limit = cfg.max_identity_header_bytes;
+    if limit == 0 {
+        return headers;
+    }
+    let mut total = 0;
+    let mut left_out = Vec::new();
+    let kept = headers
+        .into_iter()
+        .filter(|(name, value)| {
+            let size = name.as_str().len() + 2 + value.len() + 2;
+            if total + size > limit {
+                left_out.push(format!("{name} ({size} bytes)"));
+                false
+            } else {
+                total += size;
+                true
+            }
+        })
+        .collect();
+    if !left_out.is_empty() {
+        crate::metrics::identity_headers_left_out(&cfg.name, left_out.len());
+        tracing::warn!(
+            provider = %cfg.name,
+            "identity headers left out, over max_identity_header_bytes ({limit}): {}",
+            left_out.join(", ")
+        );
+    }
+    kept
+}
+
+/// The claim headers (`upstream_headers`, by header name), then the user-info header.
 fn claim_headers(
     cfg: &Provider,
     sub: Option<&str>,
     claims: &Map<String, Value>,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {
     let mut out = Vec::new();
+    for (name, claim) in &cfg.upstream_headers {
+        let value = if claim == "sub" {
+            sub.map(str::to_owned)
+        } else {
+            claims.get(claim).and_then(to_text)
+        };
+        if let Some(v) = value {
+            push(&mut out, name, &v);
+        }
+    }
     if let Some(name) = &cfg.upstream_user_info_header {
         let mut all = claims.clone();
         if let Some(s) = sub {
@@ -106,16 +156,6 @@ fn claim_headers(
             name,
             &base64::engine::general_purpose::STANDARD.encode(json),
         );
-    }
-    for (name, claim) in &cfg.upstream_headers {
-        let value = if claim == "sub" {
-            sub.map(str::to_owned)
-        } else {
-            claims.get(claim).and_then(to_text)
-        };
-        if let Some(v) = value {
-            push(&mut out, name, &v);
-        }
     }
     out
 }
@@ -202,5 +242,52 @@ impl Authenticator {
             Credential::Anonymous => None,
         });
         set.into_iter().flatten().chain(&id.extra_headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(limit: usize) -> Provider {
+        let text = format!(
+            "[session]\nsecrets = [\"identity-test-secret-0123456789abcdef\"]\n\
+             [[providers]]\nname = \"op\"\nissuer = \"https://idp.example.com\"\nclient_id = \"c\"\n\
+             redirect_uri = \"https://app.example.com/oauth2/callback\"\n\
+             max_identity_header_bytes = {limit}\n"
+        );
+        Config::parse(&text, std::path::Path::new("gw.toml"))
+            .unwrap()
+            .providers
+            .remove(0)
+    }
+
+    fn header(name: &'static str, len: usize) -> (http::HeaderName, http::HeaderValue) {
+        (
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_str(&"v".repeat(len)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_header_that_would_go_over_the_limit_is_left_out_whole() {
+        // Each counts its name, ": ", value and line end: x-a is 3 + 2 + 40 + 2 = 47 bytes.
+        let headers = vec![header("x-a", 40), header("x-b", 60), header("x-c", 40)];
+        let names = |kept: Vec<(http::HeaderName, http::HeaderValue)>| -> Vec<String> {
+            kept.into_iter().map(|(n, _)| n.to_string()).collect()
+        };
+        assert_eq!(
+            names(within_limit(&provider(100), headers.clone())),
+            ["x-a", "x-c"],
+            "x-b does not fit after x-a; x-c still does"
+        );
+        assert_eq!(names(within_limit(&provider(93), headers.clone())), ["x-a"]);
+        assert_eq!(
+            names(within_limit(&provider(0), headers.clone())),
+            ["x-a", "x-b", "x-c"],
+            "0: no limit"
+        );
+        let kept = within_limit(&provider(8192), headers);
+        assert!(kept.iter().all(|(_, v)| v.len() == 40 || v.len() == 60));
     }
 }

@@ -154,6 +154,9 @@ pub struct Provider {
     pub upstream_user_info_header: Option<http::HeaderName>,
     /// Headers set from claims: (header, claim name).
     pub upstream_headers: Vec<(http::HeaderName, String)>,
+    /// Most bytes of identity headers sent upstream per request (0: no limit); a header that
+    /// would go over is left out whole.
+    pub max_identity_header_bytes: usize,
     /// Path that logs out.
     pub logout_path: String,
     /// Where the browser goes after logout.

@@ -111,6 +111,7 @@ pub struct RawProvider {
     pub upstream_id_token_header: Option<SStr>,
     #[serde(default)]
     pub upstream_user_info_header: Option<SStr>,
+    pub max_identity_header_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     pub upstream_headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     #[serde(default)]

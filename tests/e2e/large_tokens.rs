@@ -38,6 +38,11 @@ struct Site {
 /// A gateway with `session` lines (`store = ...`) in front of an OP whose alice is in
 /// `groups` groups.
 async fn site(session: &str, groups: usize) -> Site {
+    site_with(session, groups, "").await
+}
+
+/// [`site`], with more `[[providers]]` lines.
+async fn site_with(session: &str, groups: usize, provider_extra: &str) -> Site {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
@@ -52,7 +57,7 @@ async fn site(session: &str, groups: usize) -> Site {
             &op.issuer,
             "gateway-secret-0123456789",
             &origin,
-            "scopes = [\"openid\", \"profile\", \"email\"]",
+            &format!("scopes = [\"openid\", \"profile\", \"email\"]\n{provider_extra}"),
         )
         .upstream("app", &up.address())
         .route("app", &["/app"], "app", r#"provider = "op""#, "");
@@ -195,4 +200,60 @@ async fn twenty_tabs_signing_in_at_once_keep_the_cookie_header_under_the_limit()
     // At least the fifteen dropped attempts started again; the sign-in that completed first
     // also ended the other tabs' attempts, whose 7.5 KB session would not fit beside them.
     assert!(restarted >= 15, "{restarted}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_headers_stay_under_their_limit_leaving_out_whole_headers() {
+    let s = site_with(
+        "store = \"memory\"",
+        200,
+        "upstream_headers = { \"X-Groups\" = \"groups\", \"X-User\" = \"sub\" }\n\
+         upstream_id_token_header = \"X-Id-Token\"\nupstream_user_info_header = \"X-Userinfo\"",
+    )
+    .await;
+    let b = Browser::new();
+    let page = b.navigate(&s.url("/app/"), ALICE).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let headers = page.json()["headers"].clone();
+    let sent = |name: &str| headers[name][0].as_str().map(str::to_owned);
+    // What upstreams authorize on is kept whole: the access token, every group, the user.
+    assert!(sent("authorization").unwrap().starts_with("Bearer "));
+    assert_eq!(sent("x-groups").unwrap().split(',').count(), 200);
+    assert_eq!(sent("x-user").as_deref(), Some("alice-id"));
+    // The 10 KB ID token and the user-info JSON would go over 8 KB: left out, not cut.
+    assert_eq!(sent("x-id-token"), None, "{headers}");
+    assert_eq!(sent("x-userinfo"), None);
+    let identity: usize = ["authorization", "x-groups", "x-user"]
+        .iter()
+        .map(|h| h.len() + 2 + sent(h).unwrap().len() + 2)
+        .sum();
+    assert!(identity <= 8192, "{identity}");
+    let log = s.gw.log_containing(&["identity headers left out"]);
+    assert!(
+        log.contains("x-id-token") && log.contains("x-userinfo"),
+        "{log}"
+    );
+    let m = s.gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "oidc_gateway_identity_headers_left_out_total{provider=\"op\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+
+    // A higher limit sends them all.
+    let s = site_with(
+        "store = \"memory\"",
+        200,
+        "upstream_id_token_header = \"X-Id-Token\"\nmax_identity_header_bytes = 65536",
+    )
+    .await;
+    let page = Browser::new().navigate(&s.url("/app/"), ALICE).await;
+    let token = page.json()["headers"]["x-id-token"][0]
+        .as_str()
+        .unwrap()
+        .len();
+    assert!(token > 10_000, "an Entra-sized ID token: {token} bytes");
 }

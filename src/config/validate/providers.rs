@@ -75,6 +75,12 @@ impl Builder<'_> {
             upstream_id_token_header,
             upstream_user_info_header,
             upstream_headers,
+            max_identity_header_bytes: self.count(
+                &raw.max_identity_header_bytes,
+                &key("max_identity_header_bytes"),
+                8192,
+                0,
+            ),
             logout_path,
             logout_redirect_uri,
             logout_methods,
