@@ -10,9 +10,23 @@ use serde_json::{Map, Value};
 /// A JSON object of claims.
 pub type ClaimMap = Map<String, Value>;
 
-/// Token bookkeeping claims, which are not part of a user's identity.
+/// Token bookkeeping claims, which are not part of a user's identity; distributed claims'
+/// pointers (`_claim_names`, `_claim_sources`) too: the gateway resolves the groups ones itself
+/// (`oidc/groups.rs`) and never follows a URL a token names.
 const BOOKKEEPING: &[&str] = &[
-    "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "sid",
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "azp",
+    "jti",
+    "sid",
+    "_claim_names",
+    "_claim_sources",
 ];
 
 /// A JWT's payload, without checking its signature.

@@ -197,6 +197,19 @@ pub struct Provider {
     pub ca_file: Option<PathBuf>,
     /// Which proxy its calls go through, and the client certificate they present.
     pub outbound: Outbound,
+    /// Where groups come from when the ID token has too many to carry (Entra's overage).
+    pub groups_source: Option<GroupsSource>,
+}
+
+/// `groups_source`: where a sign-in gets the user's groups when the ID token names another
+/// source for them (`_claim_names.groups`, as Entra ID does past 200 groups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupsSource {
+    /// The provider's userinfo endpoint, with the user's access token.
+    Userinfo,
+    /// This URL, with the user's access token: `{"groups": [...]}`, or Microsoft Graph's
+    /// `{"value": [{"id": ...}], "@odata.nextLink": ...}` pages.
+    Url(String),
 }
 
 impl Provider {

@@ -149,6 +149,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub ca_file: Option<SStr>,
     #[serde(default)]
+    pub groups_source: Option<SStr>,
+    #[serde(default)]
     pub http_proxy: Option<SStr>,
     #[serde(default)]
     pub no_proxy: Option<Vec<SStr>>,

@@ -214,6 +214,10 @@ fn login_error_page(e: &LoginError) -> (u16, &'static str) {
             504,
             "The identity provider did not answer in time. Please try again.",
         ),
+        LoginError::Groups(_) => (
+            502,
+            "Your groups could not be had from the identity provider, so you were not signed in. Please try again.",
+        ),
         LoginError::TokenExchange(_) | LoginError::UserInfo(_) => (
             502,
             "The identity provider could not complete the sign-in. Please try again.",

@@ -98,6 +98,9 @@ pub enum LoginError {
     /// Userinfo returned another subject.
     #[error("userinfo subject does not match the ID token")]
     UserInfoSubject,
+    /// The ID token says the groups are elsewhere, and `groups_source` could not give them.
+    #[error("the user's groups could not be had: {0}")]
+    Groups(String),
     /// The sign-in asked for a step-up (`acr_values`, `max_age`) the ID token does not show.
     #[error("the ID token does not meet the step-up asked for ({})", .0.reason())]
     StepUp(Shortfall),
@@ -116,6 +119,7 @@ impl LoginError {
             LoginError::AccessTokenHash => "at_hash_mismatch",
             LoginError::UserInfo(_) => "userinfo_failed",
             LoginError::UserInfoSubject => "userinfo_sub_mismatch",
+            LoginError::Groups(_) => "groups_unavailable",
             LoginError::StepUp(short) => short.reason(),
         }
     }
@@ -179,6 +183,15 @@ pub async fn complete(
     if let Some(extra) = userinfo(handle, &d, token.access_token(), &sub).await? {
         identity.extend(extra);
     }
+    let overage = super::groups::overage(&verified.claims);
+    super::groups::resolve(
+        handle,
+        token.access_token().secret(),
+        overage,
+        &mut identity,
+    )
+    .await
+    .map_err(LoginError::Groups)?;
 
     Ok(SessionData {
         provider: cfg.name.as_str().into(),
@@ -217,7 +230,7 @@ pub(crate) async fn userinfo(
     metrics::idp_request(&cfg.name, "userinfo", start.elapsed());
     match result {
         Ok(info) => match serde_json::to_value(&info) {
-            Ok(serde_json::Value::Object(claims)) => Ok(Some(claims)),
+            Ok(serde_json::Value::Object(claims)) => Ok(Some(crate::claims::identity(claims))),
             _ => Ok(None),
         },
         Err(UserInfoError::ClaimsVerification(_)) => Err(LoginError::UserInfoSubject),

@@ -71,6 +71,7 @@ pub async fn refresh(
 
     let mut data = old.clone();
     let mut claims = old.claims().clone();
+    let mut overage = false;
     if let Some(id_token) = token.id_token() {
         // Refreshed ID tokens carry no nonce of ours.
         let id_token = id_token.to_string();
@@ -82,6 +83,7 @@ pub async fn refresh(
         }
         // Fresh claims replace the old ones: a group removed at the provider is gone here too.
         claims = verified.identity();
+        overage = super::groups::overage(&verified.claims);
         data.id_token = id_token.into();
     }
     if let Some(info) = userinfo(handle, &d, token.access_token(), &old.sub)
@@ -90,6 +92,7 @@ pub async fn refresh(
     {
         claims.extend(info);
     }
+    super::groups::resolve(handle, token.access_token().secret(), overage, &mut claims).await?;
     if let Some(scope) = scope_claim(&token) {
         claims.insert("scope".into(), scope);
     }

@@ -28,7 +28,7 @@ fn guid(i: usize) -> String {
 }
 
 struct Site {
-    _op: RealOp,
+    op: RealOp,
     gw: GatewayProcess,
     _up: TestUpstream,
     _redis: Option<RedisServer>,
@@ -43,11 +43,22 @@ async fn site(session: &str, groups: usize) -> Site {
 
 /// [`site`], with more `[[providers]]` lines.
 async fn site_with(session: &str, groups: usize, provider_extra: &str) -> Site {
+    site_full(session, groups, |_| provider_extra.to_owned(), |_| {}).await
+}
+
+/// [`site`], with `[[providers]]` lines made knowing the OP's issuer, and changes to alice.
+async fn site_full(
+    session: &str,
+    groups: usize,
+    provider_extra: impl FnOnce(&str) -> String,
+    alice: impl FnOnce(&mut Value),
+) -> Site {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
     let mut cfg = op_config(&origin, 3600);
     cfg["accounts"][0]["claims"]["groups"] = (0..groups).map(guid).collect::<Vec<_>>().into();
+    alice(&mut cfg["accounts"][0]);
     let op = RealOp::start(&cfg);
     let redis = session.contains("redis").then(RedisServer::start);
     let mut body = Toml::new()
@@ -57,10 +68,23 @@ async fn site_with(session: &str, groups: usize, provider_extra: &str) -> Site {
             &op.issuer,
             "gateway-secret-0123456789",
             &origin,
-            &format!("scopes = [\"openid\", \"profile\", \"email\"]\n{provider_extra}"),
+            &format!(
+                "scopes = [\"openid\", \"profile\", \"email\"]\n{}",
+                provider_extra(&op.issuer)
+            ),
         )
         .upstream("app", &up.address())
-        .route("app", &["/app"], "app", r#"provider = "op""#, "");
+        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+        .route(
+            "last-group",
+            &["/last-group"],
+            "app",
+            &format!(
+                r#"provider = "op", groups_required = ["{}"]"#,
+                guid(groups.saturating_sub(1))
+            ),
+            "",
+        );
     if let Some(r) = &redis {
         body = body.raw(&format!("[redis]\nurl = \"{}\"", r.url()));
     }
@@ -71,7 +95,7 @@ async fn site_with(session: &str, groups: usize, provider_extra: &str) -> Site {
     });
     gw.wait_discovered("/app/").await;
     Site {
-        _op: op,
+        op,
         gw,
         _up: up,
         _redis: redis,
@@ -256,4 +280,130 @@ async fn identity_headers_stay_under_their_limit_leaving_out_whole_headers() {
         .unwrap()
         .len();
     assert!(token > 10_000, "an Entra-sized ID token: {token} bytes");
+}
+
+/// Alice's sign-in in an overage: the session's claims, and the groups source's calls.
+async fn overage_sign_in(s: &Site) -> (Browser, Value) {
+    let b = Browser::new();
+    let page = b.navigate(&s.url("/app/"), ALICE).await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
+    let r = b
+        .client
+        .get(s.url("/oauth2/userinfo"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    (b, r.json::<Value>().await.unwrap()["claims"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_groups_overage_is_filled_from_the_configured_url_page_by_page() {
+    let s = site_full(
+        "store = \"memory\"",
+        250,
+        |issuer| format!("groups_source = \"{issuer}/__test/groups\""),
+        |alice| alice["groups_overage"] = true.into(),
+    )
+    .await;
+    let (b, claims) = overage_sign_in(&s).await;
+    let groups = claims["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 250);
+    assert_eq!(groups[249], guid(249));
+    assert!(claims.get("_claim_names").is_none(), "{claims}");
+    assert!(claims.get("_claim_sources").is_none(), "{claims}");
+    assert_eq!(
+        s.op.issued().await["groups_requests"],
+        3,
+        "three pages of 100"
+    );
+    // A rule on the last group holds.
+    let r = b
+        .client
+        .get(s.url("/last-group/"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_groups_overage_is_filled_from_userinfo_when_asked() {
+    let s = site_full(
+        "store = \"memory\"",
+        250,
+        |_| "groups_source = \"userinfo\"".into(),
+        |alice| {
+            alice["groups_overage"] = true.into();
+            alice["groups_in_userinfo"] = true.into();
+        },
+    )
+    .await;
+    let (_, claims) = overage_sign_in(&s).await;
+    assert_eq!(claims["groups"].as_array().map(Vec::len), Some(250));
+    assert_eq!(s.op.issued().await["groups_requests"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_groups_source_an_overage_is_logged_and_a_failing_source_refuses_the_sign_in() {
+    let s = site_full(
+        "store = \"memory\"",
+        250,
+        |_| String::new(),
+        |alice| alice["groups_overage"] = true.into(),
+    )
+    .await;
+    let (b, claims) = overage_sign_in(&s).await;
+    assert!(claims.get("groups").is_none(), "{claims}");
+    let log = s.gw.log_containing(&["groups_source is not set"]);
+    assert!(log.contains("groups_source is not set"), "{log}");
+    // Rules on groups refuse, as for any user without them.
+    let r = b
+        .client
+        .get(s.url("/last-group/"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // A source that refuses the token: no session without the groups.
+    let s = site_full(
+        "store = \"memory\"",
+        250,
+        |issuer| format!("groups_source = \"{issuer}/__test/no-such-source\""),
+        |alice| alice["groups_overage"] = true.into(),
+    )
+    .await;
+    let b = Browser::new();
+    let page = b.navigate(&s.url("/app/"), ALICE).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("groups"), "{}", page.body);
+    let m = s.gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "oidc_gateway_logins_total{provider=\"op\",result=\"groups_unavailable\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(!b.cookie_header(&s.origin).contains("oidc_session="));
+
+    // A source whose next page is on another origin: not followed, so the user's access token
+    // never reaches it (a lenient server that records what it got), and no session.
+    let elsewhere = TestUpstream::start("elsewhere");
+    let next_to = format!("http://{}/steal", elsewhere.address());
+    let s = site_full(
+        "store = \"memory\"",
+        250,
+        |issuer| format!("groups_source = \"{issuer}/__test/groups?next_to={next_to}\""),
+        |alice| alice["groups_overage"] = true.into(),
+    )
+    .await;
+    let page = Browser::new().navigate(&s.url("/app/"), ALICE).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert_eq!(elsewhere.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let log = s.gw.log_containing(&["another origin"]);
+    assert!(log.contains("not followed"), "{log}");
 }

@@ -294,12 +294,20 @@ const configuration = {
     if (!account) return undefined;
     return {
       accountId: String(account.id),
-      async claims() {
-        return {
+      async claims(use) {
+        const claims = {
           preferred_username: account.username,
           ...(account.claims ?? {}),
           sub: String(account.id),
         };
+        // Entra ID's groups overage: the ID token names a source instead of carrying the
+        // groups, and its userinfo has none (unless `groups_in_userinfo`).
+        if (account.groups_overage && (use === 'id_token' || !account.groups_in_userinfo)) {
+          delete claims.groups;
+          claims._claim_names = { groups: 'src1' };
+          claims._claim_sources = { src1: { endpoint: `${provider.issuer}/__test/groups` } };
+        }
+        return claims;
       },
     };
   },
@@ -519,6 +527,7 @@ const issued = {
   grants: {},
   invalid_grant: 0,
   backchannel: { ok: 0, error: 0 },
+  groups_requests: 0,
 };
 
 // A delay before the token endpoint sees a request (`/__test/token-delay?ms=N`), so a test can
@@ -615,6 +624,29 @@ const server = http.createServer((req, res) => {
         sendJson(res, 400, { error: String(err) });
       }
     }, () => sendJson(res, 400, { error: 'bad form' }));
+    return;
+  }
+  if (pathname === '/__test/groups' && provider) {
+    // Microsoft Graph's /me/memberOf shape: pages of 100 directory objects, with
+    // @odata.nextLink, for the account of the caller's bearer token (an active access token).
+    issued.groups_requests += 1;
+    const auth = String(req.headers.authorization ?? '');
+    const token = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    provider.AccessToken.find(token).catch(() => undefined).then((at) => {
+      if (!at || at.isExpired) {
+        sendJson(res, 401, { error: 'invalid_token' });
+        return;
+      }
+      const all = accountsById.get(at.accountId)?.claims?.groups ?? [];
+      const page = Number(new URL(req.url, 'http://127.0.0.1').searchParams.get('page') ?? 0);
+      const body = {
+        value: all.slice(page * 100, page * 100 + 100).map((id) => ({ '@odata.type': '#microsoft.graph.group', id })),
+      };
+      const query = new URL(req.url, 'http://127.0.0.1').searchParams;
+      if (query.has('next_to')) body['@odata.nextLink'] = query.get('next_to');
+      else if ((page + 1) * 100 < all.length) body['@odata.nextLink'] = `${provider.issuer}/__test/groups?page=${page + 1}`;
+      sendJson(res, 200, body);
+    });
     return;
   }
   if (pathname === '/__test/token-delay') {

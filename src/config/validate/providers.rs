@@ -122,6 +122,20 @@ impl Builder<'_> {
                 .as_ref()
                 .and_then(|f| self.existing_file(f, &key("ca_file"))),
             outbound: self.outbound(raw, &key),
+            groups_source: raw.groups_source.as_ref().and_then(|g| match g.get_ref().as_str() {
+                "userinfo" if raw.use_userinfo == Some(false) => {
+                    self.err(
+                        g.span(),
+                        key("groups_source"),
+                        "\"userinfo\" needs the userinfo call at sign-in: remove use_userinfo = false, or give a URL",
+                    );
+                    None
+                }
+                "userinfo" => Some(GroupsSource::Userinfo),
+                _ => self
+                    .url(g, &key("groups_source"))
+                    .map(|u| GroupsSource::Url(u.to_string())),
+            }),
             introspection_negative_ttl: self.duration(
                 &raw.introspection_negative_ttl,
                 &key("introspection_negative_ttl"),

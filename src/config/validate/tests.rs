@@ -418,3 +418,69 @@ fn invalid_toml_is_reported() {
     assert_eq!(errs[0].line, 1);
     assert!(errs[0].message.starts_with("invalid TOML"));
 }
+
+#[test]
+fn large_token_keys_are_read_and_their_mistakes_reported_with_their_line() {
+    let c = parse_str(OIDC).unwrap();
+    let s = c.session.as_ref().unwrap();
+    assert_eq!(s.max_cookie_header_bytes, 8192);
+    assert_eq!(c.providers[0].max_identity_header_bytes, 8192);
+    assert_eq!(c.providers[0].groups_source, None);
+    let set = |session: &str, provider: &str| {
+        OIDC.replace(
+            "secrets = [\"0123456789abcdef0123456789abcdef\"]\n",
+            &format!("secrets = [\"0123456789abcdef0123456789abcdef\"]\n{session}\n"),
+        )
+        .replace(
+            "client_id = \"abc\"\n",
+            &format!("client_id = \"abc\"\n{provider}\n"),
+        )
+    };
+    let c = parse_str(&set(
+        "max_cookie_header_bytes = 0",
+        "groups_source = \"https://graph.microsoft.com/v1.0/me/memberOf\"\nmax_identity_header_bytes = 0",
+    ))
+    .unwrap();
+    assert_eq!(c.session.unwrap().max_cookie_header_bytes, 0);
+    assert_eq!(
+        c.providers[0].groups_source,
+        Some(GroupsSource::Url(
+            "https://graph.microsoft.com/v1.0/me/memberOf".into()
+        ))
+    );
+    let c = parse_str(&set("", "groups_source = \"userinfo\"")).unwrap();
+    assert_eq!(c.providers[0].groups_source, Some(GroupsSource::Userinfo));
+
+    for (session, provider, key, says) in [
+        (
+            "max_cookie_header_bytes = 1000",
+            "",
+            "session.max_cookie_header_bytes",
+            "at least 4096",
+        ),
+        (
+            "",
+            "max_identity_header_bytes = -1",
+            "providers[0].max_identity_header_bytes",
+            "out of range",
+        ),
+        (
+            "",
+            "groups_source = \"http://graph.example.com/groups\"",
+            "providers[0].groups_source",
+            "https",
+        ),
+        (
+            "",
+            "groups_source = \"userinfo\"\nuse_userinfo = false",
+            "providers[0].groups_source",
+            "use_userinfo",
+        ),
+    ] {
+        let errs = parse_str(&set(session, provider)).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].key, key, "{errs:#?}");
+        assert!(errs[0].line > 0, "{errs:#?}");
+        assert!(errs[0].message.contains(says), "{errs:#?}");
+    }
+}
