@@ -184,10 +184,21 @@ struct RealOpSetup {
 }
 
 async fn real_op_setup(session_extra: &str, route_extra: &str) -> RealOpSetup {
+    real_op_setup_with(session_extra, route_extra, |_| {}).await
+}
+
+/// [`real_op_setup`], with changes to the OP's configuration.
+async fn real_op_setup_with(
+    session_extra: &str,
+    route_extra: &str,
+    op_changes: impl FnOnce(&mut serde_json::Value),
+) -> RealOpSetup {
     let up = TestUpstream::start("app");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
-    let op = RealOp::start(&op_config(&origin, 3600));
+    let mut op_cfg = op_config(&origin, 3600);
+    op_changes(&mut op_cfg);
+    let op = RealOp::start(&op_cfg);
     let body = format!(
         r#"
 [session]
@@ -518,5 +529,86 @@ async fn browser_login_reload_logout_with_the_demo() {
     c.driver.goto(format!("{origin}/admin")).await.unwrap();
     c.wait_text("Access denied").await;
     c.shot("gateway-403-page").await;
+    c.quit().await;
+}
+
+/// The `Cookie` header chromium sends to the gateway: every cookie it holds for 127.0.0.1
+/// (cookies ignore ports, so the OP's are counted too), `name=value` joined by `"; "`.
+async fn cookie_header_len(c: &Chrome) -> (usize, Vec<String>) {
+    let cookies = c.driver.get_all_cookies().await.unwrap();
+    let len = cookies
+        .iter()
+        .map(|k| k.name.len() + 1 + k.value.len())
+        .sum::<usize>()
+        + 2 * cookies.len().saturating_sub(1);
+    (len, cookies.into_iter().map(|k| k.name).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entra_sized_sign_in_in_twenty_tabs_keeps_chromiums_cookies_under_8_kb() {
+    // 200 groups with random GUIDs, as Entra ID gives them: a 10 KB ID token.
+    let groups: Vec<String> = (0..200u32)
+        .map(|i| {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(i.to_le_bytes());
+            let x: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &x[..8],
+                &x[8..12],
+                &x[12..16],
+                &x[16..20],
+                &x[20..]
+            )
+        })
+        .collect();
+    let RealOpSetup { op, origin, .. } = &real_op_setup_with("", "", |cfg| {
+        cfg["accounts"][0]["claims"]["groups"] = groups.clone().into();
+    })
+    .await;
+    let c = Chrome::start("entra-sized").await;
+    // Twenty tabs, signed out, each sent to the OP's sign-in page.
+    for i in 0..20 {
+        if i > 0 {
+            let tab = c.driver.new_tab().await.unwrap();
+            c.driver.switch_to_window(tab).await.unwrap();
+        }
+        c.driver
+            .goto(&format!("{origin}/app/tab/{i}"))
+            .await
+            .unwrap();
+        c.wait_url(&format!("{}/interaction/", op.issuer)).await;
+    }
+    let (_, names) = cookie_header_len(&c).await;
+    let logins = names.iter().filter(|n| n.contains("_login_")).count();
+    assert!(logins <= 5, "{logins} login cookies: {names:?}");
+
+    // Sign in in the last tab: the page, with every group.
+    let last = format!("{origin}/app/tab/19");
+    sign_in_at_op(&c, op, &last).await;
+    c.wait_text("x-auth-request-user").await;
+    let (len, names) = cookie_header_len(&c).await;
+    assert!(len <= 8192, "{len} bytes of cookies: {names:?}");
+    // The session is in the cookies (the cookie store), and it is big.
+    let session: usize = c
+        .driver
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|k| k.name.starts_with("oidc_session") && !k.name.contains("_login_"))
+        .map(|k| k.value.len())
+        .sum();
+    assert!(session > 6000, "a {session}-byte session");
+    c.shot("entra-sized-signed-in").await;
+
+    // The first tab: its sign-in was dropped for the newer ones; it finds the session.
+    let tabs = c.driver.windows().await.unwrap();
+    c.driver.switch_to_window(tabs[0].clone()).await.unwrap();
+    c.driver.goto(&format!("{origin}/app/tab/0")).await.unwrap();
+    c.wait_at(&format!("{origin}/app/tab/0")).await;
+    c.wait_text("x-auth-request-user").await;
+    let (len, names) = cookie_header_len(&c).await;
+    assert!(len <= 8192, "{len} bytes of cookies: {names:?}");
     c.quit().await;
 }
