@@ -108,6 +108,16 @@ impl Site {
         format!("{}{path}", self.origin)
     }
 
+    /// An API-style request as `b`.
+    async fn get(&self, b: &Browser, path: &str) -> reqwest::Response {
+        b.client
+            .get(self.url(path))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn sessions_too_large(&self) -> f64 {
         let series = "oidc_gateway_logins_total{provider=\"op\",result=\"session_too_large\"}";
         metric_value(&self.gw.metrics().await, series).unwrap_or(0.0)
@@ -116,13 +126,7 @@ impl Site {
 
 /// The groups the session holds, as the gateway's userinfo endpoint gives them.
 async fn groups_in_session(s: &Site, b: &Browser) -> usize {
-    let r = b
-        .client
-        .get(s.url("/oauth2/userinfo"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(b, "/oauth2/userinfo").await;
     assert_eq!(r.status(), 200);
     let info: Value = r.json().await.unwrap();
     info["claims"]["groups"].as_array().map_or(0, Vec::len)
@@ -143,13 +147,7 @@ async fn two_hundred_groups_sign_in_with_each_store_within_8_kb_of_cookies() {
             cookie.len()
         );
         // The next request, as the browser sends it, is served.
-        let r = b
-            .client
-            .get(s.url("/app/again"))
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .unwrap();
+        let r = s.get(&b, "/app/again").await;
         assert_eq!(r.status(), 200, "{session}");
     }
 }
@@ -287,13 +285,7 @@ async fn overage_sign_in(s: &Site) -> (Browser, Value) {
     let b = Browser::new();
     let page = b.navigate(&s.url("/app/"), ALICE).await;
     assert_eq!(page.status, 200, "{}\n{}", page.body, s.gw.log());
-    let r = b
-        .client
-        .get(s.url("/oauth2/userinfo"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&b, "/oauth2/userinfo").await;
     (b, r.json::<Value>().await.unwrap()["claims"].clone())
 }
 
@@ -318,13 +310,7 @@ async fn a_groups_overage_is_filled_from_the_configured_url_page_by_page() {
         "three pages of 100"
     );
     // A rule on the last group holds.
-    let r = b
-        .client
-        .get(s.url("/last-group/"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&b, "/last-group/").await;
     assert_eq!(r.status(), 200);
 }
 
@@ -359,13 +345,7 @@ async fn without_a_groups_source_an_overage_is_logged_and_a_failing_source_refus
     let log = s.gw.log_containing(&["groups_source is not set"]);
     assert!(log.contains("groups_source is not set"), "{log}");
     // Rules on groups refuse, as for any user without them.
-    let r = b
-        .client
-        .get(s.url("/last-group/"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(&b, "/last-group/").await;
     assert_eq!(r.status(), 403);
 
     // A source that refuses the token: no session without the groups.
