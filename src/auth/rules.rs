@@ -4,7 +4,7 @@
 //! a string claim counts as space-separated values (as `scope` is), an array as its elements.
 
 use crate::claims::lookup;
-use crate::config::{Requirement, Rules};
+use crate::config::{EmailRule, Requirement, Rules};
 use serde_json::{Map, Value};
 
 /// Whether `value` (a string of words or an array) contains `wanted`.
@@ -49,7 +49,37 @@ pub fn first_failure(
     if check_audience && !satisfied(&rules.audience, claims) {
         return Some("audience_required");
     }
+    if !email_allowed(&rules.emails, claims) {
+        return Some("email");
+    }
     None
+}
+
+/// Whether `claims`' `email` passes `rule`: listed, or in a listed domain (a `.domain` entry
+/// takes its subdomains too), compared without case. An email the provider says is not
+/// verified never passes.
+pub fn email_allowed(rule: &EmailRule, claims: &Map<String, Value>) -> bool {
+    if rule.is_empty() {
+        return true;
+    }
+    if claims.get("email_verified") == Some(&Value::Bool(false)) {
+        return false;
+    }
+    let Some(email) = claims.get("email").and_then(Value::as_str) else {
+        return false;
+    };
+    let email = email.to_ascii_lowercase();
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    if local.is_empty() {
+        return false;
+    }
+    rule.addresses.contains(&email)
+        || rule.domains.iter().any(|d| match d.strip_prefix('.') {
+            Some(parent) => domain == parent || domain.ends_with(d.as_str()),
+            None => domain == d,
+        })
 }
 
 #[cfg(test)]
@@ -117,5 +147,36 @@ mod tests {
         );
         rules.groups = req(&["groups"], &["ops"]);
         assert_eq!(first_failure(&rules, &claims(), true), None);
+    }
+
+    #[test]
+    fn email_rules_take_listed_addresses_and_domains_and_never_an_unverified_email() {
+        let rule = EmailRule {
+            domains: vec!["example.com".into(), ".corp.example".into()],
+            addresses: ["bob@partner.org".to_owned()].into(),
+        };
+        let with = |email: &str, verified: Option<bool>| {
+            let mut c = serde_json::json!({ "email": email });
+            if let Some(v) = verified {
+                c["email_verified"] = v.into();
+            }
+            email_allowed(&rule, c.as_object().unwrap())
+        };
+        assert!(with("alice@example.com", Some(true)));
+        assert!(with("Alice@EXAMPLE.com", None), "case does not matter");
+        assert!(with("bob@partner.org", None));
+        assert!(with("x@corp.example", None));
+        assert!(
+            with("x@eu.corp.example", None),
+            "a .domain takes subdomains"
+        );
+        assert!(!with("x@sub.example.com", None), "a bare domain does not");
+        assert!(!with("x@evilcorp.example", None));
+        assert!(!with("alice@example.com.evil.org", None));
+        assert!(!with("alice@example.com", Some(false)), "unverified");
+        assert!(!with("example.com", None));
+        assert!(!with("@example.com", None));
+        assert!(!email_allowed(&rule, &Map::new()), "no email");
+        assert!(email_allowed(&EmailRule::default(), &Map::new()), "no rule");
     }
 }

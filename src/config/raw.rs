@@ -365,6 +365,9 @@ pub struct RawAuthTable {
     pub forbidden_redirect_uri: Option<SStr>,
     pub run_on_preflight: Option<bool>,
     pub acr_values: Option<Vec<SStr>>,
+    pub email_domains: Option<Vec<SStr>>,
+    pub emails: Option<Vec<SStr>>,
+    pub emails_file: Option<SStr>,
     pub max_age: Option<SStr>,
     pub prompt: Option<SStr>,
 }

@@ -139,6 +139,7 @@ impl RouteAuth {
         [&r.scopes, &r.groups, &r.roles, &r.audience]
             .iter()
             .any(|req| !req.any_of.is_empty())
+            || !r.emails.is_empty()
             || self.consumer.is_some()
             || self.credential_claim.is_some()
             || self.authenticated_groups_claim.is_some()
@@ -170,6 +171,26 @@ pub struct Rules {
     pub roles: Requirement,
     /// `audience_required` on `audience_claim` (also the accepted audiences of bearer tokens).
     pub audience: Requirement,
+    /// `email_domains`, `emails` and `emails_file` (oauth2-proxy's `--email-domain` and
+    /// authenticated-emails file).
+    pub emails: EmailRule,
+}
+
+/// Who may pass by the `email` claim: an address listed, or one in a listed domain. Empty:
+/// no requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmailRule {
+    /// Lower-case domains; `.example.com` also matches its subdomains.
+    pub domains: Vec<String>,
+    /// Lower-case addresses.
+    pub addresses: std::collections::BTreeSet<String>,
+}
+
+impl EmailRule {
+    /// Whether the rule requires anything.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty() && self.addresses.is_empty()
+    }
 }
 
 /// One claim requirement.

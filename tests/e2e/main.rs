@@ -14,6 +14,7 @@ mod check;
 mod dashboard;
 mod demo;
 mod docs;
+mod email_rules;
 mod faults;
 mod fleet;
 mod forward_auth;

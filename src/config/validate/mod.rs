@@ -4,6 +4,7 @@
 //! methods to the one [`Builder`], which collects the errors.
 
 mod consumers;
+mod emails;
 mod forward_auth;
 mod identity_assertion;
 mod outbound;

@@ -395,6 +395,7 @@ impl Builder<'_> {
             groups: req("groups", &t.groups_claim, &t.groups_required, "groups"),
             roles: req("roles", &t.roles_claim, &t.roles_required, "roles"),
             audience: req("audience", &t.audience_claim, &t.audience_required, "aud"),
+            emails: self.email_rule(t, key),
         }
     }
 
