@@ -72,5 +72,41 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A route's `allow_if`: a typical two-clause CEL rule on a session's claims (the rules'
+/// own check is in the session bench's request rows).
+fn bench_policy(c: &mut Criterion) {
+    use oidc_gateway::auth::policy::{RequestView, evaluate};
+    let policy = oidc_gateway::config::Policy::compile(
+        r#"claims.email.endsWith("@example.com") && "admins" in claims.groups"#,
+    )
+    .unwrap();
+    let claims = serde_json::json!({
+        "sub": "alice", "email": "alice@example.com", "name": "Alice Liddell",
+        "groups": ["admins", "readers", "ops"], "preferred_username": "alice"
+    });
+    let claims = claims.as_object().unwrap();
+    let req = RequestView {
+        method: "GET",
+        path: "/admin/users",
+        query: "",
+        host: "app.example.com",
+    };
+    assert_eq!(
+        evaluate(&policy, claims, &req, None, 1_800_000_000),
+        Ok(true)
+    );
+    c.bench_function("allow_if: two clauses on session claims", |b| {
+        b.iter(|| {
+            black_box(evaluate(
+                &policy,
+                black_box(claims),
+                &req,
+                None,
+                1_800_000_000,
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_policy);
 criterion_main!(benches);

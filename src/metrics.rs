@@ -259,6 +259,20 @@ pub fn identity_headers_left_out(provider: &str, headers: usize) {
         .inc_by(headers as u64);
 }
 
+/// `policy_errors_total{realm}`
+pub static POLICY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "policy_errors_total",
+        "Requests refused because a route's allow_if could not decide (a missing claim, a type error): each is a 403.",
+        &["realm"],
+    )
+});
+
+/// Counts an `allow_if` that could not decide.
+pub fn policy_error(realm: &str) {
+    POLICY_ERRORS.with_label_values(&[realm]).inc();
+}
+
 /// `token_exchanges_total{provider,result}`
 pub static TOKEN_EXCHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

@@ -9,8 +9,10 @@ pub mod consumers;
 pub mod denial;
 mod exchange;
 pub mod identity;
+pub mod policy;
 pub mod preserve_post;
 pub mod refresh;
+mod request;
 pub mod rules;
 mod session_method;
 mod sign_in;
@@ -19,6 +21,7 @@ mod step_up;
 
 pub use denial::{Denial, Denied};
 pub(crate) use denial::{refusal, too_many};
+pub use request::{bearer_token, can_follow_redirect, is_preflight};
 
 use crate::claims;
 use crate::clock::now;
@@ -361,7 +364,7 @@ impl Authenticator {
                     let stepped = self.step_up(spec, step, identity, req, client, return_to);
                     return Err(Box::pin(stepped).await);
                 }
-                let authorized = self.authorize(spec, identity)?;
+                let authorized = self.authorize(spec, identity, req, return_to, now)?;
                 let Some(wanted) = &spec.token_exchange else {
                     return Ok(Some(authorized));
                 };
@@ -404,7 +407,14 @@ impl Authenticator {
     }
 
     /// Applies the route's rules and consumer mapping to an authenticated request.
-    fn authorize(&self, spec: &RouteAuth, mut id: Identity) -> Result<Identity, Denied> {
+    fn authorize(
+        &self,
+        spec: &RouteAuth,
+        mut id: Identity,
+        req: &RequestHeader,
+        target: &str,
+        now: u64,
+    ) -> Result<Identity, Denied> {
         let is_token = matches!(id.credential, Credential::Token(_));
         // The credential is shared (Arc): borrow its claims from a clone of the handle rather
         // than copying the map on every request. A session keeps its parsed claims once asked
@@ -446,6 +456,10 @@ impl Authenticator {
                     ));
                 }
             }
+        }
+        if let Some(p) = &spec.allow_if {
+            let consumer = id.consumer.and_then(|i| self.consumers.get(i.index()));
+            self.check_policy(spec, p, claims, req, target, consumer, now, is_token)?;
         }
         let credential = spec
             .credential_claim
@@ -510,89 +524,5 @@ impl Authenticator {
         self.posts.sweep(now);
         self.exchanges.sweep(now);
         self.refresher.sweep();
-    }
-}
-
-/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
-pub fn is_preflight(req: &RequestHeader) -> bool {
-    req.method == http::Method::OPTIONS
-        && req.headers.contains_key(http::header::ORIGIN)
-        && req
-            .headers
-            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-}
-
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive), if any.
-pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// A request a browser made by navigating (it can follow a redirect to the provider).
-pub fn can_follow_redirect(req: &RequestHeader) -> bool {
-    let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
-    let xhr = req.headers.contains_key("x-requested-with");
-    let accept = req
-        .headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let json_only = accept.contains("application/json") && !accept.contains("text/html");
-    method_ok && !xhr && !json_only
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(method: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build(method, b"/", None).unwrap();
-        for (k, v) in headers {
-            r.insert_header(k.to_string(), *v).unwrap();
-        }
-        r
-    }
-
-    #[test]
-    fn bearer_tokens_and_preflights_are_recognised() {
-        let mut h = http::HeaderMap::new();
-        h.insert("authorization", "bearer abc.def.ghi".parse().unwrap());
-        assert_eq!(bearer_token(&h), Some("abc.def.ghi"));
-        h.insert("authorization", "Basic Zm9vOmJhcg==".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
-        h.insert("authorization", "Bearer ".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
-        let pre = req(
-            "OPTIONS",
-            &[
-                ("origin", "https://a.example"),
-                ("access-control-request-method", "POST"),
-            ],
-        );
-        assert!(is_preflight(&pre));
-        assert!(!is_preflight(&req(
-            "OPTIONS",
-            &[("origin", "https://a.example")]
-        )));
-    }
-
-    #[test]
-    fn only_navigations_are_redirected_to_login() {
-        assert!(can_follow_redirect(&req(
-            "GET",
-            &[("accept", "text/html,*/*")]
-        )));
-        assert!(can_follow_redirect(&req("GET", &[])));
-        assert!(!can_follow_redirect(&req("POST", &[])));
-        assert!(!can_follow_redirect(&req(
-            "GET",
-            &[("accept", "application/json")]
-        )));
-        assert!(!can_follow_redirect(&req(
-            "GET",
-            &[("x-requested-with", "XMLHttpRequest")]
-        )));
     }
 }

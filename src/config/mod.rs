@@ -10,6 +10,7 @@ mod hints;
 mod ids;
 mod locate;
 pub mod outbound;
+pub mod policy;
 mod raw;
 mod routes;
 mod secret;
@@ -18,6 +19,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use ids::{ConsumerId, ProviderId, RouteId, UpstreamId};
 pub use outbound::Outbound;
+pub use policy::Policy;
 pub use routes::*;
 pub use secret::Secret;
 

@@ -365,6 +365,7 @@ pub struct RawAuthTable {
     pub forbidden_redirect_uri: Option<SStr>,
     pub run_on_preflight: Option<bool>,
     pub acr_values: Option<Vec<SStr>>,
+    pub allow_if: Option<SStr>,
     pub email_domains: Option<Vec<SStr>>,
     pub emails: Option<Vec<SStr>>,
     pub emails_file: Option<SStr>,

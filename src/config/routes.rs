@@ -110,6 +110,8 @@ pub struct RouteAuth {
     pub step_up: Option<StepUp>,
     /// The upstream gets a token exchanged for it (RFC 8693) in place of the user's own.
     pub token_exchange: Option<TokenExchange>,
+    /// `allow_if`: a CEL expression that must hold, beside the rules.
+    pub allow_if: Option<super::Policy>,
 }
 
 /// `token_exchange` on a route: what the upstream's token is minted for.
@@ -140,6 +142,7 @@ impl RouteAuth {
             .iter()
             .any(|req| !req.any_of.is_empty())
             || !r.emails.is_empty()
+            || self.allow_if.is_some()
             || self.consumer.is_some()
             || self.credential_claim.is_some()
             || self.authenticated_groups_claim.is_some()

@@ -8,6 +8,7 @@ mod emails;
 mod forward_auth;
 mod identity_assertion;
 mod outbound;
+mod policy;
 mod primitives;
 mod providers;
 mod redis;

@@ -274,6 +274,10 @@ impl Builder<'_> {
             run_on_preflight: t.run_on_preflight.unwrap_or(true),
             step_up: self.step_up(t, span, key),
             token_exchange: None,
+            allow_if: t
+                .allow_if
+                .as_ref()
+                .and_then(|p| self.policy(p, &format!("{key}.allow_if"))),
         }))
     }
 

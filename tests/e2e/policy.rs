@@ -1,5 +1,6 @@
-//! oauth2-proxy's email rules as route keys, against the real `oidc-provider`: `email_domains`,
-//! `emails` and `emails_file`, and an email the provider has not verified never passes.
+//! Route policies against the real `oidc-provider`: `allow_if` (CEL) and oauth2-proxy's email
+//! rules (`email_domains`, `emails`, `emails_file`; an email the provider has not verified
+//! never passes).
 
 use crate::support;
 use support::*;
@@ -96,4 +97,84 @@ async fn email_domains_and_lists_let_in_whom_they_name() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body.to_string().contains("email rule"), "{body}");
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_if_lets_through_only_what_it_says_true_of() {
+    let up = TestUpstream::start("app");
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let op = RealOp::start(&op_config(&origin, 3600));
+    let route = |expr: &str| format!(r#"provider = "op", allow_if = '{expr}'"#);
+    let body = Toml::new()
+        .session(SECRET, "")
+        .provider("op", &op.issuer, "gateway-secret-0123456789", &origin, "")
+        .upstream("app", &up.address())
+        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+        .route(
+            "admins",
+            &["/admins"],
+            "app",
+            &route(r#"claims.email.endsWith("@example.com") && "admins" in claims.groups"#),
+            "",
+        )
+        .route(
+            "read-only",
+            &["/read-only"],
+            "app",
+            &route(r#"request.method == "GET" && request.path.startsWith("/read-only/")"#),
+            "",
+        )
+        .route(
+            "nobody",
+            &["/nobody"],
+            "app",
+            &route(r#""nobody" in claims.groups"#),
+            "",
+        )
+        .route(
+            "typo",
+            &["/typo"],
+            "app",
+            &route(r#"claims.department == "ops""#),
+            "",
+        )
+        .build();
+    let gw = GatewayProcess::start_with(GatewayOptions {
+        body: &body,
+        port: Some(port),
+        ..Default::default()
+    });
+    gw.wait_discovered("/app/").await;
+    let alice = Browser::new();
+    let page = alice
+        .navigate(&format!("{origin}/app/"), Some(("alice", "wonderland")))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let call = |method: reqwest::Method, path: &str| {
+        let req = alice
+            .client
+            .request(method, format!("{origin}{path}"))
+            .header("Accept", "application/json");
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let before = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(call(reqwest::Method::GET, "/admins/").await, 200);
+    assert_eq!(call(reqwest::Method::GET, "/read-only/x").await, 200);
+    assert_eq!(call(reqwest::Method::DELETE, "/read-only/x").await, 403);
+    assert_eq!(call(reqwest::Method::GET, "/nobody/").await, 403);
+    // A claim the user does not have: no decision, so a 403 (never an allow), counted.
+    assert_eq!(call(reqwest::Method::GET, "/typo/").await, 403);
+    assert_eq!(
+        up.hits.load(std::sync::atomic::Ordering::SeqCst),
+        before + 2
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(&m, "oidc_gateway_policy_errors_total{realm=\"op\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let log = gw.log_containing(&["allow_if could not decide"]);
+    assert!(log.contains("department"), "{log}");
 }
