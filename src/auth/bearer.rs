@@ -28,6 +28,8 @@ pub struct VerifiedToken {
     pub exp: u64,
     /// Headers sent upstream for this token, computed once.
     pub upstream_headers: OnceLock<Box<[(HeaderName, HeaderValue)]>>,
+    /// Its claims as `allow_if` expressions read them, built once (routes with a policy only).
+    pub policy_claims: OnceLock<cel_interpreter::Value>,
 }
 
 impl VerifiedToken {
@@ -164,6 +166,7 @@ async fn verify_signature(
         claims,
         exp,
         upstream_headers: OnceLock::new(),
+        policy_claims: OnceLock::new(),
     }))
 }
 
@@ -324,6 +327,7 @@ async fn introspect_at(
         claims,
         exp,
         upstream_headers: OnceLock::new(),
+        policy_claims: OnceLock::new(),
     }))
 }
 

@@ -63,6 +63,15 @@ impl Credential {
             Credential::Anonymous => None,
         }
     }
+
+    /// Where its claims, as policies read them, are kept once built.
+    pub fn policy_claims(&self) -> Option<&std::sync::OnceLock<cel_interpreter::Value>> {
+        match self {
+            Credential::Session(s) => Some(&s.policy_claims),
+            Credential::Token(t) => Some(&t.policy_claims),
+            Credential::Anonymous => None,
+        }
+    }
 }
 
 /// An authenticated (and authorized) request.
@@ -457,9 +466,8 @@ impl Authenticator {
                 }
             }
         }
-        if let Some(p) = &spec.allow_if {
-            let consumer = id.consumer.and_then(|i| self.consumers.get(i.index()));
-            self.check_policy(spec, p, claims, req, target, consumer, now, is_token)?;
+        if spec.allow_if.is_some() {
+            self.check_policy(spec, &id, claims, req, target, now)?;
         }
         let credential = spec
             .credential_claim

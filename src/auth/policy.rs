@@ -38,10 +38,17 @@ impl<'a> ConsumerView<'a> {
     }
 }
 
-/// The policy's verdict: `Ok(allowed)`, or why it could not decide.
+/// `claims` as policies read them.
+pub fn claims_value(claims: &Map<String, Value>) -> cel_interpreter::Value {
+    // Serialized straight from the borrowed map; a claim set JSON holds always converts.
+    cel_interpreter::to_value(claims).unwrap_or(cel_interpreter::Value::Null)
+}
+
+/// The policy's verdict: `Ok(allowed)`, or why it could not decide. `claims` comes from
+/// [`claims_value`] (built once per session or token).
 pub fn evaluate(
     policy: &Policy,
-    claims: &Map<String, Value>,
+    claims: cel_interpreter::Value,
     request: &RequestView<'_>,
     consumer: Option<&Consumer>,
     now: u64,
@@ -49,34 +56,49 @@ pub fn evaluate(
     fn value(v: impl serde::Serialize) -> Result<cel_interpreter::Value, String> {
         cel_interpreter::to_value(v).map_err(|e| e.to_string())
     }
-    let mut ctx = cel_interpreter::Context::default();
-    // Serialized straight from the borrowed values: the claims are not copied first.
-    ctx.add_variable_from_value("claims", value(claims)?);
-    ctx.add_variable_from_value("request", value(request)?);
-    ctx.add_variable_from_value("consumer", value(consumer.map(ConsumerView::of))?);
-    ctx.add_variable_from_value("now", now);
-    match policy.program.execute(&ctx) {
-        Ok(cel_interpreter::Value::Bool(b)) => Ok(b),
-        Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
-        Err(e) => Err(e.to_string()),
+    thread_local! {
+        // The built-in functions, registered once per thread rather than per request.
+        static ROOT: cel_interpreter::Context<'static> = cel_interpreter::Context::default();
     }
+    // Only the variables the expression reads are built (`VARIABLES` order).
+    let [claims_read, request_read, consumer_read, now_read] = policy.reads;
+    ROOT.with(|root| {
+        let mut ctx = root.new_inner_scope();
+        if claims_read {
+            ctx.add_variable_from_value("claims", claims);
+        }
+        if request_read {
+            ctx.add_variable_from_value("request", value(request)?);
+        }
+        if consumer_read {
+            ctx.add_variable_from_value("consumer", value(consumer.map(ConsumerView::of))?);
+        }
+        if now_read {
+            ctx.add_variable_from_value("now", now);
+        }
+        match policy.program.execute(&ctx) {
+            Ok(cel_interpreter::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
 }
 
 impl super::Authenticator {
-    /// The route's `allow_if` for an authenticated request to `target` (canonical path and
-    /// query): a 403 unless it holds.
-    #[allow(clippy::too_many_arguments)]
+    /// The route's `allow_if` (if any) for `id`'s request to `target` (canonical path and query): a 403
+    /// unless it holds. `claims` are `id`'s.
     pub(super) fn check_policy(
         &self,
         spec: &crate::config::RouteAuth,
-        policy: &Policy,
+        id: &super::Identity,
         claims: &Map<String, Value>,
         req: &pingora::http::RequestHeader,
         target: &str,
-        consumer: Option<&Consumer>,
         now: u64,
-        token: bool,
     ) -> Result<(), super::Denied> {
+        let Some(policy) = &spec.allow_if else {
+            return Ok(());
+        };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let view = RequestView {
             method: req.method.as_str(),
@@ -84,6 +106,11 @@ impl super::Authenticator {
             query,
             host: crate::http::headers::request_host(req),
         };
+        let claims = match id.credential.policy_claims() {
+            Some(kept) => kept.get_or_init(|| claims_value(claims)).clone(),
+            None => claims_value(claims),
+        };
+        let consumer = id.consumer.and_then(|i| self.consumers.get(i.index()));
         match evaluate(policy, claims, &view, consumer, now) {
             Ok(true) => Ok(()),
             verdict => {
@@ -91,6 +118,7 @@ impl super::Authenticator {
                     crate::metrics::policy_error(&spec.realm);
                     tracing::info!(realm = %spec.realm, "allow_if could not decide, so the request is refused: {why}");
                 }
+                let token = matches!(id.credential, super::Credential::Token(_));
                 Err(self.forbidden(
                     spec,
                     token,
@@ -114,7 +142,13 @@ mod tests {
             query: "page=2",
             host: "app.example.com",
         };
-        evaluate(&p, claims.as_object().unwrap(), &req, None, 1_800_000_000)
+        evaluate(
+            &p,
+            claims_value(claims.as_object().unwrap()),
+            &req,
+            None,
+            1_800_000_000,
+        )
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct Policy {
     pub source: String,
     /// The compiled program.
     pub program: Arc<cel_interpreter::Program>,
+    /// Which of [`VARIABLES`] it reads: only those are built for each request.
+    pub reads: [bool; 4],
 }
 
 impl std::fmt::Debug for Policy {
@@ -65,8 +67,10 @@ impl Policy {
                 at: source.find(first).map(|i| (1, i + 1)),
             });
         }
+        let reads = VARIABLES.map(|v| references.has_variable(v));
         Ok(Policy {
             source: source.to_owned(),
+            reads,
             program: Arc::new(program),
         })
     }

@@ -154,6 +154,7 @@ impl SessionData {
 pub type Derived = (
     Option<Box<serde_json::Map<String, serde_json::Value>>>,
     Option<Box<[(http::HeaderName, http::HeaderValue)]>>,
+    Option<cel_interpreter::Value>,
 );
 
 /// Why a session no longer counts.
@@ -203,6 +204,8 @@ pub struct Session {
     last_seen: AtomicU64,
     /// Headers sent upstream for this session, computed once.
     pub upstream_headers: OnceLock<Box<[(http::HeaderName, http::HeaderValue)]>>,
+    /// Its claims as `allow_if` expressions read them, built once (routes with a policy only).
+    pub policy_claims: OnceLock<cel_interpreter::Value>,
     /// Redis store: where the session lives there (boxed: other stores pay one pointer).
     pub remote: Option<Box<Remote>>,
     /// The revocation epoch at which it was last found not revoked.
@@ -236,6 +239,7 @@ impl Session {
             cookie_values: cookie_value.into_iter().collect(),
             last_seen: AtomicU64::new(seen),
             upstream_headers: OnceLock::new(),
+            policy_claims: OnceLock::new(),
             remote: None,
             revocations_checked: AtomicU64::new(0),
         }
@@ -268,6 +272,7 @@ impl Session {
             cookie_values: values.into_boxed_slice(),
             last_seen: AtomicU64::new(self.last_seen()),
             upstream_headers: self.upstream_headers.clone(),
+            policy_claims: self.policy_claims.clone(),
             remote: self.remote.clone(),
             revocations_checked: AtomicU64::new(self.revocations_checked.load(Ordering::Relaxed)),
         }
@@ -297,15 +302,22 @@ impl Session {
         }
     }
 
-    /// Whether it holds what it derives on first use (parsed claims, upstream headers).
+    /// Whether it holds what it derives on first use (parsed claims, upstream headers, the
+    /// claims as policies read them).
     pub fn has_derived(&self) -> bool {
-        self.data.claims.parsed.get().is_some() || self.upstream_headers.get().is_some()
+        self.data.claims.parsed.get().is_some()
+            || self.upstream_headers.get().is_some()
+            || self.policy_claims.get().is_some()
     }
 
     /// Takes what it derived on first use, to be rebuilt on its next request: an idle session
     /// keeps only what it must. The caller drops the result (outside any lock).
     pub fn take_derived(&mut self) -> Derived {
-        (self.data.claims.parsed.take(), self.upstream_headers.take())
+        (
+            self.data.claims.parsed.take(),
+            self.upstream_headers.take(),
+            self.policy_claims.take(),
+        )
     }
 
     /// Last request seen (Unix seconds).
