@@ -29,7 +29,7 @@ pub struct VerifiedToken {
     /// Headers sent upstream for this token, computed once.
     pub upstream_headers: OnceLock<Box<[(HeaderName, HeaderValue)]>>,
     /// Its claims as `allow_if` expressions read them, built once (routes with a policy only).
-    pub policy_claims: OnceLock<cel_interpreter::Value>,
+    pub policy_claims: OnceLock<Box<cel_interpreter::Value>>,
 }
 
 impl VerifiedToken {

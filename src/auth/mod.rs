@@ -65,7 +65,7 @@ impl Credential {
     }
 
     /// Where its claims, as policies read them, are kept once built.
-    pub fn policy_claims(&self) -> Option<&std::sync::OnceLock<cel_interpreter::Value>> {
+    pub fn policy_claims(&self) -> Option<&std::sync::OnceLock<Box<cel_interpreter::Value>>> {
         match self {
             Credential::Session(s) => Some(&s.policy_claims),
             Credential::Token(t) => Some(&t.policy_claims),

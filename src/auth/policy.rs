@@ -107,7 +107,7 @@ impl super::Authenticator {
             host: crate::http::headers::request_host(req),
         };
         let claims = match id.credential.policy_claims() {
-            Some(kept) => kept.get_or_init(|| claims_value(claims)).clone(),
+            Some(kept) => (**kept.get_or_init(|| Box::new(claims_value(claims)))).clone(),
             None => claims_value(claims),
         };
         let consumer = id.consumer.and_then(|i| self.consumers.get(i.index()));

@@ -154,7 +154,7 @@ impl SessionData {
 pub type Derived = (
     Option<Box<serde_json::Map<String, serde_json::Value>>>,
     Option<Box<[(http::HeaderName, http::HeaderValue)]>>,
-    Option<cel_interpreter::Value>,
+    Option<Box<cel_interpreter::Value>>,
 );
 
 /// Why a session no longer counts.
@@ -204,8 +204,9 @@ pub struct Session {
     last_seen: AtomicU64,
     /// Headers sent upstream for this session, computed once.
     pub upstream_headers: OnceLock<Box<[(http::HeaderName, http::HeaderValue)]>>,
-    /// Its claims as `allow_if` expressions read them, built once (routes with a policy only).
-    pub policy_claims: OnceLock<cel_interpreter::Value>,
+    /// Its claims as `allow_if` expressions read them, built once (routes with a policy only;
+    /// boxed, so other sessions pay 16 bytes).
+    pub policy_claims: OnceLock<Box<cel_interpreter::Value>>,
     /// Redis store: where the session lives there (boxed: other stores pay one pointer).
     pub remote: Option<Box<Remote>>,
     /// The revocation epoch at which it was last found not revoked.
