@@ -47,10 +47,11 @@ impl Exchanges {
 fn key(subject: &str, provider: ProviderId, wanted: &TokenExchange) -> Key {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    // Lengths first: no two different inputs hash the same bytes.
+    // The provider as a fixed-width number, then each text after its length: no two different
+    // inputs hash the same bytes, and nothing is allocated on a request that finds its token.
+    h.update((provider.index() as u64).to_be_bytes());
     for part in [
         subject,
-        &provider.index().to_string(),
         &wanted.audience,
         wanted.scope.as_deref().unwrap_or(""),
     ] {

@@ -228,12 +228,7 @@ upstream = "app"
         issuer = op.issuer,
         up = up.address()
     );
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &body,
-        port: Some(port),
-        ..Default::default()
-    });
-    gw.wait_discovered("/app/").await;
+    let gw = GatewayProcess::start_discovered(&body, port, "/app/").await;
     RealOpSetup {
         _up: up,
         op,

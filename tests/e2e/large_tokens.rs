@@ -88,12 +88,7 @@ async fn site_full(
     if let Some(r) = &redis {
         body = body.raw(&format!("[redis]\nurl = \"{}\"", r.url()));
     }
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &body.build(),
-        port: Some(port),
-        ..Default::default()
-    });
-    gw.wait_discovered("/app/").await;
+    let gw = GatewayProcess::start_discovered(&body.build(), port, "/app/").await;
     Site {
         op,
         gw,

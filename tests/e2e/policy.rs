@@ -53,12 +53,7 @@ async fn email_domains_and_lists_let_in_whom_they_name() {
             "",
         )
         .build();
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &body,
-        port: Some(port),
-        ..Default::default()
-    });
-    gw.wait_discovered("/app/").await;
+    let _gw = GatewayProcess::start_discovered(&body, port, "/app/").await;
     let status = |b: &Browser, path: &str| {
         let req = b
             .client
@@ -140,12 +135,7 @@ async fn allow_if_lets_through_only_what_it_says_true_of() {
             "",
         )
         .build();
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &body,
-        port: Some(port),
-        ..Default::default()
-    });
-    gw.wait_discovered("/app/").await;
+    let gw = GatewayProcess::start_discovered(&body, port, "/app/").await;
     let alice = Browser::new();
     let page = alice
         .navigate(&format!("{origin}/app/"), Some(("alice", "wonderland")))

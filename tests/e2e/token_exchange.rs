@@ -82,12 +82,7 @@ async fn site() -> Site {
             &exchange("orders-api", "orders:read"),
         )
         .build();
-    let gw = GatewayProcess::start_with(GatewayOptions {
-        body: &body,
-        port: Some(port),
-        ..Default::default()
-    });
-    gw.wait_discovered("/app/").await;
+    let gw = GatewayProcess::start_discovered(&body, port, "/app/").await;
     Site { op, gw, up, origin }
 }
 
