@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_api;
 pub mod auth;
 pub mod bind_check;
 pub mod cache;
@@ -27,6 +28,7 @@ pub mod oidc;
 pub mod proxy;
 pub mod ratelimit;
 pub mod readiness;
+pub mod route_limit;
 pub mod routing;
 pub mod server;
 pub mod session;

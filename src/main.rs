@@ -70,6 +70,9 @@ enum Command {
         #[arg(long, default_value_t = 8082)]
         port: u16,
     },
+    /// Call a running gateway's admin API (`[admin]`). The bearer token is read from the
+    /// OIDC_GATEWAY_ADMIN_TOKEN environment variable, or from the file --token-file names.
+    Admin(AdminArgs),
     /// Validate a configuration file: print a one-line summary and exit 0, or print every
     /// error (file:line:column: key: problem) and exit 1. Warnings (settings that work but are
     /// probably not meant) are printed too, with exit 0.
@@ -86,6 +89,56 @@ enum Command {
         /// overrides written in), secrets masked, before checking it.
         #[arg(long)]
         print_effective: bool,
+    },
+}
+
+/// `admin`'s options.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's address.
+    #[arg(
+        long,
+        env = "OIDC_GATEWAY_ADMIN_URL",
+        default_value = "http://127.0.0.1:9465"
+    )]
+    url: String,
+    /// A file holding the bearer token (instead of OIDC_GATEWAY_ADMIN_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    call: AdminCall,
+}
+
+#[derive(Subcommand)]
+enum AdminCall {
+    /// Version, config digest, providers, upstreams, Redis, readiness.
+    Status,
+    /// A user's sessions (created, last seen, expiry, provider session; never a token).
+    Sessions {
+        /// The user (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Only this provider's sessions.
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// End a user's sessions (--sub), or one session (--session, an id `sessions` lists), on
+    /// every instance.
+    Revoke {
+        /// The user (`sub`) whose sessions all end.
+        #[arg(long, conflicts_with = "session", required_unless_present = "session")]
+        sub: Option<String>,
+        /// One session's id.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only this provider's sessions (with --sub).
+        #[arg(long, requires = "sub")]
+        provider: Option<String>,
+    },
+    /// Validate a configuration file with the running gateway (the same errors as `check`).
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
     },
 }
 
@@ -132,6 +185,7 @@ fn main() -> ExitCode {
             config,
             print_effective,
         } => check(&config, print_effective),
+        Command::Admin(args) => admin(args),
         Command::Demo(args) => dev::demo(&args),
         Command::DevIdp {
             port,
@@ -177,6 +231,52 @@ fn run(config: &Path, mode: RunMode, log_format: LogFormat) -> ExitCode {
         }
     };
     signals::run_forever(server, quit);
+}
+
+/// `admin`: one call to a running gateway's admin API; the answer on stdout.
+fn admin(args: AdminArgs) -> ExitCode {
+    use oidc_gateway::admin_api::client::{self, Request};
+    let token = match &args.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", f.display())),
+        None => std::env::var("OIDC_GATEWAY_ADMIN_TOKEN").map_err(|_| {
+            "set OIDC_GATEWAY_ADMIN_TOKEN to an admin bearer token, or pass --token-file".to_owned()
+        }),
+    };
+    let request = match args.call {
+        AdminCall::Status => Ok(Request::Status),
+        AdminCall::Sessions { sub, provider } => Ok(Request::Sessions { sub, provider }),
+        AdminCall::Revoke {
+            sub: Some(sub),
+            provider,
+            ..
+        } => Ok(Request::RevokeUser { sub, provider }),
+        AdminCall::Revoke { session, .. } => Ok(Request::RevokeSession {
+            id: session.unwrap_or_default(),
+        }),
+        AdminCall::CheckConfig { file } => std::fs::read_to_string(&file)
+            .map(|text| Request::CheckConfig { text })
+            .map_err(|e| format!("cannot read {}: {e}", file.display())),
+    };
+    let sent = token.and_then(|token| {
+        let request = request?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(client::send(&args.url, &token, request))
+    });
+    match sent {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `check`: validate a configuration file.

@@ -273,6 +273,36 @@ pub fn policy_error(realm: &str) {
     POLICY_ERRORS.with_label_values(&[realm]).inc();
 }
 
+/// `admin_calls_total{call,status}`
+pub static ADMIN_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "admin_calls_total",
+        "Admin API calls, by call (status, list_sessions, revoke_user, revoke_session, check_config, unknown) and status (401: no valid token, 403: not in the group).",
+        &["call", "status"],
+    )
+});
+
+/// Counts an admin API call and its answer.
+pub fn admin_call(call: &str, status: u16) {
+    ADMIN_CALLS
+        .with_label_values(&[call, &status.to_string()])
+        .inc();
+}
+
+/// `rate_limited_total{route,result}`
+pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "rate_limited_total",
+        "Requests a route's rate_limit acted on: limited (answered 429), fail_open (admitted uncounted: Redis did not answer).",
+        &["route", "result"],
+    )
+});
+
+/// Counts a request a route's `rate_limit` refused or could not count.
+pub fn rate_limited(route: &str, result: &str) {
+    RATE_LIMITED.with_label_values(&[route, result]).inc();
+}
+
 /// `token_exchanges_total{provider,result}`
 pub static TOKEN_EXCHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

@@ -12,9 +12,10 @@ use crate::http::responses::{Reply, wants_html};
 use crate::http::target::{self, Forward};
 use crate::http::{cookies, failures};
 use crate::metrics::{self, RouteMetrics};
+use crate::route_limit::RouteLimits;
 use crate::routing::RouteTable;
 use crate::telemetry::{self, RequestTrace};
-use crate::upstream::{self, Tried, UpstreamPool};
+use crate::upstream::{Tried, UpstreamPool};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -40,6 +41,8 @@ pub struct Gateway {
     endpoints: Option<std::sync::Arc<Endpoints>>,
     /// Identity headers removed from every request.
     scrub: HeaderSet,
+    /// Routes' `rate_limit`s.
+    limits: RouteLimits,
 }
 
 /// Per-request state.
@@ -77,8 +80,10 @@ impl Gateway {
         config: Config,
         pools: std::sync::Arc<[UpstreamPool]>,
         endpoints: Option<std::sync::Arc<Endpoints>>,
+        limits: RouteLimits,
     ) -> Self {
         Gateway {
+            limits,
             scrub: identity::scrub_set(&config),
             auth: endpoints.as_ref().map(|e| e.authenticator().clone()),
             endpoints,
@@ -193,7 +198,7 @@ impl Gateway {
                 ));
             };
             let query = target.query.map(String::from_utf8_lossy);
-            let return_to = with_query(&target.path, query.as_deref());
+            let return_to = target::with_query(&target.path, query.as_deref());
             let authenticate = auth.authenticate(
                 spec,
                 req,
@@ -216,6 +221,13 @@ impl Gateway {
                 (Err(denied), _) => return Break(denied.render(html)),
             };
             ctx.authenticated_route = true;
+        }
+        if route.rate_limit.is_some() {
+            let client = self.client_ip(session);
+            let check = self.limits.check(m.route, ctx.identity.as_mut(), client);
+            if let Err(too_many) = check.await {
+                return Break(too_many);
+            }
         }
 
         self.choose_target(session, ctx, html)
@@ -295,7 +307,11 @@ impl Gateway {
         let Some((_, pool)) = self.route_of(ctx) else {
             return Continue(());
         };
-        match select(pool, session, ctx.tried) {
+        match pool.select_for(
+            session.client_addr().and_then(|a| a.as_inet()),
+            &session.req_header().headers,
+            ctx.tried,
+        ) {
             Some(idx) => {
                 ctx.tried.insert(idx);
                 ctx.target = Some(idx);
@@ -313,25 +329,6 @@ fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-fn with_query(path: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    }
-}
-
-fn select(pool: &UpstreamPool, session: &Session, tried: Tried) -> Option<usize> {
-    let mut ip_buf = [0u8; 16];
-    let key = match &pool.hash_key {
-        Some(k) => {
-            let client = session.client_addr().and_then(|a| a.as_inet());
-            upstream::hash_key(k, client, &session.req_header().headers, &mut ip_buf)
-        }
-        None => &[],
-    };
-    pool.select(key, tried)
 }
 
 #[async_trait]
@@ -424,7 +421,11 @@ impl ProxyHttp for Gateway {
             ctx.target
         } else {
             // A retry after a failed connect: another healthy target, never one already tried.
-            let idx = select(pool, session, ctx.tried);
+            let idx = pool.select_for(
+                session.client_addr().and_then(|a| a.as_inet()),
+                &session.req_header().headers,
+                ctx.tried,
+            );
             if let Some(i) = idx {
                 ctx.tried.insert(i);
             }

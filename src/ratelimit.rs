@@ -74,9 +74,10 @@ impl Window {
     }
 }
 
-/// At most `per_minute` events per client and minute, counted exactly.
+/// At most `limit` events per client and window (a minute unless set), counted exactly.
 pub struct Limit {
-    per_minute: u64,
+    limit: u64,
+    window_ms: u64,
     counts: DashMap<u128, Window, ahash::RandomState>,
     recency: Recency<u128>,
 }
@@ -89,8 +90,15 @@ impl Limit {
 
     /// Like [`new`](Self::new), remembering at most `capacity` clients.
     pub fn with_capacity(per_minute: u64, capacity: usize) -> Option<Limit> {
-        (per_minute > 0).then(|| Limit {
-            per_minute,
+        Self::per_window(per_minute, WINDOW_MS, capacity)
+    }
+
+    /// At most `limit` events per key in any `window_ms` milliseconds, remembering at most
+    /// `capacity` keys; `None` for a limit or window of 0.
+    pub fn per_window(limit: u64, window_ms: u64, capacity: usize) -> Option<Limit> {
+        (limit > 0 && window_ms > 0).then(|| Limit {
+            limit,
+            window_ms,
             counts: DashMap::with_hasher(ahash::RandomState::new()),
             recency: Recency::new(capacity),
         })
@@ -104,20 +112,31 @@ impl Limit {
 
     /// [`check`](Self::check) at `now_ms` milliseconds on the limiter's clock.
     pub fn check_at(&self, client: IpAddr, now_ms: u64) -> Result<Admitted, Limited> {
-        let key = client_key(client);
-        let index = now_ms / WINDOW_MS;
-        let elapsed = (now_ms % WINDOW_MS) as f64 / WINDOW_MS as f64;
+        self.check_key(client_key(client), now_ms)
+    }
+
+    /// Counts one event for the key `key` (any 128-bit name of a client) at `now_ms`, or
+    /// refuses it.
+    pub fn check_key(&self, key: u128, now_ms: u64) -> Result<Admitted, Limited> {
+        let index = now_ms / self.window_ms;
+        let elapsed = (now_ms % self.window_ms) as f64 / self.window_ms as f64;
         let id = self.counts.hasher().hash_one(key);
         let (first, inserted) = match self.counts.entry(key) {
             Entry::Occupied(mut entry) => {
                 let w = entry.get().at(index);
                 let (prev, curr) = (f64::from(w.prev), f64::from(w.curr));
-                if prev * (1.0 - elapsed) + curr >= self.per_minute as f64 {
+                if prev * (1.0 - elapsed) + curr >= self.limit as f64 {
                     *entry.get_mut() = w;
                     drop(entry);
                     // A client knocking while refused stays remembered (and refused).
                     self.recency.touch(id);
-                    return Err(retry(self.per_minute as f64, prev, curr, elapsed));
+                    return Err(retry(
+                        self.limit as f64,
+                        self.window_ms,
+                        prev,
+                        curr,
+                        elapsed,
+                    ));
                 }
                 *entry.get_mut() = Window {
                     curr: w.curr.saturating_add(1),
@@ -157,11 +176,12 @@ impl Limit {
     }
 }
 
-/// The wait until a sliding count of `prev * (1 - elapsed) + curr` falls below `limit`.
-fn retry(limit: f64, prev: f64, curr: f64, elapsed: f64) -> Limited {
+/// The wait until a sliding count of `prev * (1 - elapsed) + curr` falls below `limit`, with
+/// windows of `window_ms`.
+pub fn retry(limit: f64, window_ms: u64, prev: f64, curr: f64, elapsed: f64) -> Limited {
     let left = 1.0 - elapsed;
     let count = prev * left + curr;
-    let window = WINDOW_MS as f64 / 1000.0;
+    let window = window_ms as f64 / 1000.0;
     // The previous window's share fades linearly until this window ends; after that this
     // window's count fades through the next one.
     let wait = if prev > 0.0 && (count - limit) / prev < left {
@@ -260,7 +280,7 @@ fn millis() -> u64 {
 }
 
 /// IPv4 addresses count one by one; IPv6 ones by /64, the block one host usually has.
-fn client_key(ip: IpAddr) -> u128 {
+pub fn client_key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -74,11 +74,14 @@ impl Readiness {
             for &i in &self.used {
                 let Some(p) = all.handle(i) else { continue };
                 let error = p.last_error();
+                let keys = all.get(i).map_or(0, |d| d.keys.len());
                 let state = match all.availability(i, now) {
                     Availability::Known { age } => match error {
                         // Serving from what it has, but the last refresh failed: say why.
-                        Some(e) => json!({"status": "ok", "age_seconds": age, "last_error": &*e}),
-                        None => json!({"status": "ok", "age_seconds": age}),
+                        Some(e) => {
+                            json!({"status": "ok", "age_seconds": age, "keys": keys, "last_error": &*e})
+                        }
+                        None => json!({"status": "ok", "age_seconds": age, "keys": keys}),
                     },
                     Availability::Missing => {
                         missing.push(format!("provider {}", p.config.name));

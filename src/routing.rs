@@ -148,6 +148,7 @@ mod tests {
             preserve_host: true,
             preserve_post: None,
             auth: Auth::None,
+            rate_limit: None,
         }
     }
 

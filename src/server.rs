@@ -100,11 +100,23 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         header_timeout: s.request_header_timeout,
         keepalive: s.keepalive_timeout,
     };
+    let route_limits = crate::route_limit::RouteLimits::new(&config, fleet.as_ref());
+    if let (Some(admin), Some(auth)) = (config.admin.clone(), &oidc) {
+        let listen = admin.listen;
+        let api = crate::admin_api::AdminApi::new(&config, admin, auth.clone(), readiness.clone());
+        let mut service = Service::new(
+            "oidc-gateway admin API".to_owned(),
+            HttpServer::new_app(api),
+        );
+        service.add_tcp(&listen.to_string());
+        service.threads = Some(1);
+        server.add_service(service);
+    }
     let h2 = h2_options(s);
     let tls_handshake_timeout = s.tls_handshake_timeout;
     let mut http = pingora::proxy::http_proxy(
         &server.configuration,
-        Gateway::new(config, pools, endpoints),
+        Gateway::new(config, pools, endpoints, route_limits),
     );
     http.h2_options = Some(h2);
     let handshakes = (!tls.is_empty()).then(|| HandshakeDeadline::new(tls_handshake_timeout));

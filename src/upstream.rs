@@ -192,6 +192,22 @@ impl UpstreamPool {
         backend.ext.get::<usize>().copied()
     }
 
+    /// Picks a target for a request from `client` with `headers`: [`select`](Self::select)
+    /// with the pool's consistent-hash key, if it has one.
+    pub fn select_for(
+        &self,
+        client: Option<&SocketAddr>,
+        headers: &http::HeaderMap,
+        tried: Tried,
+    ) -> Option<usize> {
+        let mut ip_buf = [0u8; 16];
+        let key = match &self.hash_key {
+            Some(k) => hash_key(k, client, headers, &mut ip_buf),
+            None => &[],
+        };
+        self.select(key, tried)
+    }
+
     /// A peer for target `idx`, with the upstream's timeouts.
     pub fn peer(&self, idx: usize) -> Option<Box<HttpPeer>> {
         self.targets.get(idx).map(|t| Box::new(t.peer.clone()))

@@ -58,8 +58,21 @@ pub struct Config {
     pub identity_assertion: Option<IdentityAssertion>,
     /// `[tracing]`: OpenTelemetry export, when configured.
     pub tracing: Option<TracingSettings>,
+    /// `[admin]`: the admin API, when configured.
+    pub admin: Option<AdminSettings>,
+    /// SHA-256 of the configuration text, hex (the admin API's status names it).
+    pub digest: String,
     /// What works but is probably not what was meant (`check` prints these, `run` logs them).
     pub warnings: Vec<ConfigError>,
+}
+
+/// `[admin]`: the authenticated admin API, on a listener of its own.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Who may call it: bearer tokens (or introspected ones) with an audience and a group.
+    pub auth: RouteAuth,
 }
 
 /// `[tracing]`: spans of requests, sign-ins and provider calls, exported over OTLP/HTTP.

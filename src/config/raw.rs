@@ -26,6 +26,15 @@ pub struct RawConfig {
     pub forward_auth: Vec<Spanned<RawForwardAuth>>,
     pub identity_assertion: Option<Spanned<RawIdentityAssertion>>,
     pub tracing: Option<Spanned<RawTracing>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]`: the admin API's listener and who may call it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAdmin {
+    pub listen: Option<SStr>,
+    pub auth: Option<Spanned<RawAuthTable>>,
 }
 
 /// `[tracing]`: OpenTelemetry traces, exported over OTLP/HTTP.
@@ -325,6 +334,17 @@ pub struct RawRoute {
     pub auth: Option<Spanned<RawAuth>>,
     #[serde(default)]
     pub token_exchange: Option<Spanned<RawTokenExchange>>,
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// `rate_limit = { per = "sub", requests = 100, window = "1m" }` on a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRateLimit {
+    pub per: Option<SStr>,
+    pub requests: Option<Spanned<i64>>,
+    pub window: Option<SStr>,
 }
 
 /// `token_exchange = { audience = "orders-api", scope = "orders:read" }` on a route.

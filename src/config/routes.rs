@@ -26,6 +26,31 @@ pub struct Route {
     pub preserve_post: Option<usize>,
     /// What a request must prove.
     pub auth: Auth,
+    /// `rate_limit`: at most so many requests per identity and window.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit` on a route (Kong's per-consumer rate limiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Whose requests are counted together.
+    pub per: LimitBy,
+    /// The most requests in any `window`.
+    pub requests: u64,
+    /// The sliding window they are counted over.
+    pub window: Duration,
+}
+
+/// What a route's `rate_limit` counts by. A request without it (an anonymous request on an
+/// optional route) is counted by its client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitBy {
+    /// The user: the credential's `sub` (with its provider).
+    Sub,
+    /// The mapped `[[consumers]]` entry.
+    Consumer,
+    /// The client address (IPv6 by /64), behind `trusted_proxies` as they say.
+    ClientIp,
 }
 
 /// Authentication required by a route.

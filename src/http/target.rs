@@ -158,6 +158,14 @@ pub fn escaped_raw(req: &RequestHeader) -> String {
     req.raw_path().escape_ascii().to_string()
 }
 
+/// `path`, with `?query` when there is one.
+pub fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

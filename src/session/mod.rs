@@ -6,6 +6,7 @@
 
 pub mod chunks;
 pub mod codec;
+pub mod listing;
 pub mod revocations;
 pub mod store;
 pub mod token;

@@ -150,7 +150,17 @@ impl Revocations {
     /// Revokes `subject` now, until `until`: here at once, then where marks are kept (and, in
     /// a fleet, on every instance). An error means the mark is only known here.
     pub async fn revoke(&self, subject: Subject<'_>, until: u64) -> Result<(), String> {
-        let tag = self.names.name(0, &subject.bytes());
+        Box::pin(self.revoke_named(self.names.name(0, &subject.bytes()), until)).await
+    }
+
+    /// The name marks give the session `sid` (the admin API's session id).
+    pub fn session_name(&self, sid: &Sid) -> [u8; 32] {
+        self.names.name(0, &Subject::Session(sid).bytes())
+    }
+
+    /// Revokes what is named `tag` (a session's name from [`session_name`](Self::session_name)
+    /// or the Redis store), as [`revoke`](Self::revoke) does.
+    pub async fn revoke_named(&self, tag: [u8; 32], until: u64) -> Result<(), String> {
         let mark = Mark {
             at: clock::now(),
             until,

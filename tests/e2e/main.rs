@@ -8,6 +8,7 @@
 
 mod support;
 
+mod admin_api;
 mod api_access;
 mod browser;
 mod check;
@@ -27,6 +28,7 @@ mod package;
 mod policy;
 mod properties;
 mod proxy;
+mod rate_limit;
 mod readiness;
 mod redis_store;
 mod security;

@@ -381,6 +381,11 @@ const configuration = {
       },
     },
   },
+  // Claims a test adds to every JWT access token of a client (`client_token_claims`, by
+  // client id): the groups an operator's tool has, as Okta and Entra add them.
+  async extraTokenClaims(ctx, token) {
+    return cfg.client_token_claims?.[token.clientId];
+  },
   clientBasedCORS: () => false,
   // oidc-provider refuses outgoing requests to loopback addresses (SSRF protection), and every
   // relying party of these tests (the back-channel logout URI) is on 127.0.0.1.

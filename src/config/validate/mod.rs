@@ -3,6 +3,7 @@
 //! `session.rs`, `consumers.rs`), sharing the small checks in `primitives.rs`; each adds its
 //! methods to the one [`Builder`], which collects the errors.
 
+mod admin;
 mod consumers;
 mod emails;
 mod forward_auth;
@@ -11,6 +12,7 @@ mod outbound;
 mod policy;
 mod primitives;
 mod providers;
+mod rate_limit;
 mod redis;
 mod routes;
 mod server;
@@ -66,9 +68,15 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
 
     let mut b = Builder { errs };
     let config = b.build(raw, file);
-    b.errs
-        .finish()
-        .map(|warnings| Config { warnings, ..config })
+    let digest = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(source.as_bytes())
+    );
+    b.errs.finish().map(|warnings| Config {
+        warnings,
+        digest,
+        ..config
+    })
 }
 
 struct Builder<'a> {
@@ -133,6 +141,7 @@ impl Builder<'_> {
             .collect();
         self.unique_names("routes", raw.routes.iter().map(|r| &r.name));
         let redis = self.redis(raw.redis.as_ref());
+        let admin = self.admin(raw.admin.as_ref(), &providers, &consumers);
         if session
             .as_ref()
             .is_some_and(|s| s.store == SessionStoreKind::Redis)
@@ -186,6 +195,8 @@ impl Builder<'_> {
             forward_auth,
             identity_assertion,
             tracing,
+            admin,
+            digest: String::new(),
             warnings: Vec::new(),
         }
     }

@@ -90,6 +90,10 @@ impl Builder<'_> {
             self.token_exchange(raw_exchange, &key("token_exchange"), &mut auth);
         }
         let preserve_post = self.preserve_post(i, raw, &auth, session);
+        let rate_limit = raw
+            .rate_limit
+            .as_ref()
+            .and_then(|r| self.rate_limit(r, &key("rate_limit"), &auth));
         Some(Route {
             name: raw.name.get_ref().clone(),
             hosts,
@@ -100,6 +104,7 @@ impl Builder<'_> {
             preserve_host: raw.preserve_host.unwrap_or(true),
             preserve_post,
             auth,
+            rate_limit,
         })
     }
 

@@ -25,6 +25,7 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
 use super::chunks;
+use super::listing::SessionInfo;
 use super::revocations::{Mark, Revocations, Subject};
 use super::{Session, SessionData, Sid, Timeouts};
 use crate::clock;
@@ -169,6 +170,12 @@ pub trait LocalStore: Send + Sync {
     fn is_session_cookie(&self, cookie: &str) -> bool {
         chunks::is_session_cookie(cookie, self.cookie_name())
     }
+
+    /// The sessions held for `sub` at `provider`; `None` when the store cannot list them (the
+    /// cookie store: sessions live in browsers).
+    fn sessions_of(&self, _provider: &str, _sub: &str) -> Option<Vec<Arc<Session>>> {
+        None
+    }
 }
 
 /// Where the sessions themselves are.
@@ -311,6 +318,58 @@ impl Sessions {
         self.revocations.revoke(subject, until).await?;
         if let Store::Redis(s) = &self.store {
             Box::pin(s.delete_indexed(subject)).await;
+        }
+        Ok(())
+    }
+
+    /// The live sessions of `sub` at each of `providers`; `None` when the store cannot list
+    /// them (the cookie store).
+    pub async fn list(
+        &self,
+        providers: &[&str],
+        sub: &str,
+    ) -> Result<Option<Vec<SessionInfo>>, String> {
+        let now = clock::now();
+        let t = self.timeouts();
+        let mut out = Vec::new();
+        match &self.store {
+            Store::Local(s) => {
+                for p in providers {
+                    let Some(found) = s.sessions_of(p, sub) else {
+                        return Ok(None);
+                    };
+                    out.extend(
+                        found
+                            .iter()
+                            .filter(|s| {
+                                s.check(now, t).is_ok() && !self.revocations.ends(&s.sid, &s.data)
+                            })
+                            .map(|s| {
+                                let id = self.revocations.session_name(&s.sid);
+                                SessionInfo::of(&id, &s.data, s.last_seen(), t)
+                            }),
+                    );
+                }
+            }
+            Store::Redis(s) => {
+                for p in providers {
+                    let found = Box::pin(s.list(Subject::User(p, sub))).await;
+                    let found = found.map_err(|e| e.to_string())?;
+                    out.extend(found.into_iter().filter(|i| i.expires > now));
+                }
+            }
+        }
+        out.sort_by_key(|i| i.created);
+        Ok(Some(out))
+    }
+
+    /// Ends the one session named `id` (from [`list`](Self::list)) on every instance: a mark,
+    /// then the session itself where the Redis store keeps it.
+    pub async fn revoke_named(&self, id: [u8; 32]) -> Result<(), String> {
+        let until = clock::now().saturating_add(self.timeouts().absolute.as_secs());
+        self.revocations.revoke_named(id, until).await?;
+        if let Store::Redis(s) = &self.store {
+            Box::pin(s.delete_named(id)).await;
         }
         Ok(())
     }

@@ -121,6 +121,15 @@ impl Registry {
         self.map.len()
     }
 
+    /// The sessions `keep` picks (a walk over all of them: for the admin API, not requests).
+    pub fn matching(&self, keep: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
+        self.map
+            .iter()
+            .filter(|e| keep(e.value()))
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

@@ -223,3 +223,16 @@ pub fn form_action(html: &str) -> Option<String> {
     let end = html[at..].find('"')?;
     Some(html[at..at + end].replace("&amp;", "&"))
 }
+
+/// Signs `user` in at `/app/` through `gw` with a fresh browser; the session cookie as a
+/// `Cookie` header value (`oidc_session=...`).
+pub async fn sign_in(gw: &super::GatewayProcess, user: (&str, &str)) -> String {
+    let b = Browser::new();
+    let page = b.navigate(&gw.url("/app/"), Some(user)).await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, gw.log());
+    b.cookie_header(gw.url("").trim_end_matches('/'))
+        .split("; ")
+        .find(|c| c.starts_with("oidc_session="))
+        .expect("a session cookie")
+        .to_owned()
+}

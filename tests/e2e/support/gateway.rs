@@ -84,7 +84,6 @@ impl GatewayProcess {
         })
     }
 
-    /// Starts the gateway and waits until its proxy port accepts connections.
     /// Starts a gateway with `body` on `port` (the origin its providers' redirect URIs name),
     /// and waits until a browser asking for `protected` is sent to sign in: discovery is done.
     pub async fn start_discovered(body: &str, port: u16, protected: &str) -> GatewayProcess {
@@ -97,6 +96,7 @@ impl GatewayProcess {
         gw
     }
 
+    /// Starts the gateway and waits until its proxy port accepts connections.
     pub fn start_with(opts: GatewayOptions<'_>) -> GatewayProcess {
         let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
         let port = opts.port.unwrap_or_else(free_port);

@@ -164,3 +164,14 @@ pub fn op_config(gateway_origin: &str, access_token_ttl: u64) -> serde_json::Val
         "opaque_resource": "https://opaque.example.com"
     })
 }
+
+/// Adds bob (password `builder`, no groups) to an OP config's accounts.
+pub fn add_bob(cfg: &mut serde_json::Value) {
+    cfg["accounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": "bob-id", "username": "bob", "password": "builder",
+            "claims": { "email": "bob@example.com", "email_verified": true }
+        }));
+}

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[1])
+redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[1], 'm', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1",
     )
@@ -26,13 +26,13 @@ static UPDATE: LazyLock<redis::Script> = LazyLock::new(|| {
 if not v then return -1 end
 if ARGV[1] ~= '0' and v ~= ARGV[1] then return -2 end
 local n = tonumber(v) + 1
-redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[2])
+redis.call('HSET', KEYS[1], 'v', n, 'd', ARGV[2], 'm', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return n",
     )
 });
 
-/// A session's hash in Redis (`v`, `d`).
+/// A session's hash in Redis (`v`, `d`, and `m`: what the admin API lists, sealed).
 type Hash = HashMap<String, Vec<u8>>;
 
 /// A stored session: its version and its sealed bytes.
@@ -112,11 +112,13 @@ impl SessionKv {
             .await
     }
 
-    /// Stores a new session `tag` for `ttl_ms`; false if one exists already.
+    /// Stores a new session `tag` (and its sealed listing `meta`) for `ttl_ms`; false if one
+    /// exists already.
     pub(super) async fn create(
         &self,
         tag: &[u8; 32],
         sealed: &[u8],
+        meta: &str,
         ttl_ms: u64,
     ) -> Result<bool, FleetError> {
         let created: i64 = self
@@ -124,7 +126,11 @@ impl SessionKv {
             .redis
             .script(
                 "EVALSHA",
-                CREATE.key(self.fleet.key("s", tag)).arg(sealed).arg(ttl_ms),
+                CREATE
+                    .key(self.fleet.key("s", tag))
+                    .arg(sealed)
+                    .arg(ttl_ms)
+                    .arg(meta),
             )
             .await?;
         Ok(created == 1)
@@ -137,6 +143,7 @@ impl SessionKv {
         tag: &[u8; 32],
         version: u64,
         sealed: &[u8],
+        meta: &str,
         ttl_ms: u64,
     ) -> Result<Updated, FleetError> {
         let written: i64 = self
@@ -148,7 +155,8 @@ impl SessionKv {
                     .key(self.fleet.key("s", tag))
                     .arg(version)
                     .arg(sealed)
-                    .arg(ttl_ms),
+                    .arg(ttl_ms)
+                    .arg(meta),
             )
             .await?;
         Ok(match written {
@@ -210,21 +218,42 @@ impl SessionKv {
     /// Takes the index of `subject` under naming key `index`: the tags in it (none when Redis
     /// cannot say), and the index itself deleted.
     pub(super) async fn take_index(&self, subject: &[u8], index: usize) -> Vec<[u8; 32]> {
+        let found = self.indexed(subject, index).await;
         let key = self.fleet.key("ix", &self.fleet.name(index, subject));
-        let found: Result<Vec<Vec<u8>>, _> = self
-            .fleet
-            .redis
-            .query("SMEMBERS", redis::cmd("SMEMBERS").arg(&key))
-            .await;
         let _ = self
             .fleet
             .redis
             .query::<i64>("DEL", redis::cmd("DEL").arg(&key))
             .await;
-        found
-            .unwrap_or_default()
+        found.unwrap_or_default()
+    }
+
+    /// The tags in the index of `subject` under naming key `index`.
+    pub(super) async fn indexed(
+        &self,
+        subject: &[u8],
+        index: usize,
+    ) -> Result<Vec<[u8; 32]>, FleetError> {
+        let key = self.fleet.key("ix", &self.fleet.name(index, subject));
+        let found: Vec<Vec<u8>> = self
+            .fleet
+            .redis
+            .query("SMEMBERS", redis::cmd("SMEMBERS").arg(&key))
+            .await?;
+        Ok(found
             .iter()
             .filter_map(|t| <[u8; 32]>::try_from(t.as_slice()).ok())
-            .collect()
+            .collect())
+    }
+
+    /// The sealed listing of session `tag` (`None`: gone, or saved before listings were kept).
+    pub(super) async fn meta(&self, tag: &[u8; 32]) -> Result<Option<String>, FleetError> {
+        self.fleet
+            .redis
+            .query(
+                "HGET",
+                redis::cmd("HGET").arg(self.fleet.key("s", tag)).arg("m"),
+            )
+            .await
     }
 }

@@ -30,6 +30,7 @@ use crate::fleet::{Fleet, FleetError, Invalidation};
 use crate::http::cookies::CookieAttrs;
 use crate::metrics;
 use crate::session::chunks::{self, Read};
+use crate::session::listing::SessionInfo;
 use crate::session::revocations::{self, Subject};
 use crate::session::{Remote, Session, SessionData, Sid, Timeouts, codec};
 use kv::{SessionKv, Updated};
@@ -258,9 +259,10 @@ impl RedisStore {
             && let Some(remote) = &found.remote
         {
             let sealed = crypto::seal_with(&remote.key, &remote.tag, &plain);
+            let meta = self.listing(&remote.tag, &data);
             let written = self
                 .kv
-                .update(&remote.tag, remote.version, &sealed, ttl)
+                .update(&remote.tag, remote.version, &sealed, &meta, ttl)
                 .await;
             let version = match written.map_err(unavailable)? {
                 Updated::Version(v) => v,
@@ -288,9 +290,10 @@ impl RedisStore {
         let key: [u8; 32] = random_bytes();
         let tag = self.kv.fleet().name(0, &sid);
         let sealed = crypto::seal_with(&key, &tag, &plain);
+        let meta = self.listing(&tag, &data);
         if !self
             .kv
-            .create(&tag, &sealed, ttl)
+            .create(&tag, &sealed, &meta, ttl)
             .await
             .map_err(unavailable)?
         {
@@ -365,6 +368,43 @@ impl RedisStore {
         }
     }
 
+    /// What the admin API lists of the session `tag` holding `data`, sealed with the session
+    /// secrets (a Redis dump shows no one's name).
+    fn listing(&self, tag: &[u8; 32], data: &SessionData) -> String {
+        let info = SessionInfo::of(tag, data, data.renewed_at, &self.timeouts);
+        let json = serde_json::to_vec(&info).unwrap_or_default();
+        self.sealer.seal(&listing_aad(tag), &json)
+    }
+
+    /// The sessions indexed under `subject` (a user), from their listings.
+    pub async fn list(&self, subject: Subject<'_>) -> Result<Vec<SessionInfo>, FleetError> {
+        let bytes = subject.bytes();
+        let mut out = Vec::new();
+        for i in 0..self.kv.fleet().names.count() {
+            for tag in self.kv.indexed(&bytes, i).await? {
+                let Some(sealed) = self.kv.meta(&tag).await? else {
+                    continue;
+                };
+                if let Some(info) = self
+                    .sealer
+                    .open(&listing_aad(&tag), &sealed)
+                    .and_then(|plain| serde_json::from_slice(&plain).ok())
+                {
+                    out.push(info);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the session `tag` (revoked by name: the mark already refuses it).
+    pub async fn delete_named(&self, tag: [u8; 32]) {
+        self.local.remove(&tag);
+        if let Err(e) = self.kv.delete(&[tag]).await {
+            tracing::warn!("a revoked session could not be deleted from Redis: {e}");
+        }
+    }
+
     /// Drops expired entries from memory.
     pub fn sweep(&self, now: u64) {
         self.local.sweep(now);
@@ -391,6 +431,11 @@ impl RedisStore {
     pub fn cookie_name(&self) -> &str {
         &self.name
     }
+}
+
+/// What a session's listing is sealed to: it and nothing else.
+fn listing_aad(tag: &[u8; 32]) -> Vec<u8> {
+    [b"oidc-gateway session listing ".as_slice(), tag].concat()
 }
 
 /// The id and key a cookie carries.

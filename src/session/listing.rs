@@ -1,0 +1,45 @@
+//! What the admin API shows of a session: whose it is, at which provider, when it was created,
+//! last seen and ends, and the provider's session id. Never a token, a claim or a cookie.
+
+use super::{SessionData, Timeouts};
+use serde::{Deserialize, Serialize};
+
+/// One session, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Its name in revocation marks (hex): what `DELETE /admin/sessions/{id}` takes.
+    pub id: String,
+    /// The provider's name.
+    pub provider: String,
+    /// The user.
+    pub sub: String,
+    /// Sign-in (Unix seconds).
+    pub created: u64,
+    /// The last request seen (memory store), or the last renewal (Redis store: it is written
+    /// only every quarter of the idle timeout).
+    pub last_seen: u64,
+    /// When it ends unless used again (the earliest of its three timeouts).
+    pub expires: u64,
+    /// The ID token's `sid` (the provider's session), if it has one.
+    pub idp_sid: Option<String>,
+}
+
+impl SessionInfo {
+    /// The description of the session named `id` holding `data`, last seen at `last_seen`.
+    pub fn of(id: &[u8; 32], data: &SessionData, last_seen: u64, t: &Timeouts) -> SessionInfo {
+        let expires = data
+            .created_at
+            .saturating_add(t.absolute.as_secs())
+            .min(data.renewed_at.saturating_add(t.rolling.as_secs()))
+            .min(last_seen.saturating_add(t.idle.as_secs()));
+        SessionInfo {
+            id: crate::fleet::hex(id),
+            provider: data.provider.to_string(),
+            sub: data.sub.to_string(),
+            created: data.created_at,
+            last_seen,
+            expires,
+            idp_sid: super::revocations::idp_sid(data),
+        }
+    }
+}
