@@ -282,6 +282,15 @@ pub static ADMIN_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// The admin API's refusal series at zero, so an alert on them sees the series at once.
+pub fn init_admin_calls(calls: &[&str]) {
+    for call in calls {
+        for status in ["401", "403"] {
+            ADMIN_CALLS.with_label_values(&[call, status]);
+        }
+    }
+}
+
 /// Counts an admin API call and its answer.
 pub fn admin_call(call: &str, status: u16) {
     ADMIN_CALLS
@@ -297,6 +306,14 @@ pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["route", "result"],
     )
 });
+
+/// A limited route's series at zero (`fail_open` only where Redis counts).
+pub fn init_rate_limited(route: &str, shared: bool) {
+    RATE_LIMITED.with_label_values(&[route, "limited"]);
+    if shared {
+        RATE_LIMITED.with_label_values(&[route, "fail_open"]);
+    }
+}
 
 /// Counts a request a route's `rate_limit` refused or could not count.
 pub fn rate_limited(route: &str, result: &str) {

@@ -332,6 +332,12 @@ async fn run(o: &Opts) {
             format!("{origin}/session/"),
             Some("Accept: text/html".to_owned()),
         ),
+        // The session route with a two-clause `allow_if` (CEL) rule.
+        (
+            "gateway, session + allow_if",
+            format!("{origin}/policy/"),
+            Some(format!("Cookie: {cookie}")),
+        ),
     ];
     // Every target must answer as expected before it is measured.
     for (name, url, header) in &targets {
@@ -394,14 +400,27 @@ async fn run(o: &Opts) {
         format!("{origin2}/noauth/"),
         None,
     );
+    // The twin's session route: the same cookie store and secrets, so the same cookie.
+    let session2: Target = (
+        "second gateway, session",
+        format!("{origin2}/session/"),
+        targets[3].2.clone(),
+    );
     o.warm_up(wrk, &bare2.1, None);
     o.warm_up(wrk, &noauth2.1, None);
+    o.warm_up(wrk, &session2.1, session2.2.as_deref());
     let pair = |a: &Target, b: &Target| paired(a, b, o.rounds, pair_seconds, o.connections);
     let mut pairs: Vec<Ratio> = vec![
         ("bare Pingora / its twin", pair(&targets[1], &bare2), None),
         ("no-auth / its twin", pair(&targets[2], &noauth2), None),
         ("session / no-auth", pair(&targets[3], &noauth2), Some(0.95)),
         ("bearer / no-auth", pair(&targets[4], &noauth2), Some(0.90)),
+        ("session / its twin", pair(&targets[3], &session2), None),
+        (
+            "session + allow_if / session",
+            pair(&targets[7], &session2),
+            Some(0.97),
+        ),
         ("sign-in 302 / no-auth", pair(&targets[6], &noauth2), None),
         (
             "no-auth + cookie / no-auth",

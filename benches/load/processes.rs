@@ -172,6 +172,12 @@ name = "bearer"
 paths = ["/bearer"]
 upstream = "up"
 auth = {{ provider = "dev", methods = ["bearer"], audience_required = ["demo-api"] }}
+
+[[routes]]
+name = "policy"
+paths = ["/policy"]
+upstream = "up"
+auth = {{ provider = "dev", allow_if = 'claims.email.endsWith("@example.com") && "admins" in claims.groups' }}
 "#,
         dir = dir.display(),
         gw = p.gateway,

@@ -98,6 +98,14 @@ impl AdminApi {
         auth: Arc<Authenticator>,
         readiness: Arc<Readiness>,
     ) -> AdminApi {
+        let calls = [
+            Call::Status,
+            Call::ListSessions,
+            Call::RevokeUser,
+            Call::RevokeSession(String::new()),
+            Call::CheckConfig,
+        ];
+        metrics::init_admin_calls(&calls.map(|c| c.name()));
         AdminApi {
             settings,
             auth,

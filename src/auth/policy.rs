@@ -171,4 +171,106 @@ mod tests {
         assert!(decide(two, json!({"groups": ["admins"]})).is_err());
         assert!(decide("claims.email", alice).is_err());
     }
+
+    use crate::auth::rules;
+    use crate::config::{EmailRule, Requirement};
+    use proptest::prelude::*;
+
+    const GROUPS: [&str; 3] = ["admins", "ops", "readers"];
+
+    /// `groups` as the rule keys and CEL see it: absent, a list of names, or not a list.
+    fn groups_claim() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            proptest::collection::vec(proptest::sample::select(&GROUPS[..]), 0..4)
+                .prop_map(|g| Some(json!(g))),
+            Just(Some(json!(7))),
+        ]
+    }
+
+    /// `email` and `email_verified`: domains that look alike, empty local parts, no `@`.
+    fn email_claims() -> impl Strategy<Value = (Option<Value>, Option<bool>)> {
+        let local = proptest::sample::select(vec!["", "alice", "bob", "a.b"]);
+        let domain = proptest::sample::select(vec![
+            "example.com",
+            "sub.example.com",
+            "badexample.com",
+            "example.org",
+        ]);
+        let email = prop_oneof![
+            (local, any::<bool>(), domain).prop_map(|(l, at, d)| {
+                Some(json!(format!("{l}{}{d}", if at { "@" } else { "" })))
+            }),
+            Just(None),
+            Just(Some(json!(42))),
+        ];
+        (email, proptest::option::of(any::<bool>()))
+    }
+
+    /// `groups_required = alternatives` (Kong: any alternative; all words of one) in CEL.
+    fn groups_in_cel(alternatives: &[Vec<&str>]) -> String {
+        alternatives
+            .iter()
+            .map(|all| {
+                let each: Vec<String> = all
+                    .iter()
+                    .map(|g| format!("{g:?} in claims.groups"))
+                    .collect();
+                format!("({})", each.join(" && "))
+            })
+            .collect::<Vec<_>>()
+            .join(" || ")
+    }
+
+    /// `email_domains = ["example.com"], emails = ["bob@example.org"]` in CEL.
+    const EMAILS_IN_CEL: &str = r#"(!has(claims.email_verified) || claims.email_verified != false) && (claims.email == "bob@example.org" || (claims.email.endsWith("@example.com") && !claims.email.startsWith("@")))"#;
+
+    proptest! {
+        /// For the simple rule keys, the CEL expression docs/policy.md gives as their
+        /// translation decides the same way: a missing or mistyped claim fails both.
+        #[test]
+        fn simple_rules_and_their_cel_translation_decide_alike(
+            groups in groups_claim(),
+            (email, verified) in email_claims(),
+            alternatives in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(&GROUPS[..]), 1..3),
+                1..3,
+            ),
+        ) {
+            let mut claims = serde_json::Map::new();
+            if let Some(g) = groups {
+                claims.insert("groups".into(), g);
+            }
+            if let Some(e) = email {
+                claims.insert("email".into(), e);
+            }
+            if let Some(v) = verified {
+                claims.insert("email_verified".into(), json!(v));
+            }
+            let allowed = |expr: &str| decide(expr, Value::Object(claims.clone())) == Ok(true);
+
+            let rule = Requirement {
+                claim: vec!["groups".into()],
+                any_of: alternatives
+                    .iter()
+                    .map(|a| a.iter().map(|g| (*g).to_owned()).collect())
+                    .collect(),
+            };
+            prop_assert_eq!(
+                rules::satisfied(&rule, &claims),
+                allowed(&groups_in_cel(&alternatives)),
+                "groups_required on {:?}", claims
+            );
+
+            let emails = EmailRule {
+                domains: vec!["example.com".into()],
+                addresses: ["bob@example.org".to_owned()].into(),
+            };
+            prop_assert_eq!(
+                rules::email_allowed(&emails, &claims),
+                allowed(EMAILS_IN_CEL),
+                "email_domains and emails on {:?}", claims
+            );
+        }
+    }
 }

@@ -73,6 +73,7 @@ impl RouteLimits {
                         MAX_KEYS,
                     )?)),
                 };
+                metrics::init_rate_limited(&route.name, fleet.is_some());
                 let policy = format!(
                     "\"{}\";q={};w={}",
                     route.name,

@@ -41,12 +41,17 @@ async fn dashboard_queries_only_exported_metrics() {
     );
 
     // A gateway with a provider registers every metric family at start.
+    // With a rate-limited route and the admin API, whose series start at zero.
     let up = TestUpstream::start("a");
     let gw = GatewayProcess::start(&format!(
         "[session]\nsecrets = [\"0123456789abcdef0123456789abcdef!\"]\n[[providers]]\nname = \"p\"\nissuer = \"http://127.0.0.1:1\"\n\
          client_id = \"c\"\nredirect_uri = \"http://127.0.0.1:2/cb\"\n[[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n\
-         [[routes]]\nname = \"r\"\nupstream = \"a\"\nauth = {{ provider = \"p\" }}\n",
-        up.address()
+         [[routes]]\nname = \"r\"\nupstream = \"a\"\nauth = {{ provider = \"p\" }}\n\
+         rate_limit = {{ per = \"sub\", requests = 100 }}\n\
+         [admin]\nlisten = \"127.0.0.1:{}\"\n\
+         auth = {{ provider = \"p\", audience_required = [\"a\"], groups_required = [\"g\"] }}\n",
+        up.address(),
+        free_port()
     ));
     // Request counters get their series with the first request.
     client().get(gw.url("/")).send().await.unwrap();
