@@ -423,6 +423,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "rate_limited",
     "provider_busy",
     "tls_handshake_timeout",
+    "dpop",
 ];
 
 /// Counts a refused request (`reason` is one of [`REFUSAL_REASONS`]).

@@ -32,6 +32,14 @@ pub enum Denial {
         /// Why.
         error: TokenError,
     },
+    /// A token refused by the route's `dpop` (RFC 9449): a bad or missing proof, or a token
+    /// and a proof that do not belong together.
+    Dpop {
+        /// The route's realm.
+        realm: String,
+        /// Why.
+        error: super::dpop::DpopError,
+    },
     /// The credential's authentication is too weak or too old for the route (step-up), and the
     /// request cannot be sent to sign in again: RFC 9470 `insufficient_user_authentication`.
     StepUpRequired {
@@ -147,6 +155,25 @@ fn render(denial: Denial, html: bool) -> Reply {
                 http::header::WWW_AUTHENTICATE,
                 challenge(&realm, Some(("invalid_token", &message))),
             )
+        }
+        Denial::Dpop { error, .. } if error == super::dpop::DpopError::Unavailable => unavailable(
+            "dpop_unavailable",
+            "Try again",
+            &error.to_string(),
+            "5",
+            html,
+        ),
+        Denial::Dpop { realm, error } => {
+            let message = error.to_string();
+            let text = format!(
+                "DPoP realm=\"{}\", error=\"{}\", error_description=\"{}\", algs=\"{}\"",
+                quote(&realm),
+                error.code(),
+                quote(&message),
+                super::dpop::ALGS
+            );
+            Reply::error(401, error.code(), "Sign-in required", &message, html)
+                .with_header(http::header::WWW_AUTHENTICATE, header_value(&text))
         }
         Denial::StepUpRequired {
             realm,

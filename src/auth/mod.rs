@@ -7,6 +7,7 @@
 pub mod bearer;
 pub mod consumers;
 pub mod denial;
+pub mod dpop;
 mod exchange;
 pub mod identity;
 pub mod policy;
@@ -147,6 +148,8 @@ pub struct Authenticator {
     identity_signer: Option<signed_identity::IdentitySigner>,
     /// Forms posted without a session, waiting for their sign-in (`preserve_post`).
     posts: preserve_post::PreservedPosts,
+    /// DPoP proofs' `jti`s, used once (the fleet's, with `[redis]`).
+    proofs: crate::kept::Kept,
 }
 
 impl Authenticator {
@@ -193,6 +196,7 @@ impl Authenticator {
         );
         Ok(Some(Authenticator {
             posts,
+            proofs: crate::kept::Kept::new(&settings.secrets, fleet.clone()),
             login: LoginCookies::new(
                 &settings.secrets,
                 &settings.cookie_name,
@@ -295,7 +299,8 @@ impl Authenticator {
             return Ok(None);
         }
         let now = now();
-        let token = bearer_token(&req.headers);
+        let presented = dpop::presented(&req.headers, spec.dpop.is_some());
+        let token = presented.map(|(_, t)| t);
         let mut clear_cookies = Vec::new();
         for method in &spec.methods {
             let found = match method {
@@ -362,6 +367,9 @@ impl Authenticator {
                 },
             };
             if let Some(identity) = found {
+                if let (Credential::Token(v), Some(p)) = (&identity.credential, presented) {
+                    Box::pin(self.sender_constrained(spec, req, p, v, return_to, now)).await?;
+                }
                 if let Some(step) = &spec.step_up
                     && let Some(short) = self.step_up_shortfall(spec, step, &identity, now)
                 {
@@ -532,5 +540,6 @@ impl Authenticator {
         self.posts.sweep(now);
         self.exchanges.sweep(now);
         self.refresher.sweep();
+        self.proofs.sweep();
     }
 }

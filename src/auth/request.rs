@@ -14,10 +14,7 @@ pub fn is_preflight(req: &RequestHeader) -> bool {
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive), if any.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    super::dpop::presented(headers, false).map(|(_, token)| token)
 }
 
 /// A request a browser made by navigating (it can follow a redirect to the provider).

@@ -3,11 +3,13 @@
 
 use super::{Authenticator, Denial, Denied, can_follow_redirect, preserve_post, too_many};
 use crate::clock::now;
+use crate::config::ProviderId;
 use crate::config::RouteAuth;
 use crate::http::redirect;
 use crate::metrics;
 use crate::oidc::login::authorization_request;
-use crate::oidc::provider::Providers;
+use crate::oidc::par;
+use crate::oidc::provider::{Discovered, Providers};
 use crate::ratelimit;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -75,6 +77,10 @@ impl Authenticator {
             .unwrap_or("/")
             .to_owned();
         let (url, mut st) = authorization_request(&d, cfg, return_to, now, spec.step_up.as_ref());
+        let url = match Box::pin(self.pushed(index, &d, url)).await {
+            Ok(url) => url,
+            Err(denied) => return denied,
+        };
         let Ok(location) = http::HeaderValue::from_str(&url) else {
             return Denial::Misconfigured("The sign-in URL is invalid.").into();
         };
@@ -95,5 +101,29 @@ impl Authenticator {
         cookies.extend(self.login.set(&st, attrs));
         metrics::login(&cfg.name, "started");
         Denied::from(Denial::SignIn { location }).with_cookies(cookies)
+    }
+
+    /// The authorization `url` as the browser gets it: pushed to the provider first (RFC 9126)
+    /// when its `pushed_authorization_requests` says so; a 503 when that fails.
+    async fn pushed(
+        &self,
+        index: ProviderId,
+        d: &Discovered,
+        url: String,
+    ) -> Result<String, Denied> {
+        let Some(handle) = self.providers.handle(index) else {
+            return Ok(url);
+        };
+        let name = &handle.config.name;
+        let pushed = match par::endpoint(handle.config.pushed_authorization_requests, d) {
+            Ok(None) => return Ok(url),
+            Ok(Some(endpoint)) => par::push(handle, endpoint, &url).await,
+            Err(e) => Err(e),
+        };
+        pushed.map_err(|e| {
+            metrics::login(name, "par_failed");
+            tracing::warn!(provider = %name, "sign-in not started: {e}");
+            Denial::ProviderUnavailable(Some(e.to_string().into())).into()
+        })
     }
 }

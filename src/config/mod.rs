@@ -189,6 +189,8 @@ pub struct Provider {
     pub revoke_tokens_on_logout: bool,
     /// Accept ID tokens signed with HS256/384/512 (keyed with the client secret).
     pub allow_hmac_id_tokens: bool,
+    /// Pushed Authorization Requests (RFC 9126) for browser sign-ins.
+    pub pushed_authorization_requests: Par,
     /// Total timeout of each call to the provider.
     pub timeout: Duration,
     /// Connect timeout of each call to the provider.
@@ -236,6 +238,18 @@ impl Provider {
             ClientAuth::PrivateKeyJwt | ClientAuth::TlsClientAuth => None,
         }
     }
+}
+
+/// `pushed_authorization_requests`: when a browser sign-in's parameters go to the provider
+/// over the back channel first (RFC 9126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Par {
+    /// When discovery advertises `pushed_authorization_request_endpoint`.
+    Auto,
+    /// Always: a provider without the endpoint cannot be signed in to.
+    Required,
+    /// Never.
+    Off,
 }
 
 /// Token endpoint client authentication.

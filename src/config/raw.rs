@@ -140,6 +140,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub allow_hmac_id_tokens: Option<bool>,
     #[serde(default)]
+    pub pushed_authorization_requests: Option<SStr>,
+    #[serde(default)]
     pub timeout: Option<SStr>,
     #[serde(default)]
     pub connect_timeout: Option<SStr>,
@@ -386,6 +388,7 @@ pub struct RawAuthTable {
     pub run_on_preflight: Option<bool>,
     pub acr_values: Option<Vec<SStr>>,
     pub allow_if: Option<SStr>,
+    pub dpop: Option<SStr>,
     pub email_domains: Option<Vec<SStr>>,
     pub emails: Option<Vec<SStr>>,
     pub emails_file: Option<SStr>,

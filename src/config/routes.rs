@@ -137,6 +137,17 @@ pub struct RouteAuth {
     pub token_exchange: Option<TokenExchange>,
     /// `allow_if`: a CEL expression that must hold, beside the rules.
     pub allow_if: Option<super::Policy>,
+    /// `dpop`: access tokens bound to a key the client proves it holds (RFC 9449).
+    pub dpop: Option<Dpop>,
+}
+
+/// A route's `dpop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dpop {
+    /// `Authorization: DPoP` with a proof is taken beside plain bearer tokens.
+    Allowed,
+    /// Only DPoP-bound tokens with a proof.
+    Required,
 }
 
 /// `token_exchange` on a route: what the upstream's token is minted for.

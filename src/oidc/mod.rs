@@ -9,6 +9,7 @@ pub mod jws;
 pub mod login;
 pub mod logout;
 pub mod logout_token;
+pub mod par;
 pub mod persisted;
 pub mod provider;
 pub mod refresh;

@@ -34,6 +34,12 @@ pub struct ExtraMetadata {
     /// RFC 7009 token revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
+    /// RFC 9126 pushed authorization requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 9126: the provider takes authorization requests only when pushed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_pushed_authorization_requests: bool,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 

@@ -47,13 +47,6 @@ enum Counter {
     Shared(shared::Window),
 }
 
-/// A request over its route's limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverLimit {
-    /// Seconds until a request would be admitted again.
-    pub retry_after: u64,
-}
-
 impl RouteLimits {
     /// The limits `config` asks for, counted in `fleet` when there is one.
     pub fn new(config: &Config, fleet: Option<&Arc<Fleet>>) -> RouteLimits {
@@ -92,11 +85,6 @@ impl RouteLimits {
             limits,
             providers: config.providers.iter().map(|p| p.name.clone()).collect(),
         }
-    }
-
-    /// Whether any route has a limit.
-    pub fn is_empty(&self) -> bool {
-        self.limits.iter().all(Option::is_none)
     }
 
     /// Counts the request against `route`'s limit, or refuses it with a 429 (carrying the

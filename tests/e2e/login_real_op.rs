@@ -9,11 +9,11 @@ use support::*;
 
 const SECRET: &str = "test-session-secret-0123456789abcdef-0123456789";
 
-struct Setup {
-    op: RealOp,
-    gw: GatewayProcess,
-    up: TestUpstream,
-    origin: String,
+pub(crate) struct Setup {
+    pub op: RealOp,
+    pub gw: GatewayProcess,
+    pub up: TestUpstream,
+    pub origin: String,
 }
 
 fn gateway_body(issuer: &str, origin: &str, upstream: &str, session_extra: &str) -> String {
@@ -43,7 +43,7 @@ async fn setup_with(access_token_ttl: u64, session_extra: &str, provider_extra: 
 }
 
 /// As [`setup_with`], with the OP's configuration changed by `adjust` first.
-async fn setup_op(
+pub(crate) async fn setup_op(
     access_token_ttl: u64,
     session_extra: &str,
     provider_extra: &str,

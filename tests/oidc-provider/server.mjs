@@ -355,6 +355,12 @@ const configuration = {
       },
     },
     backchannelLogout: { enabled: cfg.backchannel_logout === true },
+    // Off unless a test asks (`par`: true, or "required"): the gateway's default pushes
+    // whenever discovery advertises the endpoint, and most tests read the front-channel URL.
+    pushedAuthorizationRequests: {
+      enabled: cfg.par === true || cfg.par === 'required',
+      requirePushedAuthorizationRequests: cfg.par === 'required',
+    },
     rpInitiatedLogout: {
       enabled: true,
       async logoutSource(ctx, form) {
@@ -386,6 +392,8 @@ const configuration = {
   async extraTokenClaims(ctx, token) {
     return cfg.client_token_claims?.[token.clientId];
   },
+  // DPoP proofs (features.dPoP is on by default) may be RSA-signed, as the test keys are.
+  enabledJWA: { dPoPSigningAlgValues: ['ES256', 'RS256', 'PS256', 'EdDSA'] },
   clientBasedCORS: () => false,
   // oidc-provider refuses outgoing requests to loopback addresses (SSRF protection), and every
   // relying party of these tests (the back-channel logout URI) is on 127.0.0.1.

@@ -89,6 +89,22 @@ impl Builder<'_> {
             use_userinfo: raw.use_userinfo.unwrap_or(true),
             revoke_tokens_on_logout: raw.revoke_tokens_on_logout.unwrap_or(true),
             allow_hmac_id_tokens: raw.allow_hmac_id_tokens.unwrap_or(false),
+            pushed_authorization_requests: raw
+                .pushed_authorization_requests
+                .as_ref()
+                .and_then(|p| {
+                    self.one_of(
+                        p,
+                        &key("pushed_authorization_requests"),
+                        "pushed_authorization_requests",
+                        &[
+                            ("auto", Par::Auto),
+                            ("required", Par::Required),
+                            ("off", Par::Off),
+                        ],
+                    )
+                })
+                .unwrap_or(Par::Auto),
             timeout: self.duration(&raw.timeout, &key("timeout"), Duration::from_secs(5)),
             connect_timeout: self.duration(
                 &raw.connect_timeout,

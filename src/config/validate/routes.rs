@@ -230,6 +230,7 @@ impl Builder<'_> {
             )
             .unwrap_or(false)
         });
+        let methods_taken = methods.clone();
         let rules = self.claim_rules(t, key);
         let consumer = self.consumer_mapping(t, span.clone(), key);
         let anonymous = t.anonymous.as_ref().and_then(|a| {
@@ -283,7 +284,30 @@ impl Builder<'_> {
                 .allow_if
                 .as_ref()
                 .and_then(|p| self.policy(p, &format!("{key}.allow_if"))),
+            dpop: self.dpop(t, &methods_taken, key),
         }))
+    }
+
+    /// `dpop = "allowed" | "required"`: only where access tokens are taken.
+    fn dpop(&mut self, t: &RawAuthTable, methods: &[AuthMethod], key: &str) -> Option<Dpop> {
+        let raw = t.dpop.as_ref()?;
+        let mode = self.one_of(
+            raw,
+            &format!("{key}.dpop"),
+            "dpop",
+            &[("allowed", Dpop::Allowed), ("required", Dpop::Required)],
+        )?;
+        if !methods
+            .iter()
+            .any(|m| matches!(m, AuthMethod::Bearer | AuthMethod::Introspection))
+        {
+            self.err(
+                raw.span(),
+                format!("{key}.dpop"),
+                "needs access tokens: add \"bearer\" or \"introspection\" to methods",
+            );
+        }
+        Some(mode)
     }
 
     /// `provider` / `providers`: indices of the providers named (`None`: none named).

@@ -484,3 +484,52 @@ fn large_token_keys_are_read_and_their_mistakes_reported_with_their_line() {
         assert!(errs[0].message.contains(says), "{errs:#?}");
     }
 }
+
+#[test]
+fn dpop_and_pushed_authorization_requests_are_checked() {
+    let base = "[session]\nsecrets = [\"dpop-config-secret-0123456789abcdef\"]\n\
+        [[providers]]\nname = \"op\"\nissuer = \"https://idp.example.com\"\nclient_id = \"c\"\n\
+        client_secret = \"s\"\nredirect_uri = \"https://app.example.com/oauth2/callback\"\n";
+    let route = |provider_extra: &str, auth: &str| {
+        format!(
+            "{base}{provider_extra}\n[[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nname = \"r\"\nupstream = \"a\"\nauth = {{ provider = \"op\", {auth} }}\n"
+        )
+    };
+    let c = parse_str(&route("", "methods = [\"bearer\"], dpop = \"required\"")).unwrap();
+    let Auth::Oidc(spec) = &c.routes[0].auth else {
+        panic!("auth")
+    };
+    assert_eq!(spec.dpop, Some(Dpop::Required));
+    assert_eq!(c.providers[0].pushed_authorization_requests, Par::Auto);
+    let c = parse_str(&route(
+        "pushed_authorization_requests = \"off\"",
+        "run_on_preflight = true",
+    ))
+    .unwrap();
+    assert_eq!(c.providers[0].pushed_authorization_requests, Par::Off);
+    for (text, key, says) in [
+        (
+            route("", "dpop = \"required\""),
+            "routes[0].auth.dpop",
+            "needs access tokens",
+        ),
+        (
+            route("", "methods = [\"bearer\"], dpop = \"sometimes\""),
+            "routes[0].auth.dpop",
+            "expected \"allowed\" or \"required\"",
+        ),
+        (
+            route(
+                "pushed_authorization_requests = \"maybe\"",
+                "run_on_preflight = true",
+            ),
+            "providers[0].pushed_authorization_requests",
+            "expected \"auto\", \"required\" or \"off\"",
+        ),
+    ] {
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(says), "{err}");
+        assert!(err.contains("test.toml:"), "{err}");
+    }
+}
