@@ -76,6 +76,7 @@ auth = { provider = "okta", methods = ["bearer"], audience_required = ["api://or
             spec,
             black_box(&req),
             None,
+            None,
             "/orders/42",
             &metrics,
         ))

@@ -109,7 +109,8 @@ fn bench_sessions(c: &mut Criterion) {
         // Calls that may reach the provider (refresh, JWKS refetch, introspection) are boxed,
         // so the future built on every request stays small: inline, it was 4 KB, copied around
         // on every request (`cargo test` runs this check too).
-        let size = std::mem::size_of_val(&auth.authenticate(spec, &req, None, "/app", &metrics));
+        let size =
+            std::mem::size_of_val(&auth.authenticate(spec, &req, None, None, "/app", &metrics));
         assert!(size <= 1024, "authenticate's future is {size} bytes");
         c.bench_function(
             &format!("session check: {label}, cache hit (full authenticate)"),
@@ -118,6 +119,7 @@ fn bench_sessions(c: &mut Criterion) {
                     let id = futures::executor::block_on(auth.authenticate(
                         spec,
                         black_box(&req),
+                        None,
                         None,
                         "/app",
                         &metrics,

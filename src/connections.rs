@@ -210,3 +210,10 @@ async fn wait_for_next_request(stream: &mut Stream, keepalive: Duration) -> bool
         Ok(Ok(_))
     )
 }
+
+/// The SHA-256 digest of the TLS client certificate the connection presented (verified
+/// against the listener's `client_ca_file`), if any.
+pub fn client_cert_digest(session: &pingora::proxy::Session) -> Option<&[u8]> {
+    let ssl = session.digest()?.ssl_digest.as_ref()?;
+    Some(ssl.cert_digest.as_slice()).filter(|d| !d.is_empty())
+}

@@ -424,6 +424,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "provider_busy",
     "tls_handshake_timeout",
     "dpop",
+    "certificate_bound",
 ];
 
 /// Counts a refused request (`reason` is one of [`REFUSAL_REASONS`]).

@@ -203,6 +203,7 @@ impl Gateway {
                 spec,
                 req,
                 self.client_ip(session),
+                connections::client_cert_digest(session),
                 &return_to,
                 &self.route_metrics[m.route.index()],
             );

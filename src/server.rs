@@ -137,6 +137,15 @@ pub fn build(config: Config, mode: RunMode) -> Result<Server, String> {
         if t.h2 {
             settings.enable_h2();
         }
+        if let Some(ca) = &t.client_ca {
+            settings.set_client_cert_verifier(client_verifier(ca).map_err(|e| {
+                format!(
+                    "TLS listener {}: client_ca_file {}: {e}",
+                    t.listen,
+                    ca.display()
+                )
+            })?);
+        }
         proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
     }
     server.add_service(proxy);
@@ -237,6 +246,19 @@ fn add_side_services(
         server.add_service(hc);
     }
     Ok(())
+}
+
+/// Verifies client certificates against the CAs in `ca`, when a client sends one (none is
+/// asked of clients that have none: the routes decide what a certificate is needed for).
+fn client_verifier(
+    ca: &std::path::Path,
+) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, String> {
+    let mut roots = pingora::tls::RootCertStore::empty();
+    pingora::tls::load_ca_file_into_store(ca, &mut roots).map_err(|e| e.to_string())?;
+    pingora::tls::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// HTTP/2 settings for client connections: Pingora's bounded defaults with the configured

@@ -142,7 +142,7 @@ impl AdminApi {
             .map(|a| a.ip());
         let authenticated = self
             .auth
-            .authenticate(&self.settings.auth, req, client, "/", &self.metrics)
+            .authenticate(&self.settings.auth, req, client, None, "/", &self.metrics)
             .await;
         let caller = match authenticated {
             Ok(Some(identity)) => identity.sub().unwrap_or("?").to_owned(),

@@ -72,6 +72,10 @@ pub enum TokenError {
     /// The provider (discovery, keys or introspection) could not be reached.
     #[error("the token could not be checked right now")]
     Unavailable,
+    /// The token is bound to a TLS client certificate (RFC 8705) the connection does not have,
+    /// or the route takes only bound tokens.
+    #[error("{0}")]
+    Certificate(&'static str),
     /// The call to the provider was not made: the client is over its limit of introspection
     /// calls, or the instance is at its ceiling of calls to providers.
     #[error("too many token checks")]

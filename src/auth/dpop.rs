@@ -11,7 +11,7 @@
 
 use super::{Authenticator, Denial, Denied};
 use crate::auth::bearer::VerifiedToken;
-use crate::config::{Dpop, RouteAuth};
+use crate::config::{Binding, RouteAuth};
 use crate::crypto::ct_eq;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -211,18 +211,21 @@ pub fn thumbprint(jwk: &Value) -> Option<String> {
 }
 
 impl Authenticator {
-    /// The route's `dpop` for a token presented with `scheme`: a DPoP-bound token needs its
-    /// proof; a plain bearer token passes only where DPoP is merely allowed.
-    pub(super) async fn sender_constrained(
+    /// The route's sender constraints on a verified token: `certificate_bound` against the
+    /// connection's client certificate (`peer_cert`), then `dpop` for a token presented with
+    /// `scheme`: a DPoP-bound token needs a proof by its key (`proof_key`, the thumbprint
+    /// [`dpop_proof`](Self::dpop_proof) found); a plain bearer token passes only where DPoP is
+    /// merely allowed.
+    pub(super) fn sender_constrained(
         &self,
         spec: &RouteAuth,
-        req: &RequestHeader,
-        (scheme, token): (Scheme, &str),
         verified: &VerifiedToken,
-        target: &str,
-        now: u64,
+        scheme: Option<Scheme>,
+        proof_key: Option<&str>,
+        peer_cert: Option<&[u8]>,
     ) -> Result<(), Denied> {
-        let Some(mode) = spec.dpop else {
+        self.certificate_bound(spec, verified, peer_cert)?;
+        let (Some(mode), Some(scheme)) = (spec.dpop, scheme) else {
             return Ok(());
         };
         let bound = verified
@@ -230,72 +233,79 @@ impl Authenticator {
             .get("cnf")
             .and_then(|c| c.get("jkt"))
             .and_then(Value::as_str);
-        let checked = match (scheme, bound, mode) {
-            (Scheme::Bearer, Some(_), _) => Err(DpopError::Binding(
+        let refused = match (scheme, bound, proof_key) {
+            (Scheme::Bearer, Some(_), _) => DpopError::Binding(
                 "the token is bound to a DPoP key: present it as DPoP, with a proof",
-            )),
-            (Scheme::Bearer, None, Dpop::Required) => Err(DpopError::Proof(
-                "this service takes only DPoP-bound tokens, with a DPoP proof",
-            )),
-            (Scheme::Bearer, None, Dpop::Allowed) => Ok(()),
-            (Scheme::Dpop, _, _) => self.proof(spec, req, token, bound, target, now).await,
-        };
-        checked.map_err(|error| {
-            crate::metrics::refused("dpop");
-            Denial::Dpop {
-                realm: spec.realm.clone(),
-                error,
+            ),
+            (Scheme::Bearer, None, _) if mode == Binding::Required => {
+                DpopError::Proof("this service takes only DPoP-bound tokens, with a DPoP proof")
             }
-            .into()
-        })
+            (Scheme::Bearer, None, _) => return Ok(()),
+            (Scheme::Dpop, None, _) => {
+                DpopError::Binding("the token is not bound to a key (no cnf.jkt)")
+            }
+            (Scheme::Dpop, Some(b), Some(key)) if ct_eq(b.as_bytes(), key.as_bytes()) => {
+                return Ok(());
+            }
+            (Scheme::Dpop, Some(_), _) => {
+                DpopError::Binding("the token is bound to another key than the proof's")
+            }
+        };
+        Err(refusal(spec, refused))
     }
 
-    /// Checks the request's one `DPoP` header against the token bound to `bound`, and spends
-    /// its `jti`.
-    async fn proof(
+    /// Checks the request's one `DPoP` header for `token` sent to `target` (the canonical
+    /// path), and spends its `jti`; the thumbprint of the key that signed it.
+    pub(super) async fn dpop_proof(
         &self,
         spec: &RouteAuth,
         req: &RequestHeader,
         token: &str,
-        bound: Option<&str>,
         target: &str,
         now: u64,
-    ) -> Result<(), DpopError> {
+    ) -> Result<String, Denied> {
         let mut headers = req.headers.get_all("dpop").iter();
         let (Some(proof), None) = (headers.next(), headers.next()) else {
-            return Err(DpopError::Proof("one DPoP header is required"));
+            return Err(refusal(
+                spec,
+                DpopError::Proof("one DPoP header is required"),
+            ));
         };
-        let proof = proof
-            .to_str()
-            .map_err(|_| DpopError::Proof("the proof is not a JWT"))?;
         let path = target.split_once('?').map_or(target, |(p, _)| p);
         let htu = format!(
             "{}://{}{path}",
             self.site_scheme(spec),
             crate::http::headers::request_host(req)
         );
-        let proof = verify(proof, req.method.as_str(), &htu, token, now)?;
-        let Some(bound) = bound else {
-            return Err(DpopError::Binding(
-                "the token is not bound to a key (no cnf.jkt)",
-            ));
-        };
-        if !ct_eq(bound.as_bytes(), proof.jkt.as_bytes()) {
-            return Err(DpopError::Binding(
-                "the token is bound to another key than the proof's",
-            ));
-        }
+        let proof = proof
+            .to_str()
+            .map_err(|_| DpopError::Proof("the proof is not a JWT"))
+            .and_then(|p| verify(p, req.method.as_str(), &htu, token, now))
+            .map_err(|e| refusal(spec, e))?;
         let once = format!("{}\0{}", proof.jkt, proof.jti);
         let ttl = Duration::from_secs(PROOF_LIFETIME + CLOCK_AHEAD);
         match self.proofs.claim("dpop", once.as_bytes(), ttl).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(DpopError::Proof("the proof was used before (jti)")),
+            Ok(true) => Ok(proof.jkt),
+            Ok(false) => Err(refusal(
+                spec,
+                DpopError::Proof("the proof was used before (jti)"),
+            )),
             Err(e) => {
                 tracing::warn!(realm = %spec.realm, "a DPoP proof's jti could not be recorded: {e}");
-                Err(DpopError::Unavailable)
+                Err(refusal(spec, DpopError::Unavailable))
             }
         }
     }
+}
+
+/// A refusal for the route's `dpop` (counted).
+fn refusal(spec: &RouteAuth, error: DpopError) -> Denied {
+    crate::metrics::refused("dpop");
+    Denial::Dpop {
+        realm: spec.realm.clone(),
+        error,
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! rendered in one place (`denial.rs`).
 
 pub mod bearer;
+mod certificate_bound;
 pub mod consumers;
 pub mod denial;
 pub mod dpop;
@@ -292,6 +293,7 @@ impl Authenticator {
         spec: &RouteAuth,
         req: &RequestHeader,
         client: Option<IpAddr>,
+        peer_cert: Option<&[u8]>,
         return_to: &str,
         route_metrics: &RouteMetrics,
     ) -> Result<Option<Identity>, Denied> {
@@ -301,6 +303,14 @@ impl Authenticator {
         let now = now();
         let presented = dpop::presented(&req.headers, spec.dpop.is_some());
         let token = presented.map(|(_, t)| t);
+        // A DPoP proof is checked (and its jti spent) before its token: what the proof's key is
+        // bound to is compared once the token is verified.
+        let proof_key = match presented {
+            Some((dpop::Scheme::Dpop, t)) => {
+                Some(Box::pin(self.dpop_proof(spec, req, t, return_to, now)).await?)
+            }
+            _ => None,
+        };
         let mut clear_cookies = Vec::new();
         for method in &spec.methods {
             let found = match method {
@@ -322,9 +332,9 @@ impl Authenticator {
                 // without a credential as it is: nobody is sent to sign in there.
                 AuthMethod::AuthorizationCode if spec.optional || spec.anonymous.is_some() => None,
                 AuthMethod::AuthorizationCode => {
-                    let denial = self
-                        .start_login(spec, req, client, return_to, now, None)
-                        .await;
+                    // Boxed: a sign-in start (and its pushed request) is not the hot path.
+                    let start = self.start_login(spec, req, client, return_to, now, None);
+                    let denial = Box::pin(start).await;
                     return Err(denial.with_cookies(clear_cookies));
                 }
                 AuthMethod::Bearer => match token {
@@ -367,8 +377,9 @@ impl Authenticator {
                 },
             };
             if let Some(identity) = found {
-                if let (Credential::Token(v), Some(p)) = (&identity.credential, presented) {
-                    Box::pin(self.sender_constrained(spec, req, p, v, return_to, now)).await?;
+                if let Credential::Token(v) = &identity.credential {
+                    let scheme = presented.map(|(scheme, _)| scheme);
+                    self.sender_constrained(spec, v, scheme, proof_key.as_deref(), peer_cert)?;
                 }
                 if let Some(step) = &spec.step_up
                     && let Some(short) = self.step_up_shortfall(spec, step, &identity, now)

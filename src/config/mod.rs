@@ -424,6 +424,9 @@ pub struct TlsListener {
     pub key: PathBuf,
     /// Offer HTTP/2 through ALPN.
     pub h2: bool,
+    /// PEM CA certificates that client certificates are verified against (optional client
+    /// certificates, for certificate-bound tokens); `None`: none asked for.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The metrics and health listener.

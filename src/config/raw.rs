@@ -238,6 +238,8 @@ pub struct RawTlsListener {
     pub key: SStr,
     #[serde(default)]
     pub h2: Option<bool>,
+    #[serde(default)]
+    pub client_ca_file: Option<SStr>,
 }
 
 /// `[metrics]`
@@ -389,6 +391,7 @@ pub struct RawAuthTable {
     pub acr_values: Option<Vec<SStr>>,
     pub allow_if: Option<SStr>,
     pub dpop: Option<SStr>,
+    pub certificate_bound: Option<SStr>,
     pub email_domains: Option<Vec<SStr>>,
     pub emails: Option<Vec<SStr>>,
     pub emails_file: Option<SStr>,

@@ -138,15 +138,18 @@ pub struct RouteAuth {
     /// `allow_if`: a CEL expression that must hold, beside the rules.
     pub allow_if: Option<super::Policy>,
     /// `dpop`: access tokens bound to a key the client proves it holds (RFC 9449).
-    pub dpop: Option<Dpop>,
+    pub dpop: Option<Binding>,
+    /// `certificate_bound`: access tokens bound to the connection's TLS client certificate
+    /// (RFC 8705).
+    pub certificate_bound: Option<Binding>,
 }
 
-/// A route's `dpop`.
+/// A route's `dpop` or `certificate_bound`: how sender-constrained tokens are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dpop {
-    /// `Authorization: DPoP` with a proof is taken beside plain bearer tokens.
+pub enum Binding {
+    /// Bound tokens are taken with their proof, beside plain bearer tokens.
     Allowed,
-    /// Only DPoP-bound tokens with a proof.
+    /// Only bound tokens, with their proof.
     Required,
 }
 

@@ -45,7 +45,14 @@ impl Endpoints {
             .unwrap_or_else(|| "/".to_owned());
         let reply = match self
             .auth
-            .authenticate(&fa.auth, req, client, &return_to, &self.forward_metrics)
+            .authenticate(
+                &fa.auth,
+                req,
+                client,
+                None,
+                &return_to,
+                &self.forward_metrics,
+            )
             .await
         {
             Ok(Some(id)) => self.accepted(&id, fa.allowed_status),

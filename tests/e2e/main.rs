@@ -11,6 +11,7 @@ mod support;
 mod admin_api;
 mod api_access;
 mod browser;
+mod certificate_bound;
 mod check;
 mod dashboard;
 mod demo;

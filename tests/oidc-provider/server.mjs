@@ -339,6 +339,9 @@ const configuration = {
     mTLS: {
       enabled: typeof clientCertHeader === 'string',
       tlsClientAuth: true,
+      // Access tokens of clients registered with tls_client_certificate_bound_access_tokens
+      // carry cnf.x5t#S256 of the certificate presented at the token endpoint (RFC 8705).
+      certificateBoundAccessTokens: true,
       getCertificate(ctx) {
         const value = ctx.get(clientCertHeader);
         return value ? decodeURIComponent(value) : undefined;

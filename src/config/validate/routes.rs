@@ -284,18 +284,34 @@ impl Builder<'_> {
                 .allow_if
                 .as_ref()
                 .and_then(|p| self.policy(p, &format!("{key}.allow_if"))),
-            dpop: self.dpop(t, &methods_taken, key),
+            dpop: self.binding(t.dpop.as_ref(), "dpop", &methods_taken, key),
+            certificate_bound: self.binding(
+                t.certificate_bound.as_ref(),
+                "certificate_bound",
+                &methods_taken,
+                key,
+            ),
         }))
     }
 
-    /// `dpop = "allowed" | "required"`: only where access tokens are taken.
-    fn dpop(&mut self, t: &RawAuthTable, methods: &[AuthMethod], key: &str) -> Option<Dpop> {
-        let raw = t.dpop.as_ref()?;
+    /// `dpop` or `certificate_bound` (`name`) = `"allowed" | "required"`: only where access
+    /// tokens are taken.
+    fn binding(
+        &mut self,
+        raw: Option<&SStr>,
+        name: &str,
+        methods: &[AuthMethod],
+        key: &str,
+    ) -> Option<Binding> {
+        let raw = raw?;
         let mode = self.one_of(
             raw,
-            &format!("{key}.dpop"),
-            "dpop",
-            &[("allowed", Dpop::Allowed), ("required", Dpop::Required)],
+            &format!("{key}.{name}"),
+            name,
+            &[
+                ("allowed", Binding::Allowed),
+                ("required", Binding::Required),
+            ],
         )?;
         if !methods
             .iter()
@@ -303,7 +319,7 @@ impl Builder<'_> {
         {
             self.err(
                 raw.span(),
-                format!("{key}.dpop"),
+                format!("{key}.{name}"),
                 "needs access tokens: add \"bearer\" or \"introspection\" to methods",
             );
         }

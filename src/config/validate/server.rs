@@ -140,11 +140,16 @@ impl Builder<'_> {
                 let listen = self.listen_addr(&t.listen, &format!("{key}.listen"))?;
                 let cert = self.existing_file(&t.cert, &format!("{key}.cert"));
                 let key_file = self.existing_file(&t.key, &format!("{key}.key"));
+                let client_ca = t
+                    .client_ca_file
+                    .as_ref()
+                    .map(|f| self.existing_file(f, &format!("{key}.client_ca_file")));
                 Some(TlsListener {
                     listen,
                     cert: cert?,
                     key: key_file?,
                     h2: t.h2.unwrap_or(true),
+                    client_ca: client_ca.map(|c| c.ok_or(())).transpose().ok()?,
                 })
             })
             .collect();

@@ -500,7 +500,7 @@ fn dpop_and_pushed_authorization_requests_are_checked() {
     let Auth::Oidc(spec) = &c.routes[0].auth else {
         panic!("auth")
     };
-    assert_eq!(spec.dpop, Some(Dpop::Required));
+    assert_eq!(spec.dpop, Some(Binding::Required));
     assert_eq!(c.providers[0].pushed_authorization_requests, Par::Auto);
     let c = parse_str(&route(
         "pushed_authorization_requests = \"off\"",

@@ -9,6 +9,7 @@ pub mod hostile_op;
 pub mod lenient;
 pub mod op;
 pub mod otlp;
+pub mod pki;
 pub mod redis;
 pub mod upstream;
 
@@ -19,6 +20,7 @@ pub use hostile_op::*;
 pub use lenient::*;
 pub use op::*;
 pub use otlp::*;
+pub use pki::*;
 pub use upstream::*;
 
 /// An HTTP client that never reuses connections (so each request sees the listener).
