@@ -4,6 +4,7 @@
 //! the test is the TLS terminator in front of it, passing the certificate in a header); the
 //! gateway takes the token only on a connection with that certificate.
 
+use crate::dpop::sender_constrained_routes;
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -71,18 +72,7 @@ async fn a_certificate_bound_token_passes_only_with_its_certificate() {
         "token_endpoint_auth_method": "client_secret_basic"
     }));
     let op = RealOp::start(&cfg);
-    let auth = |bound: &str| {
-        format!(
-            r#"provider = "op", methods = ["bearer"], audience_required = ["{API}"], certificate_bound = "{bound}""#
-        )
-    };
-    let body = Toml::new()
-        .session("mtls-bound-test-secret-0123456789abcdef", "")
-        .provider("op", &op.issuer, "gateway-secret-0123456789", &origin, "")
-        .upstream("api", &up.address())
-        .route("strict", &["/api"], "api", &auth("required"), "")
-        .route("mixed", &["/mixed"], "api", &auth("allowed"), "")
-        .build();
+    let body = sender_constrained_routes(&op, &up, &origin, "certificate_bound");
     let server_extra = format!(
         "[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca_file = \"{}\"\n",
         pki.path("server.pem"),

@@ -101,24 +101,35 @@ async fn get(
     (r.status().as_u16(), challenge)
 }
 
+/// A gateway for the API at `op`: route `strict` (`/api`) with `constraint = "required"` and
+/// route `mixed` (`/mixed`) with `constraint = "allowed"`, both for bearer tokens.
+pub(crate) fn sender_constrained_routes(
+    op: &RealOp,
+    up: &TestUpstream,
+    origin: &str,
+    constraint: &str,
+) -> String {
+    let auth = |mode: &str| {
+        format!(
+            r#"provider = "op", methods = ["bearer"], audience_required = ["{API}"], {constraint} = "{mode}""#
+        )
+    };
+    Toml::new()
+        .session("sender-constrained-secret-0123456789abcdef", "")
+        .provider("op", &op.issuer, "gateway-secret-0123456789", origin, "")
+        .upstream("api", &up.address())
+        .route("strict", &["/api"], "api", &auth("required"), "")
+        .route("mixed", &["/mixed"], "api", &auth("allowed"), "")
+        .build()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dpop_bound_tokens_pass_only_with_a_fresh_proof_by_their_key() {
     let up = TestUpstream::start("api");
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
     let op = RealOp::start(&op_config(&origin, 3600));
-    let auth = |dpop: &str| {
-        format!(
-            r#"provider = "op", methods = ["bearer"], audience_required = ["{API}"], dpop = "{dpop}""#
-        )
-    };
-    let body = Toml::new()
-        .session("dpop-test-secret-0123456789abcdef0123", "")
-        .provider("op", &op.issuer, "gateway-secret-0123456789", &origin, "")
-        .upstream("api", &up.address())
-        .route("strict", &["/api"], "api", &auth("required"), "")
-        .route("mixed", &["/mixed"], "api", &auth("allowed"), "")
-        .build();
+    let body = sender_constrained_routes(&op, &up, &origin, "dpop");
     let gw = GatewayProcess::start_with(GatewayOptions {
         body: &body,
         port: Some(port),

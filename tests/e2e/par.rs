@@ -6,6 +6,15 @@
 use crate::login_real_op::setup_op;
 use crate::support::*;
 
+/// Signs alice in through `s`'s gateway; the authorization request the browser was sent to.
+async fn signed_in_through(s: &crate::login_real_op::Setup, what: &str) -> url::Url {
+    let b = Browser::new();
+    let url = format!("{}/app/x", s.origin);
+    let page = b.navigate(&url, Some(("alice", "wonderland"))).await;
+    assert_eq!(page.status, 200, "{what}:\n{}\n{}", s.gw.log(), s.op.log());
+    authorization_request(&page.trail)
+}
+
 /// The authorization request the browser was sent to on its way to signing in.
 fn authorization_request(trail: &[String]) -> url::Url {
     let found = trail
@@ -52,21 +61,7 @@ async fn sign_ins_are_pushed_with_every_client_authentication() {
             }
         })
         .await;
-        let b = Browser::new();
-        let page = b
-            .navigate(
-                &format!("{}/app/x", s.origin),
-                Some(("alice", "wonderland")),
-            )
-            .await;
-        assert_eq!(
-            page.status,
-            200,
-            "{method}:\n{}\n{}",
-            s.gw.log(),
-            s.op.log()
-        );
-        let sent = authorization_request(&page.trail);
+        let sent = signed_in_through(&s, method).await;
         assert_eq!(
             params(&sent),
             ["client_id", "request_uri"],
@@ -143,15 +138,7 @@ async fn required_without_the_endpoint_is_a_clear_503_and_off_uses_the_browser()
         op["par"] = true.into();
     })
     .await;
-    let b = Browser::new();
-    let page = b
-        .navigate(
-            &format!("{}/app/x", s.origin),
-            Some(("alice", "wonderland")),
-        )
-        .await;
-    assert_eq!(page.status, 200, "{}", s.gw.log());
-    let sent = authorization_request(&page.trail);
+    let sent = signed_in_through(&s, "off").await;
     for p in ["state", "nonce", "code_challenge", "redirect_uri"] {
         assert!(
             params(&sent).iter().any(|k| k == p),
