@@ -111,7 +111,7 @@ fn check_config(body: &[u8]) -> Reply {
     let Ok(text) = std::str::from_utf8(body) else {
         return bad_request("the configuration is not UTF-8 text");
     };
-    match crate::config::Config::parse(text, Path::new("posted.toml")) {
+    match crate::config::Config::parse_posted(text, Path::new("posted.toml")) {
         Ok(c) => Reply::json(
             200,
             &json!({

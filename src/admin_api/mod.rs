@@ -146,8 +146,15 @@ impl AdminApi {
             .await;
         let caller = match authenticated {
             Ok(Some(identity)) => identity.sub().unwrap_or("?").to_owned(),
-            Ok(None) => "?".to_owned(),
-            Err(denied) => {
+            refused => {
+                // Nothing authenticated (a preflight let through by `run_on_preflight = false`)
+                // is refused too: no admin call runs without a caller.
+                let denied = refused.err().unwrap_or_else(|| {
+                    crate::auth::Denial::Unauthorized {
+                        realm: self.settings.auth.realm.clone(),
+                    }
+                    .into()
+                });
                 let reply = denied.render(false);
                 metrics::admin_call(call.name(), reply.status);
                 tracing::warn!(
@@ -205,5 +212,37 @@ impl ServeHttp for AdminApi {
             out = out.header(name, value);
         }
         out.body(reply.body.to_vec()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Call;
+    use http::Method;
+
+    #[test]
+    fn paths_and_methods_name_one_call() {
+        assert_eq!(Call::of(&Method::GET, "/admin/status"), Ok(Call::Status));
+        assert_eq!(
+            Call::of(&Method::GET, "/admin/sessions"),
+            Ok(Call::ListSessions)
+        );
+        assert_eq!(
+            Call::of(&Method::DELETE, "/admin/sessions"),
+            Ok(Call::RevokeUser)
+        );
+        assert_eq!(
+            Call::of(&Method::DELETE, "/admin/sessions/ab12"),
+            Ok(Call::RevokeSession("ab12".into()))
+        );
+        assert_eq!(
+            Call::of(&Method::POST, "/admin/config/check"),
+            Ok(Call::CheckConfig)
+        );
+        assert_eq!(Call::of(&Method::POST, "/admin/sessions"), Err(405));
+        assert_eq!(Call::of(&Method::GET, "/admin/config/check"), Err(405));
+        assert_eq!(Call::of(&Method::DELETE, "/admin/sessions/a/b"), Err(404));
+        assert_eq!(Call::of(&Method::DELETE, "/admin/sessions/"), Err(404));
+        assert_eq!(Call::of(&Method::GET, "/metrics"), Err(404));
     }
 }

@@ -348,6 +348,30 @@ async fn memory_store_sessions_are_listed_and_posted_configs_checked() {
     let errors = r["errors"].to_string();
     assert!(errors.contains("posted.toml:2"), "{errors}");
     assert!(errors.contains("routes[0].upstream"), "{errors}");
+    // Nothing a posted configuration names is read: a file's lines never come back.
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret.txt");
+    std::fs::write(&secret_file, "TOP-SECRET-LINE-0123456789abcdef0123\n").unwrap();
+    let text = format!(
+        "[session]\nsecrets_file = \"{f}\"\n[[providers]]\nname = \"op\"\nissuer = \"https://idp.example.com\"\n\
+         client_id = \"c\"\nclient_secret = \"${{NOT_SET_ANYWHERE}}\"\nredirect_uri = \"https://a.example.com/cb\"\n\
+         [[upstreams]]\nname = \"a\"\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n\
+         auth = {{ provider = \"op\", emails_file = \"{f}\" }}\n",
+        f = secret_file.display()
+    );
+    let r = client()
+        .post(admin.url("/admin/config/check"))
+        .bearer_auth(&token)
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    let answer = r.text().await.unwrap();
+    assert!(!answer.contains("TOP-SECRET"), "{answer}");
+    assert!(
+        answer.contains("\"valid\":true") && answer.contains("not read"),
+        "{answer}"
+    );
     let (ok, out, err) = {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gw.toml");

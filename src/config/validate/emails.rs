@@ -30,6 +30,14 @@ impl Builder<'_> {
         }
         if let Some(f) = &t.emails_file {
             let k = format!("{key}.emails_file");
+            if self.posted {
+                self.errs.warn_at(
+                    Some(f.span()),
+                    k,
+                    "not read: a posted configuration's files stay unread (run `oidc-gateway check` on the machine)",
+                );
+                return rule;
+            }
             match std::fs::read_to_string(f.get_ref()) {
                 Ok(text) => {
                     for line in text

@@ -28,7 +28,7 @@ use super::raw::*;
 use super::*;
 use toml_edit::ImDocument;
 
-pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
+pub(super) fn parse(source: &str, file: &Path, posted: bool) -> Result<Config, ConfigErrors> {
     let mut errs = Collector::new(file, source);
     let doc = match ImDocument::parse(source) {
         Ok(doc) => doc,
@@ -66,7 +66,7 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
         }
     };
 
-    let mut b = Builder { errs };
+    let mut b = Builder { errs, posted };
     let config = b.build(raw, file);
     let digest = format!(
         "{:x}",
@@ -81,6 +81,9 @@ pub(super) fn parse(source: &str, file: &Path) -> Result<Config, ConfigErrors> {
 
 struct Builder<'a> {
     errs: Collector<'a>,
+    /// Posted to the admin API: the files and environment variables it names are not read
+    /// (their contents could come back in an error message).
+    posted: bool,
 }
 
 impl Builder<'_> {

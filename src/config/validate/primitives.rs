@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
 
+/// What a secret named by a posted configuration stands in as: it is never read.
+const POSTED_SECRET: &str = "not read: a posted configuration's secrets stay where they are";
+
 impl Builder<'_> {
     pub(super) fn err(
         &mut self,
@@ -218,6 +221,22 @@ impl Builder<'_> {
         None
     }
 
+    /// A secret written inline, or as `${VAR}` (a placeholder in a posted configuration).
+    pub(super) fn inline_secret(&self, value: &str) -> Result<Secret, String> {
+        if self.posted && value.starts_with("${") {
+            return Ok(Secret::new(POSTED_SECRET));
+        }
+        secret::resolve_inline(value)
+    }
+
+    /// A secret file's text (a placeholder in a posted configuration).
+    pub(super) fn secret_file(&self, path: &str) -> Result<String, String> {
+        if self.posted {
+            return Ok(POSTED_SECRET.to_owned());
+        }
+        secret::read_file(path)
+    }
+
     pub(super) fn existing_file(&mut self, raw: &SStr, key: &str) -> Option<PathBuf> {
         let p = PathBuf::from(raw.get_ref());
         if p.is_file() {
@@ -290,14 +309,14 @@ impl Builder<'_> {
                 );
                 None
             }
-            (Some(v), None) => match secret::resolve_inline(v.get_ref()) {
+            (Some(v), None) => match self.inline_secret(v.get_ref()) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.err(v.span(), key, e);
                     None
                 }
             },
-            (None, Some(f)) => match secret::read_file(f.get_ref()) {
+            (None, Some(f)) => match self.secret_file(f.get_ref()) {
                 Ok(s) if !s.is_empty() => Some(Secret::new(s)),
                 Ok(_) => {
                     self.err(

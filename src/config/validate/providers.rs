@@ -366,6 +366,10 @@ impl Builder<'_> {
             }
             (None, _) => return None,
         };
+        if self.posted {
+            // A key is not read from the gateway's machine for a posted configuration.
+            return None;
+        }
         let pem = match std::fs::read_to_string(file.get_ref()) {
             Ok(p) => p,
             Err(e) => {

@@ -2,7 +2,6 @@
 
 use super::Builder;
 use crate::config::raw::*;
-use crate::config::secret;
 use crate::config::*;
 use std::time::Duration;
 use toml::Spanned;
@@ -106,13 +105,13 @@ impl Builder<'_> {
         let raw = raw_spanned.get_ref();
         let mut secrets = Vec::new();
         for (j, s) in raw.secrets.iter().flatten().enumerate() {
-            match secret::resolve_inline(s.get_ref()) {
+            match self.inline_secret(s.get_ref()) {
                 Ok(v) => secrets.push((v, s.span(), format!("session.secrets[{j}]"))),
                 Err(e) => self.err(s.span(), format!("session.secrets[{j}]"), e),
             }
         }
         if let Some(f) = &raw.secrets_file {
-            match secret::read_file(f.get_ref()) {
+            match self.secret_file(f.get_ref()) {
                 Ok(text) => {
                     for line in text
                         .lines()

@@ -2,7 +2,7 @@
 use super::*;
 
 fn parse_str(src: &str) -> Result<Config, ConfigErrors> {
-    parse(src, Path::new("test.toml"))
+    parse(src, Path::new("test.toml"), false)
 }
 
 const MINIMAL: &str = r#"

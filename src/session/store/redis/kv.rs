@@ -5,7 +5,6 @@
 
 use crate::fleet::{Fleet, FleetError, Invalidation};
 use crate::session::revocations::{self, MarkKeys};
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 /// Creates a session that must not exist yet.
@@ -32,8 +31,9 @@ return n",
     )
 });
 
-/// A session's hash in Redis (`v`, `d`, and `m`: what the admin API lists, sealed).
-type Hash = HashMap<String, Vec<u8>>;
+/// A session's `v` (version) and `d` (sealed data) in Redis; its hash also holds `m`, what
+/// the admin API lists, sealed.
+type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A stored session: its version and its sealed bytes.
 pub(super) struct Stored {
@@ -83,21 +83,24 @@ impl SessionKv {
         tag: &[u8; 32],
         known: Option<&MarkKeys>,
     ) -> Result<(Option<Stored>, Option<Vec<Option<u64>>>), FleetError> {
-        let hgetall = redis::cmd("HGETALL").arg(self.fleet.key("s", tag)).clone();
-        let (hash, marks): (Hash, _) = match known.filter(|_| !self.cluster) {
+        // Only the version and the sealed session: the listing (`m`) is the admin API's.
+        let hmget = redis::cmd("HMGET")
+            .arg(self.fleet.key("s", tag))
+            .arg("v")
+            .arg("d")
+            .clone();
+        let (fields, marks): (Fields, _) = match known.filter(|_| !self.cluster) {
             Some(keys) => {
                 let mut p = redis::pipe();
-                p.add_command(hgetall).add_command(revocations::mget(keys));
-                let (hash, marks) = self.fleet.redis.pipeline("HGETALL", &p).await?;
-                (hash, Some(marks))
+                p.add_command(hmget).add_command(revocations::mget(keys));
+                let (fields, marks) = self.fleet.redis.pipeline("HMGET", &p).await?;
+                (fields, Some(marks))
             }
-            None => (self.fleet.redis.query("HGETALL", &hgetall).await?, None),
+            None => (self.fleet.redis.query("HMGET", &hmget).await?, None),
         };
-        let version = hash
-            .get("v")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-        let mut hash = hash;
-        let stored = match (version, hash.remove("d")) {
+        let (version, sealed) = fields;
+        let version = version.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
+        let stored = match (version, sealed) {
             (Some(version), Some(sealed)) => Some(Stored { version, sealed }),
             _ => None,
         };
