@@ -2,6 +2,7 @@
 //! validation, refresh and logout. Nothing here knows about routes or the proxy.
 
 pub mod client_assertion;
+pub mod form_post;
 pub mod groups;
 pub mod idp_http;
 pub mod jwks;

@@ -4,11 +4,9 @@
 //! sent to the authorization endpoint with only `client_id` and the `request_uri` the provider
 //! gave. Nothing of the attempt shows in the browser's history or the provider's access logs.
 
-use super::idp_http::client_form;
-use super::provider::{Discovered, ProviderHandle, error_chain};
+use super::form_post;
+use super::provider::{Discovered, ProviderHandle};
 use crate::config::Par;
-use crate::metrics;
-use std::time::Instant;
 
 /// Why a sign-in could not be pushed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,21 +61,11 @@ pub async fn push(
         .filter(|(k, _)| k != "client_id" || cfg.client_auth == crate::config::ClientAuth::Basic)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let req = client_form(cfg, endpoint, &params)
-        .ok_or_else(|| ParError::Failed("cannot build the request".into()))?;
-    let start = Instant::now();
-    let resp = handle.http.send(req).await;
-    metrics::idp_request(&cfg.name, "par", start.elapsed());
-    let resp = resp.map_err(|e| ParError::Failed(error_chain(&e)))?;
-    let status = resp.status();
-    let answer: Answer = serde_json::from_slice(resp.body()).map_err(|_| {
-        ParError::Failed(format!("the PAR endpoint answered {status} without JSON"))
-    })?;
-    if let Some(error) = answer.error.filter(|_| status.is_client_error()) {
-        return Err(ParError::Refused(match answer.error_description {
-            Some(d) => format!("{error} ({d})"),
-            None => error,
-        }));
+    let (status, answer): (_, Answer) = form_post::post(handle, endpoint, &params, "par")
+        .await
+        .map_err(ParError::Failed)?;
+    if let Some(refused) = form_post::oauth_error(status, answer.error, answer.error_description) {
+        return Err(ParError::Refused(refused));
     }
     let request_uri = answer
         .request_uri

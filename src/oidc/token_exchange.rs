@@ -1,12 +1,10 @@
 //! OAuth 2.0 Token Exchange (RFC 8693) at the provider's token endpoint: the user's access
 //! token in, a token minted for one upstream (its `audience`, narrowed to a `scope`) out.
 
-use super::idp_http::client_form;
-use super::provider::{Providers, error_chain};
+use super::form_post;
+use super::provider::Providers;
 use crate::config::{ProviderId, TokenExchange};
-use crate::metrics;
 use serde::Deserialize;
-use std::time::Instant;
 
 /// The grant type of a token exchange.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -57,7 +55,6 @@ pub async fn exchange(
     let handle = providers
         .handle(index)
         .ok_or_else(|| ExchangeError::Failed("no such provider".into()))?;
-    let cfg = &handle.config;
     let d = providers
         .ready(index)
         .await
@@ -72,27 +69,17 @@ pub async fn exchange(
     if let Some(scope) = &wanted.scope {
         params.push(("scope", scope));
     }
-    let req = client_form(cfg, d.token_endpoint(), &params)
-        .ok_or_else(|| ExchangeError::Failed("cannot build the request".into()))?;
-    let start = Instant::now();
-    let resp = handle.http.send(req).await;
-    metrics::idp_request(&cfg.name, "token_exchange", start.elapsed());
-    let resp = resp.map_err(|e| ExchangeError::Failed(error_chain(&e)))?;
-    let status = resp.status();
-    let answer: Answer = serde_json::from_slice(resp.body()).map_err(|_| {
-        ExchangeError::Failed(format!("the token endpoint answered {status} without JSON"))
-    })?;
+    let (status, answer) = form_post::post(handle, d.token_endpoint(), &params, "token_exchange")
+        .await
+        .map_err(ExchangeError::Failed)?;
     read(status, answer, now)
 }
 
 /// What an answer means: a token (a Bearer access token), a refusal (a 4xx with an OAuth error),
 /// or a failure.
 fn read(status: http::StatusCode, a: Answer, now: u64) -> Result<Exchanged, ExchangeError> {
-    if let Some(error) = a.error.filter(|_| status.is_client_error()) {
-        return Err(ExchangeError::Refused(match a.error_description {
-            Some(d) => format!("{error} ({d})"),
-            None => error,
-        }));
+    if let Some(refused) = form_post::oauth_error(status, a.error, a.error_description) {
+        return Err(ExchangeError::Refused(refused));
     }
     if !status.is_success() {
         return Err(ExchangeError::Failed(format!(
