@@ -43,3 +43,35 @@ impl SessionInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_listing_ends_at_the_first_of_its_timeouts_and_holds_no_token() {
+        let mut d = crate::session::tests::data(1_000);
+        d.renewed_at = 1_500;
+        let t = Timeouts {
+            absolute: Duration::from_secs(10_000),
+            rolling: Duration::from_secs(2_000),
+            idle: Duration::from_secs(600),
+        };
+        let info = SessionInfo::of(&[0xab; 32], &d, 1_700, &t);
+        assert_eq!(info.expires, 2_300, "idle: last seen + 600");
+        assert_eq!(
+            SessionInfo::of(&[0xab; 32], &d, 3_000, &t).expires,
+            3_500,
+            "rolling"
+        );
+        assert_eq!((info.created, info.last_seen), (1_000, 1_700));
+        assert_eq!(info.id, "ab".repeat(32));
+        assert_eq!((info.provider.as_str(), info.sub.as_str()), ("p", "alice"));
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(
+            !json.contains("\"at\"") && !json.contains("email"),
+            "{json}"
+        );
+    }
+}
