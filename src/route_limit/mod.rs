@@ -121,38 +121,63 @@ impl RouteLimits {
         })
     }
 
-    /// What the request is counted by: its identity as the route names it, else its address.
+    /// What the request is counted by: its identity as the route names it, else its address;
+    /// hashed with the route's name, without building strings on the request path.
     fn key(
         &self,
         limit: &RouteLimit,
         identity: Option<&Identity>,
         client: Option<IpAddr>,
     ) -> Option<[u8; 32]> {
-        let who = identity.and_then(|id| match limit.spec.per {
-            LimitBy::Sub => self.user(id),
-            LimitBy::Consumer => id.consumer.map(|c| format!("c\0{}", c.index())),
-            LimitBy::ClientIp => None,
-        });
-        let who = match who {
-            Some(w) => w,
-            None => format!("a\0{:032x}", ratelimit::client_key(client?)),
-        };
+        let who = identity
+            .and_then(|id| match limit.spec.per {
+                LimitBy::Sub => self
+                    .user(id)
+                    .map(|(provider, sub)| Who::User(provider, sub)),
+                LimitBy::Consumer => id.consumer.map(|c| Who::Consumer(c.index())),
+                LimitBy::ClientIp => None,
+            })
+            .or_else(|| client.map(|ip| Who::Address(ratelimit::client_key(ip))))?;
         let mut h = Sha256::new();
         h.update(limit.name.as_bytes());
-        h.update([0]);
-        h.update(who.as_bytes());
+        match who {
+            Who::User(provider, sub) => {
+                h.update(b"\0u\0");
+                h.update(provider.as_bytes());
+                h.update([0]);
+                h.update(sub.as_bytes());
+            }
+            Who::Consumer(index) => {
+                h.update(b"\0c\0");
+                h.update(index.to_le_bytes());
+            }
+            Who::Address(address) => {
+                h.update(b"\0a\0");
+                h.update(address.to_le_bytes());
+            }
+        }
         Some(h.finalize().into())
     }
 
-    /// The user behind `identity`: provider and `sub`.
-    fn user(&self, identity: &Identity) -> Option<String> {
+    /// The user behind `identity`: provider name and `sub`.
+    fn user<'a>(&'a self, identity: &'a Identity) -> Option<(&'a str, &'a str)> {
         let provider = match &identity.credential {
             Credential::Session(s) => &*s.data.provider,
             Credential::Token(t) => self.providers.get(t.provider.index())?.as_str(),
             Credential::Anonymous => return None,
         };
-        Some(format!("u\0{provider}\0{}", identity.sub()?))
+        Some((provider, identity.sub()?))
     }
+}
+
+/// Whom a request is counted for.
+enum Who<'a> {
+    /// A user: provider name and `sub`.
+    User(&'a str, &'a str),
+    /// A mapped consumer, by its place in `[[consumers]]`.
+    Consumer(usize),
+    /// A client address (IPv6 by /64).
+    Address(u128),
 }
 
 impl RouteLimit {

@@ -42,11 +42,6 @@ async fn bearer_get(gw: &GatewayProcess, path: &str, token: &str) -> reqwest::Re
         .unwrap()
 }
 
-/// The `WWW-Authenticate` challenge of a refusal.
-fn www_authenticate(r: &reqwest::Response) -> String {
-    r.headers()["www-authenticate"].to_str().unwrap().to_owned()
-}
-
 // ---------------------------------------------------------------- real OP (oidc-provider)
 
 async fn client_credentials(op: &RealOp, resource: &str, scope: &str) -> String {

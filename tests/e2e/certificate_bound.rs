@@ -49,12 +49,7 @@ fn tls_client(pki: &Pki, name: Option<&str>) -> reqwest::Client {
 
 async fn status(c: &reqwest::Client, url: &str, token: &str) -> (u16, String) {
     let r = c.get(url).bearer_auth(token).send().await.unwrap();
-    let challenge = r
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (r.status().as_u16(), challenge)
+    (r.status().as_u16(), www_authenticate(&r))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -93,12 +93,7 @@ async fn get(
         req = req.header("DPoP", *p);
     }
     let r = req.send().await.unwrap();
-    let challenge = r
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (r.status().as_u16(), challenge)
+    (r.status().as_u16(), www_authenticate(&r))
 }
 
 /// A gateway for the API at `op`: route `strict` (`/api`) with `constraint = "required"` and

@@ -23,11 +23,7 @@ async fn email_domains_and_lists_let_in_whom_they_name() {
     let list = dir.path().join("emails.txt");
     std::fs::write(&list, "# partners' contacts\nALICE@example.com\n").unwrap();
     let route = |auth: &str| format!(r#"provider = "op", {auth}"#);
-    let body = Toml::new()
-        .session(SECRET, "")
-        .provider("op", &op.issuer, "gateway-secret-0123456789", &origin, "")
-        .upstream("app", &up.address())
-        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+    let body = Toml::app_at_op(SECRET, "", &op.issuer, &origin, &up.address())
         .route(
             "staff",
             &["/staff"],
@@ -101,11 +97,7 @@ async fn allow_if_lets_through_only_what_it_says_true_of() {
     let origin = format!("http://127.0.0.1:{port}");
     let op = RealOp::start(&op_config(&origin, 3600));
     let route = |expr: &str| format!(r#"provider = "op", allow_if = '{expr}'"#);
-    let body = Toml::new()
-        .session(SECRET, "")
-        .provider("op", &op.issuer, "gateway-secret-0123456789", &origin, "")
-        .upstream("app", &up.address())
-        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+    let body = Toml::app_at_op(SECRET, "", &op.issuer, &origin, &up.address())
         .route(
             "admins",
             &["/admins"],

@@ -39,23 +39,25 @@ async fn two_instances_sharing_redis_hold_one_users_limit_together() {
     let (port_a, port_b) = (free_port(), free_port());
     let origin = format!("http://127.0.0.1:{port_a}");
     let op = op_with_bob(&origin);
-    let body = Toml::new()
-        .session(SECRET, "store = \"redis\"")
-        .provider("op", &op.issuer, "gateway-secret-0123456789", &origin, "")
-        .upstream("app", &up.address())
-        .route("app", &["/app"], "app", r#"provider = "op""#, "")
-        .route(
-            "api",
-            &["/api"],
-            "app",
-            r#"provider = "op""#,
-            r#"rate_limit = { per = "sub", requests = 5, window = "1m" }"#,
-        )
-        .raw(&format!(
-            "[redis]\nurl = \"{}\"\ncommand_timeout = \"200ms\"\nconnect_timeout = \"500ms\"\n",
-            redis.url()
-        ))
-        .build();
+    let body = Toml::app_at_op(
+        SECRET,
+        "store = \"redis\"",
+        &op.issuer,
+        &origin,
+        &up.address(),
+    )
+    .route(
+        "api",
+        &["/api"],
+        "app",
+        r#"provider = "op""#,
+        r#"rate_limit = { per = "sub", requests = 5, window = "1m" }"#,
+    )
+    .raw(&format!(
+        "[redis]\nurl = \"{}\"\ncommand_timeout = \"200ms\"\nconnect_timeout = \"500ms\"\n",
+        redis.url()
+    ))
+    .build();
     let a = GatewayProcess::start_discovered(&body, port_a, "/app/").await;
     let b = GatewayProcess::start_discovered(&body, port_b, "/app/").await;
     let alice = sign_in(&a, ("alice", "wonderland")).await;

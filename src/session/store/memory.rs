@@ -39,11 +39,8 @@ fn squeeze_tokens(data: &mut SessionData) {
 }
 
 impl LocalStore for MemoryStore {
-    fn sessions_of(&self, provider: &str, sub: &str) -> Option<Vec<Arc<Session>>> {
-        Some(
-            self.sessions
-                .matching(|s| &*s.data.provider == provider && &*s.data.sub == sub),
-        )
+    fn sessions_of(&self, sub: &str) -> Option<Vec<Arc<Session>>> {
+        Some(self.sessions.matching(|s| &*s.data.sub == sub))
     }
 
     fn load(&self, headers: &http::HeaderMap) -> Loaded {

@@ -171,9 +171,9 @@ pub trait LocalStore: Send + Sync {
         chunks::is_session_cookie(cookie, self.cookie_name())
     }
 
-    /// The sessions held for `sub` at `provider`; `None` when the store cannot list them (the
-    /// cookie store: sessions live in browsers).
-    fn sessions_of(&self, _provider: &str, _sub: &str) -> Option<Vec<Arc<Session>>> {
+    /// The sessions held for `sub` (at any provider); `None` when the store cannot list them
+    /// (the cookie store: sessions live in browsers).
+    fn sessions_of(&self, _sub: &str) -> Option<Vec<Arc<Session>>> {
         None
     }
 }
@@ -334,22 +334,23 @@ impl Sessions {
         let mut out = Vec::new();
         match &self.store {
             Store::Local(s) => {
-                for p in providers {
-                    let Some(found) = s.sessions_of(p, sub) else {
-                        return Ok(None);
-                    };
-                    out.extend(
-                        found
-                            .iter()
-                            .filter(|s| {
-                                s.check(now, t).is_ok() && !self.revocations.ends(&s.sid, &s.data)
-                            })
-                            .map(|s| {
-                                let id = self.revocations.session_name(&s.sid);
-                                SessionInfo::of(&id, &s.data, s.last_seen(), t)
-                            }),
-                    );
-                }
+                // One walk over the sessions held, whatever the number of providers.
+                let Some(found) = s.sessions_of(sub) else {
+                    return Ok(None);
+                };
+                out.extend(
+                    found
+                        .iter()
+                        .filter(|s| {
+                            providers.contains(&&*s.data.provider)
+                                && s.check(now, t).is_ok()
+                                && !self.revocations.ends(&s.sid, &s.data)
+                        })
+                        .map(|s| {
+                            let id = self.revocations.session_name(&s.sid);
+                            SessionInfo::of(&id, &s.data, s.last_seen(), t)
+                        }),
+                );
             }
             Store::Redis(s) => {
                 for p in providers {

@@ -15,6 +15,23 @@ impl Toml {
         Toml::default()
     }
 
+    /// The start of most tests against the real OP: `[session]` with `secret` and
+    /// `session_extra`, provider `op` at `issuer` (the OP's `gateway` client, its callback on
+    /// `origin`), upstream `app` at `upstream`, and route `app` (`/app`) signing in there.
+    pub fn app_at_op(
+        secret: &str,
+        session_extra: &str,
+        issuer: &str,
+        origin: &str,
+        upstream: &str,
+    ) -> Toml {
+        Toml::new()
+            .session(secret, session_extra)
+            .provider("op", issuer, "gateway-secret-0123456789", origin, "")
+            .upstream("app", upstream)
+            .route("app", &["/app"], "app", r#"provider = "op""#, "")
+    }
+
     /// `[session]` with `secret` and extra lines (`store = "memory"`, ...).
     pub fn session(mut self, secret: &str, extra: &str) -> Toml {
         self.session = Some(format!("[session]\nsecrets = [\"{secret}\"]\n{extra}\n"));

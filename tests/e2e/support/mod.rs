@@ -41,3 +41,12 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The `WWW-Authenticate` challenge of an answer (empty when it has none).
+pub fn www_authenticate(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
