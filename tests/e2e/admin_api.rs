@@ -89,11 +89,8 @@ fn body(
     admin: u16,
     extra: &str,
 ) -> String {
-    Toml::new()
-        .session(SECRET, &format!("store = \"{store}\""))
-        .provider("op", &op.issuer, "gateway-secret-0123456789", origin, "")
-        .upstream("app", &up.address())
-        .route("app", &["/app"], "app", r#"provider = "op""#, "")
+    let store = format!("store = \"{store}\"");
+    Toml::app_at_op(SECRET, &store, &op.issuer, origin, &up.address())
         .raw(&format!(
             "[admin]\nlisten = \"127.0.0.1:{admin}\"\nauth = {{ provider = \"op\", audience_required = [\"{AUDIENCE}\"], groups_required = [\"gateway-admins\"] }}\n{extra}"
         ))
@@ -282,6 +279,34 @@ async fn sessions_revoked_through_one_instance_are_refused_by_the_other() {
     );
     a.log_containing(&["admin call", "caller=admin-cli", "call=\"revoke_user\""]);
     a.log_containing(&["admin call refused", "status=403"]);
+
+    // Redis stalls: a revocation that cannot be shared says so (503, nothing half done), fast;
+    // the operator's retry once Redis is back goes through.
+    redis.signal("STOP");
+    let started = Instant::now();
+    let (status, r) = admin_a
+        .call(Method::DELETE, "/admin/sessions?sub=bob-id", Some(&admin))
+        .await;
+    assert_eq!(status, 503, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("try again"), "{r}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    redis.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, r) = admin_a
+            .call(Method::DELETE, "/admin/sessions?sub=bob-id", Some(&admin))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(
+        app(&b, &bob_again).await,
+        200,
+        "the retry ended bob's new session"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -338,6 +363,20 @@ async fn memory_store_sessions_are_listed_and_posted_configs_checked() {
             )
         }
     };
+    // Hostile bodies: bytes that are not text, and more than 1 MiB, are refused before parsing.
+    for (body, expected) in [
+        (vec![0xff, 0xfe, 0x00, 0x80], 400),
+        (vec![b'#'; 1024 * 1024 + 1], 413),
+    ] {
+        let r = client()
+            .post(admin.url("/admin/config/check"))
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expected);
+    }
     let (status, r) = post("[[upstreams]]\nname = \"app\"\ntargets = [\"127.0.0.1:1\"]\n").await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["valid"], true);
