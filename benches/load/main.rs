@@ -364,7 +364,27 @@ async fn run(o: &Opts) {
             subject(&targets[3], gw),
         ];
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/profiles");
-        let costs = profile::profile(&subjects, o.seconds, &out);
+        let mut costs = profile::profile(&subjects, o.seconds, &out);
+        // The session route again with the Redis store asked on every request (`0s`): the
+        // gateway's own processes only (Redis's CPU is the Redis server's).
+        let [redis_port] = free_ports();
+        let _redis = start_redis(d, redis_port);
+        drop(gateway);
+        std::fs::write(&config, redis_gateway_config(d, &p, redis_port, "0s")).unwrap();
+        let gateway = spawn(
+            Command::new(BIN).args(["run", "--config"]).arg(&config),
+            &d.join("gateway-redis-0s.log"),
+        );
+        wait_port(p.gateway, "gateway (Redis store)");
+        wait_discovered(&origin).await;
+        let redis_cookie = login(&origin, "/session/").await;
+        let redis_subject = profile::Subject {
+            name: "gateway, session (Redis 0s)",
+            url: format!("{origin}/session/"),
+            header: Some(format!("Cookie: {redis_cookie}")),
+            pid: gateway.0.id(),
+        };
+        costs.extend(profile::profile(&[redis_subject], o.seconds, &out));
         profile::print_costs(&costs, o.seconds, &out);
         return;
     }

@@ -66,6 +66,18 @@ pub const PHASES: &[(&str, &str)] = &[
         "TimerManager::register_timer",
     ),
     ("allocator (malloc/free)", "mi_"),
+    ("Redis store: read a session (fetch)", "RedisStore::fetch"),
+    ("Redis store: a held session, confirmed", "RedisStore::held"),
+    ("Redis store: the client's round trip", "redis::aio::"),
+    ("Redis store: open the cookie", "Sealer::open_indexed"),
+    (
+        "Redis store: decode the session (inflate, parse)",
+        "codec::decode",
+    ),
+    (
+        "Redis store: name its revocation marks",
+        "revocations::mark_keys",
+    ),
 ];
 
 /// The process and its children (nginx's workers).

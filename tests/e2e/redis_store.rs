@@ -4,6 +4,7 @@
 //! and the kept-values facility's suite.
 //! (The fleet's behaviour through the running binary, Sentinel and Cluster are in `fleet.rs`.)
 
+use crate::support::redis::RedisServer;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use oidc_gateway::clock;
@@ -167,6 +168,86 @@ async fn without_a_local_cache_every_read_checks_the_marks_in_redis() {
         here.load(&headers(&cookies)).await,
         Loaded::Invalid { .. }
     ));
+}
+
+/// With `0s`, a session held in memory is served only as Redis confirms it, in each request's
+/// round trip: a newer version written by another instance, a deleted session and Redis
+/// stalled are all seen at once. Redis of its own, so it can be stopped and its commands
+/// counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_local_cache_a_held_session_is_served_only_as_redis_confirms_it() {
+    let server = RedisServer::start();
+    let mut r = fleet(Duration::ZERO).settings.clone();
+    r.topology = RedisTopology::Single(server.url());
+    r.command_timeout = Duration::from_millis(300);
+    let secrets = settings(SessionStoreKind::Redis, 100).secrets;
+    let f = Arc::new(Fleet::new(&r, &secrets).unwrap());
+    let (a, b) = (store(&f, 100), store(&f, 100));
+    let (_, cookies) = a.save(&Loaded::Absent, data(), &attrs()).await.unwrap();
+    let h = headers(&cookies);
+    let original = data().access_token.text().into_owned();
+    assert_eq!(
+        access_token(&a, &h).await.as_deref(),
+        Some(original.as_str())
+    );
+    // Held and confirmed: two commands a read (the version and the marks), in one round trip.
+    let calls = |cmd: &str| -> u64 {
+        server
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (hget, hmget) = (calls("hget"), calls("hmget"));
+    for _ in 0..5 {
+        assert_eq!(
+            access_token(&a, &h).await.as_deref(),
+            Some(original.as_str())
+        );
+    }
+    assert_eq!(calls("hget") - hget, 5, "the version, once a request");
+    assert_eq!(calls("hmget") - hmget, 0, "the held copy is not read again");
+
+    // Another instance writes a newer version: the next read on `a` serves it.
+    let seen_by_b = b.load(&h).await;
+    assert!(matches!(seen_by_b, Loaded::Found { .. }), "{seen_by_b:?}");
+    let mut refreshed = data();
+    refreshed.access_token = "refreshed-elsewhere".into();
+    b.save(&seen_by_b, refreshed, &attrs()).await.unwrap();
+    assert_eq!(
+        access_token(&a, &h).await.as_deref(),
+        Some("refreshed-elsewhere")
+    );
+
+    // Redis stalled: the held copy is not served (a revocation could not be checked).
+    server.signal("STOP");
+    let started = std::time::Instant::now();
+    let stalled = a.load(&h).await;
+    server.signal("CONT");
+    assert!(matches!(stalled, Loaded::Unavailable { .. }), "{stalled:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Deleted in Redis with no message to `a` (a logout elsewhere): refused at once.
+    let keys = server.cli(&["--scan", "--pattern", &format!("{}s:*", r.key_prefix)]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    server.cli(&["DEL", keys[0]]);
+    assert_eq!(access_token(&a, &h).await, None);
+}
+
+/// The access token of the session `s` finds for `h`, which it reads from Redis; `None`: invalid.
+async fn access_token(s: &RedisStore, h: &http::HeaderMap) -> Option<String> {
+    match s.load(h).await {
+        Loaded::Found {
+            session, cache_hit, ..
+        } => {
+            assert!(!cache_hit, "with 0s every read asks Redis");
+            Some(session.data.access_token.text().into_owned())
+        }
+        Loaded::Invalid { .. } => None,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -676,6 +676,31 @@ fn a_request_header_trickled_a_line_at_a_time_is_cut_off_at_the_deadline() {
     );
 }
 
+/// The keep-alive idle limit holds on plain HTTP/1 (the gateway's keep-alive loop waits for the
+/// next request under it): a connection that goes quiet after an answer is closed on time,
+/// one that sends its next request in time is served.
+#[test]
+fn an_idle_keep_alive_connection_is_closed_at_the_idle_limit() {
+    use std::io::Write;
+    let up = LenientUpstream::start();
+    let gw = slow_client_gateway(&up, "keepalive_timeout = \"1s\"");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (closed, after, text) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(closed, "still open after {after:?}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    // Counted from the second answer, which came at once: about 1 s, not Pingora's 60 s.
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(2500),
+        "closed after {after:?}"
+    );
+    assert_eq!(up.take().len(), 2);
+}
+
 #[test]
 fn a_request_body_below_the_minimum_rate_gets_408() {
     use std::io::Write;

@@ -99,12 +99,33 @@ impl SessionKv {
             None => (self.fleet.redis.query("HMGET", &hmget).await?, None),
         };
         let (version, sealed) = fields;
-        let version = version.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok());
-        let stored = match (version, sealed) {
+        let stored = match (version.as_deref().and_then(parse_version), sealed) {
             (Some(version), Some(sealed)) => Some(Stored { version, sealed }),
             _ => None,
         };
         Ok((stored, marks))
+    }
+
+    /// The version of the session `tag` (`None`: gone), and the marks at `keys`: one round
+    /// trip, except on a Cluster, where the marks live in other slots.
+    pub(super) async fn version(
+        &self,
+        tag: &[u8; 32],
+        keys: &MarkKeys,
+    ) -> Result<(Option<u64>, Vec<Option<u64>>), FleetError> {
+        let hget = redis::cmd("HGET")
+            .arg(self.fleet.key("s", tag))
+            .arg("v")
+            .clone();
+        let (version, marks): (Option<Vec<u8>>, _) = if self.cluster {
+            let version = self.fleet.redis.query("HGET", &hget).await?;
+            (version, self.marks(keys).await?)
+        } else {
+            let mut p = redis::pipe();
+            p.add_command(hget).add_command(revocations::mget(keys));
+            self.fleet.redis.pipeline("HGET", &p).await?
+        };
+        Ok((version.as_deref().and_then(parse_version), marks))
     }
 
     /// The marks at `keys`.
@@ -259,4 +280,9 @@ impl SessionKv {
             )
             .await
     }
+}
+
+/// A stored version (`v`, a decimal integer).
+fn parse_version(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
 }

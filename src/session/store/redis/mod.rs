@@ -44,7 +44,8 @@ pub struct RedisStore {
     sealer: Sealer,
     name: String,
     timeouts: Timeouts,
-    /// Sessions read from or written to Redis, by tag.
+    /// Sessions read from or written to Redis, by tag: served as they are for
+    /// `local_cache_ttl`; with `0s`, only once Redis confirms them (see [`Self::confirm`]).
     local: Arc<BoundedCache<[u8; 32], Arc<Session>>>,
     /// The tag each recently seen cookie opens to (a fixed fact of the cookie and the
     /// secrets), so a cached session costs two lookups, not a decryption and an HMAC.
@@ -58,15 +59,15 @@ pub struct RedisStore {
 /// How long a cookie's tag is remembered (it never changes; this only bounds stale entries).
 const TICKET_TTL: u64 = 3600;
 
+/// With `local_cache_ttl = "0s"`, how long a session is held in memory to be confirmed rather
+/// than read again (each request still asks Redis; this only bounds stale entries).
+const CONFIRMED_COPY_TTL: u64 = 300;
+
 impl RedisStore {
     /// A Redis store for `settings`, through `fleet`.
     pub fn new(settings: &SessionSettings, fleet: Arc<Fleet>) -> RedisStore {
         let local_ttl = fleet.settings.local_cache_ttl.as_secs();
-        let capacity = if local_ttl == 0 {
-            0
-        } else {
-            settings.cache_size
-        };
+        let capacity = settings.cache_size;
         RedisStore {
             sealer: Sealer::new(&settings.secrets, "oidc-gateway redis session cookie"),
             name: settings.cookie_name.clone(),
@@ -111,12 +112,7 @@ impl RedisStore {
         if let Some(tag) = self.tickets.get(*value, now)
             && let Some(session) = self.local.get(&tag, now)
         {
-            metrics::redis_local_cache(true);
-            return Loaded::Found {
-                session,
-                cache_hit: true,
-                cookies_present,
-            };
+            return self.held(session, cookies_present).await;
         }
         let Some((plain, index)) = self.sealer.open_indexed(self.name.as_bytes(), value) else {
             return invalid;
@@ -129,6 +125,16 @@ impl RedisStore {
         self.tickets
             .insert((*value).into(), tag, now.saturating_add(TICKET_TTL), now);
         if let Some(session) = self.local.get(&tag, now) {
+            return self.held(session, cookies_present).await;
+        }
+        metrics::redis_local_cache(false);
+        read_from_redis(Box::pin(self.fetch(sid, key, tag)).await, cookies_present)
+    }
+
+    /// A session held in memory: served as it is within `local_cache_ttl`; with `0s`, once
+    /// Redis confirms it.
+    async fn held(&self, session: Arc<Session>, cookies_present: usize) -> Loaded {
+        if self.local_ttl > 0 {
             metrics::redis_local_cache(true);
             return Loaded::Found {
                 session,
@@ -137,14 +143,33 @@ impl RedisStore {
             };
         }
         metrics::redis_local_cache(false);
-        match Box::pin(self.fetch(sid, key, tag)).await {
-            Ok(Some(session)) => Loaded::Found {
-                session,
-                cache_hit: false,
-                cookies_present,
-            },
-            Ok(None) => invalid,
-            Err(_) => Loaded::Unavailable { cookies_present },
+        read_from_redis(Box::pin(self.confirm(session)).await, cookies_present)
+    }
+
+    /// With `0s`: the held copy if Redis still has the session at the same version and no mark
+    /// ends it (versions are never reused, so the data is the same), else a fresh read. One
+    /// round trip, as a read, without decrypting and decoding the session again.
+    async fn confirm(&self, held: Arc<Session>) -> Result<Option<Arc<Session>>, FleetError> {
+        let Some(remote) = held.remote.as_ref() else {
+            return Ok(None);
+        };
+        let Some(keys) = self.mark_keys.get(&remote.tag, clock::now()) else {
+            return Box::pin(self.fetch(held.sid, remote.key, remote.tag)).await;
+        };
+        let (version, marks) = self.kv.version(&remote.tag, &keys).await?;
+        match version {
+            Some(v) if v == remote.version => {
+                if revocations::ended_by(&keys, &marks, held.data.created_at) {
+                    self.local.remove(&remote.tag);
+                    return Ok(None);
+                }
+                Ok(Some(held))
+            }
+            Some(_) => Box::pin(self.fetch(held.sid, remote.key, remote.tag)).await,
+            None => {
+                self.local.remove(&remote.tag);
+                Ok(None)
+            }
         }
     }
 
@@ -218,13 +243,18 @@ impl RedisStore {
         Ok(Some(session))
     }
 
-    /// Keeps `session` in memory for the local-cache time, never past its access token.
+    /// Keeps `session` in memory for the local-cache time (with `0s`, to be confirmed), never
+    /// past its access token.
     fn remember(&self, session: &Arc<Session>) {
         let Some(remote) = &session.remote else {
             return;
         };
         let now = clock::now();
-        let mut until = now.saturating_add(self.local_ttl);
+        let keep = match self.local_ttl {
+            0 => CONFIRMED_COPY_TTL,
+            ttl => ttl,
+        };
+        let mut until = now.saturating_add(keep);
         if let Some(exp) = session.data.expires_at {
             until = until.min(exp);
         }
@@ -436,6 +466,22 @@ impl RedisStore {
 /// What a session's listing is sealed to: it and nothing else.
 fn listing_aad(tag: &[u8; 32]) -> Vec<u8> {
     [b"oidc-gateway session listing ".as_slice(), tag].concat()
+}
+
+/// What a read from Redis makes of the request's session.
+fn read_from_redis(
+    read: Result<Option<Arc<Session>>, FleetError>,
+    cookies_present: usize,
+) -> Loaded {
+    match read {
+        Ok(Some(session)) => Loaded::Found {
+            session,
+            cache_hit: false,
+            cookies_present,
+        },
+        Ok(None) => Loaded::Invalid { cookies_present },
+        Err(_) => Loaded::Unavailable { cookies_present },
+    }
 }
 
 /// The id and key a cookie carries.
