@@ -6,6 +6,7 @@
 //! whatever Redis is doing: a Sentinel master is looked up again after a failure (the client
 //! library resolves it only when connecting).
 
+use super::per_thread::PerThread;
 use crate::config::{RedisSettings, RedisTopology};
 use crate::metrics;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -46,7 +47,12 @@ pub struct RedisClient {
 }
 
 enum Conn {
-    Single(ConnectionManager),
+    /// One server: a connection per sending thread, and one on the Redis runtime for callers
+    /// outside any runtime.
+    Single {
+        per_thread: PerThread,
+        shared: ConnectionManager,
+    },
     Sentinel(Mutex<SentinelState>),
     Cluster {
         client: redis::cluster::ClusterClient,
@@ -129,10 +135,12 @@ pub fn server_client(s: &RedisSettings, url: &str) -> Result<redis::Client, Stri
     client.map_err(|e| format!("Redis {url:?}: {e}"))
 }
 
-/// The runtime Redis connections live on. Pingora runs each service on runtimes of its own,
-/// and the gateway is built before any of them runs; a connection's driver task must run on a
-/// runtime that lives as long as the process, whichever runtime sends it commands. One small
-/// runtime of our own is that place, and it is never dropped.
+/// The runtime Sentinel and Cluster connections live on (and a single server's, for callers
+/// outside any runtime). Pingora runs each service on runtimes of its own, and the gateway is
+/// built before any of them runs; such a connection's driver task must run on a runtime that
+/// lives as long as the process, whichever runtime sends it commands. One small runtime of our
+/// own is that place, and it is never dropped. (A single server's connections are made per
+/// sending thread instead: `per_thread.rs`.)
 static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -166,10 +174,11 @@ impl RedisClient {
                 let client = server_client(s, url)?;
                 subscribe_to.push(client.clone());
                 let _on = RUNTIME.enter();
-                Conn::Single(
-                    ConnectionManager::new_lazy_with_config(client, config)
+                Conn::Single {
+                    shared: ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
                         .map_err(|e| format!("Redis {url:?}: {e}"))?,
-                )
+                    per_thread: PerThread::new(client, config),
+                }
             }
             RedisTopology::Sentinel { master, nodes, tls } => {
                 let mut redis = redis::RedisConnectionInfo::default();
@@ -260,7 +269,10 @@ impl RedisClient {
     async fn handle(&self) -> Result<Handle, FleetError> {
         let unavailable = |e: redis::RedisError| FleetError::Unavailable(e.to_string());
         match &self.conn {
-            Conn::Single(m) => Ok(Handle::Manager(m.clone())),
+            Conn::Single { per_thread, shared } => match per_thread.current() {
+                Some(made) => made.map(Handle::Manager).map_err(unavailable),
+                None => Ok(Handle::Manager(shared.clone())),
+            },
             Conn::Sentinel(state) => {
                 let mut st = state.lock().await;
                 if let Some(m) = &st.master {
@@ -294,7 +306,7 @@ impl RedisClient {
     /// is asked for the master again).
     async fn reset(&self) {
         match &self.conn {
-            Conn::Single(_) => {}
+            Conn::Single { .. } => {}
             Conn::Sentinel(state) => state.lock().await.master = None,
             Conn::Cluster { conn, .. } => *conn.lock().await = None,
         }

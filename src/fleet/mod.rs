@@ -7,6 +7,7 @@
 //! the keys about one session share a slot.
 
 pub mod client;
+mod per_thread;
 pub mod pubsub;
 
 pub use client::{FleetError, RedisClient};
