@@ -203,14 +203,10 @@ where
 /// Waits (up to the keep-alive idle time) for the first byte of the next request on a reused
 /// connection, so the header deadline starts there. `false`: closed or idle too long. Streams
 /// that cannot peek (TLS) answer at once.
-///
-/// Every kept-alive request waits here, so the deadline is Pingora's shared timer (10 ms
-/// ticks; one timer per tick for all connections, a read lock to join it), which is what
-/// Pingora's own keep-alive reads use, rather than an entry in Tokio's timer wheel per wait.
 async fn wait_for_next_request(stream: &mut Stream, keepalive: Duration) -> bool {
     let mut first = [0u8; 1];
     matches!(
-        pingora::time::fast_timeout::fast_timeout(keepalive, stream.try_peek(&mut first)).await,
+        tokio::time::timeout(keepalive, stream.try_peek(&mut first)).await,
         Ok(Ok(_))
     )
 }
