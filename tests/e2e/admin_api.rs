@@ -350,13 +350,17 @@ async fn memory_store_sessions_are_listed_and_posted_configs_checked() {
     assert_ne!(app(&gw, &alice).await, 200, "ended at once");
 
     // A posted configuration gets `check`'s own errors, with line and key.
-    let post = |text: &'static str| {
-        let req = client()
+    let check = |body: reqwest::Body| {
+        client()
             .post(admin.url("/admin/config/check"))
             .bearer_auth(&token)
-            .body(text);
+            .body(body)
+            .send()
+    };
+    let post = |text: &'static str| {
+        let req = check(text.into());
         async move {
-            let r = req.send().await.unwrap();
+            let r = req.await.unwrap();
             (
                 r.status().as_u16(),
                 r.json::<serde_json::Value>().await.unwrap(),
@@ -368,13 +372,7 @@ async fn memory_store_sessions_are_listed_and_posted_configs_checked() {
         (vec![0xff, 0xfe, 0x00, 0x80], 400),
         (vec![b'#'; 1024 * 1024 + 1], 413),
     ] {
-        let r = client()
-            .post(admin.url("/admin/config/check"))
-            .bearer_auth(&token)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = check(body.into()).await.unwrap();
         assert_eq!(r.status().as_u16(), expected);
     }
     let (status, r) = post("[[upstreams]]\nname = \"app\"\ntargets = [\"127.0.0.1:1\"]\n").await;
@@ -398,14 +396,7 @@ async fn memory_store_sessions_are_listed_and_posted_configs_checked() {
          auth = {{ provider = \"op\", emails_file = \"{f}\" }}\n",
         f = secret_file.display()
     );
-    let r = client()
-        .post(admin.url("/admin/config/check"))
-        .bearer_auth(&token)
-        .body(text)
-        .send()
-        .await
-        .unwrap();
-    let answer = r.text().await.unwrap();
+    let answer = check(text.into()).await.unwrap().text().await.unwrap();
     assert!(!answer.contains("TOP-SECRET"), "{answer}");
     assert!(
         answer.contains("\"valid\":true") && answer.contains("not read"),
