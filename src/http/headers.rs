@@ -262,8 +262,9 @@ pub fn set_forwarded(req: &mut RequestHeader, conn: &ClientConn<'_>) -> pingora:
 static FORWARDING: std::sync::LazyLock<HeaderSet> =
     std::sync::LazyLock::new(|| HeaderSet::new(FORWARDING_HEADERS.iter().copied(), []));
 
-fn proto(tls: bool) -> &'static str {
-    if tls { "https" } else { "http" }
+/// A static value: `insert_header` copies a `&str` value into a new allocation, not this.
+fn proto(tls: bool) -> http::HeaderValue {
+    http::HeaderValue::from_static(if tls { "https" } else { "http" })
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address
