@@ -562,6 +562,75 @@ async fn websocket_upgrades_pass_through() {
     }
 }
 
+/// An upstream that answers `101` the moment it accepts a connection, then echoes what it
+/// reads: the answer is already waiting when the proxy starts relaying, which is what a busy
+/// machine produces by chance (the flake this test pins down: a tunnel closed at once).
+fn eager_upgrade_upstream() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                // The request header, then the tunnel's bytes, echoed.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                if conn.write_all(&seen[end..]).is_err() {
+                    return;
+                }
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upgrade_answered_at_once_keeps_its_tunnel() {
+    use std::io::{Read, Write};
+    let gw = GatewayProcess::start(&format!(
+        "[[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n",
+        eager_upgrade_upstream()
+    ));
+    for attempt in 0..100 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "attempt {attempt}: closed before the 101");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 101"), "attempt {attempt}");
+        s.write_all(b"ping").unwrap();
+        let mut echo = [0u8; 4];
+        s.read_exact(&mut echo).unwrap_or_else(|e| {
+            panic!("attempt {attempt}: the tunnel closed before its first message came back: {e}")
+        });
+        assert_eq!(&echo, b"ping", "attempt {attempt}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     let a = TestUpstream::start("a");
