@@ -93,6 +93,8 @@ struct Record {
     kind: Kind,
     outcome: Outcome,
     latency: Duration,
+    /// Sent a second time after a socket error on a kept-alive connection (see [`get_kept`]).
+    resent: bool,
 }
 
 /// Every request's outcome, and the switches of the load.
@@ -105,11 +107,16 @@ pub struct Recorder {
 
 impl Recorder {
     fn record(&self, sent: Instant, kind: Kind, outcome: Outcome) {
+        self.record_step(sent, kind, outcome, false);
+    }
+
+    fn record_step(&self, sent: Instant, kind: Kind, outcome: Outcome, resent: bool) {
         self.records.lock().unwrap().push(Record {
             sent,
             kind,
             outcome,
             latency: sent.elapsed(),
+            resent,
         });
     }
 
@@ -138,6 +145,8 @@ pub struct Counts {
     pub socket: usize,
     /// Never answered.
     pub lost: usize,
+    /// Answered when sent again after a socket error on a kept-alive connection.
+    pub resent: usize,
     /// Slowest answer.
     pub worst: Duration,
     /// Statuses of the failures.
@@ -162,7 +171,22 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A gateway's answer, judged; a socket error is printed (shown with the table when a test
+/// fails, so a reset explains itself).
 fn classify(
+    r: Result<reqwest::Response, reqwest::Error>,
+    expect: u16,
+) -> (Outcome, Option<reqwest::Response>) {
+    if let Err(e) = &r
+        && !e.is_timeout()
+    {
+        println!("socket error from the gateway: {e:?}");
+    }
+    classify_at_idp(r, expect)
+}
+
+/// An answer judged without a word: the OP's socket errors are expected while it is down.
+fn classify_at_idp(
     r: Result<reqwest::Response, reqwest::Error>,
     expect: u16,
 ) -> (Outcome, Option<reqwest::Response>) {
@@ -171,6 +195,25 @@ fn classify(
         Ok(r) => (Outcome::Status(r.status().as_u16()), Some(r)),
         Err(e) if e.is_timeout() => (Outcome::Lost, None),
         Err(_) => (Outcome::Socket, None),
+    }
+}
+
+/// A GET on the connection kept alive from the login's first step, sent again once if it
+/// failed at the socket, as a browser does for a request on a reused connection that the
+/// server closed as it went out (RFC 9112 §9.3.1; Chromium resends on reused sockets). A
+/// reload's old process closes the connections still idle when its grace period ends, and a
+/// login that spent seconds at a slow IdP comes back to one of them. A request the gateway had
+/// read is not resent blindly: its second answer is what is judged (a spent code fails).
+async fn get_kept(
+    c: &reqwest::Client,
+    url: &str,
+) -> (Result<reqwest::Response, reqwest::Error>, bool) {
+    match c.get(url).send().await {
+        Err(e) if !e.is_timeout() => {
+            println!("sent again after a socket error on a kept-alive connection: {e:?}");
+            (c.get(url).send().await, true)
+        }
+        r => (r, false),
     }
 }
 
@@ -197,9 +240,9 @@ pub fn bearer_token(issuer: &str, sub: &str) -> String {
 /// Returns the client, signed in, when every step succeeded.
 async fn login(rec: Option<&Recorder>, origin: &str, scale: &Scale) -> Option<reqwest::Client> {
     let c = http(scale.lost_after, true);
-    let step = |sent: Instant, kind: Kind, outcome: Outcome| {
+    let step = |sent: Instant, kind: Kind, (outcome, resent): (Outcome, bool)| {
         if let Some(rec) = rec {
-            rec.record(sent, kind, outcome);
+            rec.record_step(sent, kind, outcome, resent);
         }
         outcome == Outcome::Ok
     };
@@ -211,25 +254,25 @@ async fn login(rec: Option<&Recorder>, origin: &str, scale: &Scale) -> Option<re
             .await,
         302,
     );
-    if !step(t, Kind::Login, o) {
+    if !step(t, Kind::Login, (o, false)) {
         return None;
     }
     let authorize = r?.headers().get("location")?.to_str().ok()?.to_owned();
     let t = Instant::now();
     // The test OP approves at once with a 303 to the callback.
-    let (o, r) = classify(c.get(&authorize).send().await, 303);
-    if !step(t, Kind::AtIdp, o) {
+    let (o, r) = classify_at_idp(c.get(&authorize).send().await, 303);
+    if !step(t, Kind::AtIdp, (o, false)) {
         return None;
     }
     let callback = r?.headers().get("location")?.to_str().ok()?.to_owned();
     let t = Instant::now();
-    let (o, _) = classify(c.get(&callback).send().await, 302);
-    if !step(t, Kind::Login, o) {
+    let (r, resent) = get_kept(&c, &callback).await;
+    if !step(t, Kind::Login, (classify(r, 302).0, resent)) {
         return None;
     }
     let t = Instant::now();
-    let (o, _) = classify(c.get(format!("{origin}/app/")).send().await, 200);
-    step(t, Kind::Login, o).then_some(c)
+    let (r, resent) = get_kept(&c, &format!("{origin}/app/")).await;
+    step(t, Kind::Login, (classify(r, 200).0, resent)).then_some(c)
 }
 
 impl Load {
@@ -312,6 +355,7 @@ impl Load {
             let gateway = r.kind != Kind::AtIdp;
             let c = counts.entry(r.kind).or_default();
             c.sent += 1;
+            c.resent += usize::from(r.resent);
             c.worst = c.worst.max(r.latency);
             match r.outcome {
                 Outcome::Ok => continue,
@@ -347,19 +391,29 @@ impl Load {
 /// The table, one line per fault and kind.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<44} {:<8} {:>7} {:>7} {:>7} {:>5} {:>9} {:>9}  {}\n",
-        "fault", "kind", "sent", "failed", "socket", "lost", "worst", "recovery", "failed statuses"
+        "{:<44} {:<8} {:>7} {:>7} {:>7} {:>5} {:>6} {:>9} {:>9}  {}\n",
+        "fault",
+        "kind",
+        "sent",
+        "failed",
+        "socket",
+        "lost",
+        "resent",
+        "worst",
+        "recovery",
+        "failed statuses"
     );
     for row in rows {
         for (kind, c) in &row.counts {
             out.push_str(&format!(
-                "{:<44} {:<8} {:>7} {:>7} {:>7} {:>5} {:>8.2}s {:>8.2}s  {:?}\n",
+                "{:<44} {:<8} {:>7} {:>7} {:>7} {:>5} {:>6} {:>8.2}s {:>8.2}s  {:?}\n",
                 row.fault,
                 format!("{kind:?}"),
                 c.sent,
                 c.failed,
                 c.socket,
                 c.lost,
+                c.resent,
                 c.worst.as_secs_f64(),
                 row.recovery.as_secs_f64(),
                 c.statuses
