@@ -145,7 +145,7 @@ pub struct Counts {
     pub socket: usize,
     /// Never answered.
     pub lost: usize,
-    /// Answered when sent again after a socket error on a kept-alive connection.
+    /// Sent again after a socket error on a kept-alive connection (judged on the second answer).
     pub resent: usize,
     /// Slowest answer.
     pub worst: Duration,
