@@ -17,6 +17,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
 
+thread_local! {
+    /// This thread's id, read once: `std::thread::current()` clones the thread's handle (an
+    /// atomic count up and down) on every command.
+    static THREAD: ThreadId = std::thread::current().id();
+}
+
 /// Lazily made connections to one server, by sending thread.
 pub struct PerThread {
     client: redis::Client,
@@ -45,7 +51,7 @@ impl PerThread {
     /// outside a Tokio runtime.
     pub fn current(&self) -> Option<Result<ConnectionManager, redis::RedisError>> {
         tokio::runtime::Handle::try_current().ok()?;
-        let thread = std::thread::current().id();
+        let thread = THREAD.with(|id| *id);
         if let Some(made) = self.by_thread.get(&thread)
             && made.runtime.strong_count() > 0
         {

@@ -306,7 +306,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Whether `hay` holds a JWT in clear: `eyJ` (a JSON header, base64url), at least ten more
 /// base64url characters, a dot, and `eyJ` again (the payload). Three bytes alone are not
-/// enough: encrypted session data holds `eyJ` by chance (it did, once in some hundred runs).
+/// enough: encrypted session data can hold `eyJ` by chance (it did, once).
 fn holds_jwt(hay: &[u8]) -> bool {
     let b64url = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_';
     (0..hay.len()).any(|i| {

@@ -578,17 +578,13 @@ fn eager_upgrade_upstream() -> String {
                 );
                 // The request header, then the tunnel's bytes, echoed.
                 let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                if conn.write_all(&seen[end..]).is_err() {
+                let Some(head_end) = read_until_blank_line(&mut conn, &mut seen) else {
+                    return;
+                };
+                if conn.write_all(&seen[head_end + 4..]).is_err() {
                     return;
                 }
+                let mut buf = [0u8; 4096];
                 while let Ok(n) = conn.read(&mut buf) {
                     if n == 0 || conn.write_all(&buf[..n]).is_err() {
                         return;
@@ -615,12 +611,10 @@ fn an_upgrade_answered_at_once_keeps_its_tunnel() {
         )
         .unwrap();
         let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "attempt {attempt}: closed before the 101");
-            got.extend_from_slice(&buf[..n]);
-        }
+        assert!(
+            read_until_blank_line(&mut s, &mut got).is_some(),
+            "attempt {attempt}: closed before the 101"
+        );
         assert!(got.starts_with(b"HTTP/1.1 101"), "attempt {attempt}");
         s.write_all(b"ping").unwrap();
         let mut echo = [0u8; 4];

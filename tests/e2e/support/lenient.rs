@@ -157,7 +157,7 @@ fn serve(mut conn: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
 }
 
 /// Reads until `buf` holds a blank line; returns where it starts.
-fn read_until_blank_line(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+pub fn read_until_blank_line(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(i);
